@@ -1,0 +1,113 @@
+"""A small GPT (nanoGPT's shape: learned positions, pre-norm blocks, biases, untied head) and its size presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True, kw_only=True)
+class GPTConfig:
+    n_layer: int = 6
+    """Transformer blocks."""
+    n_head: int = 6
+    """Attention heads per block."""
+    d_model: int = 384
+    """Width of the residual stream."""
+    vocab: int = 256
+    """Byte-level: one token per byte."""
+    context: int = 128
+    """Longest sequence the position table covers."""
+    bias: bool = True
+    """Biases in linear layers and layer norms, as the reference's benchmark model has."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # swarm tests: several processes on two shared cores
+    "tiny": GPTConfig(n_layer=2, n_head=2, d_model=64, context=64),
+    # the model of the optimizer benchmark (10.9M parameters)
+    "bench": GPTConfig(n_layer=6, n_head=6, d_model=384, context=128),
+    "small": GPTConfig(n_layer=8, n_head=8, d_model=512, context=256),
+    "medium": GPTConfig(n_layer=12, n_head=12, d_model=768, context=512),
+    "large": GPTConfig(n_layer=24, n_head=16, d_model=1024, context=1024),
+    # about 1B parameters: for GPUs
+    "1b": GPTConfig(n_layer=20, n_head=16, d_model=2048, context=1024),
+}
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.ln1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model, bias=cfg.bias)
+        self.fc_out = nn.Linear(4 * cfg.d_model, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
+        # (B, nh, T, hs)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
+        return x + self.fc_out(F.gelu(self.fc(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.context, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("fc_out.weight"):
+                # GPT-2's scaled init of the projections into the residual stream
+                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * cfg.n_layer) ** 0.5)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        t = idx.shape[1]
+        pos = torch.arange(t, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x))  # (B, T, vocab)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+def build(preset: str | GPTConfig, device: torch.device | str = "cpu", seed: int = 0) -> GPT:
+    """A freshly initialised GPT; the same seed gives the same parameters on every machine."""
+    cfg = PRESETS[preset] if isinstance(preset, str) else preset
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT(cfg)
+    return model.to(device)
+
+
+def parameter_shapes(preset: str | GPTConfig) -> list[tuple[int, ...]]:
+    """Parameter shapes of a preset without allocating its weights."""
+    cfg = PRESETS[preset] if isinstance(preset, str) else preset
+    with torch.device("meta"):
+        model = GPT(cfg)
+    return [tuple(p.shape) for p in model.parameters()]
