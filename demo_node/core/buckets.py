@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from demo_node.core.dct import Basis, inverse_dense, inverse_sparse
+from demo_node.core.dct import Basis
 from demo_node.core.layout import BucketSpec, TensorSpec
 
 
@@ -59,20 +59,15 @@ class BucketState:
             pos += t.numel
         self.block_base = torch.cat(base).unsqueeze(1)  # (N, 1)
         self.row_stride = torch.cat(stride).unsqueeze(1)  # (N, 1)
-        self._workspaces: dict[str, torch.Tensor] = {}
 
     # -- helpers -----------------------------------------------------------------------------------------------
-    def _workspace(self, name: str, numel: int) -> torch.Tensor:
-        """A reusable buffer of at least ``numel`` floats: fresh large allocations page-fault on every step."""
-        buf = self._workspaces.get(name)
-        if buf is None or buf.numel() < numel:
-            buf = torch.empty(numel, dtype=torch.float32, device=self.device)
-            self._workspaces[name] = buf
-        return buf[:numel]
-
     def _scratch_of(self, n: int) -> torch.Tensor:
         start, stop = self._regions[n]
         return self.scratch[start:stop]
+
+    def signs_buffer(self) -> torch.Tensor:
+        """The scratch as (N, h, w): where this bucket's update signs are assembled before they are applied."""
+        return self.scratch.view(-1, self.spec.h, self.spec.w)
 
     def blocks_of(self, n: int) -> slice:
         """Bucket blocks that tensor ``n`` (position inside the bucket) owns."""
@@ -134,21 +129,6 @@ class BucketState:
         self.momentum.index_put_((flat.reshape(-1),), (current - alpha * values).reshape(-1))
 
     # -- apply -------------------------------------------------------------------------------------------------
-    def inverse(self, start: int, idx: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
-        """Inverse DCT of the aggregated coefficients of blocks [start, start + N) into the scratch, (N, h, w)."""
-        h, w = self.spec.h, self.spec.w
-        n, k = idx.shape
-        out = self.scratch.view(-1, h, w)[start : start + n]
-        if 2 * k <= h + w:
-            # few coefficients per block: a product of gathered basis rows beats two dense products
-            ga = self._workspace("gather_a", n * k * h).view(n * k, h)
-            gb = self._workspace("gather_b", n * k * w).view(n * k, w)
-            return inverse_sparse(self.basis, idx, coeff, out, ga, gb)
-        dense = self._workspace("dense", n * h * w).view(n, h * w)
-        dense.zero_().scatter_add_(1, idx, coeff)
-        tmp = self._workspace("dense_tmp", n * h * w).view(n, h, w)
-        return inverse_dense(self.basis, dense.view(n, h, w), out, tmp)
-
     def apply_signs(self, signs: torch.Tensor, lr: float, weight_decay: float) -> None:
         """p = p * (1 - lr * wd) - lr * signs, with ``signs`` (N, h, w) in block order for the whole bucket."""
         h, w = self.spec.h, self.spec.w

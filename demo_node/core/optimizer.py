@@ -29,6 +29,7 @@ from demo_node.core.buckets import BucketState
 from demo_node.core.contribution import BucketPart, Contribution
 from demo_node.core.layout import Layout
 from demo_node.core.quantize import VALUE_MODES, quantize
+from demo_node.core.update import SignComputer, SignUpdate
 
 MOMENTUM_FORMS = ("reference", "ema")
 
@@ -89,6 +90,7 @@ class DeMo(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "weight_decay": self.config.weight_decay})
         self._buckets: list[BucketState] | None = None
         self._layout: Layout | None = None
+        self._signs: SignComputer | None = None
 
     # -- layout and working state ------------------------------------------------------------------------------
     def _trainable(self) -> list[tuple[int, torch.Tensor]]:
@@ -123,6 +125,7 @@ class DeMo(torch.optim.Optimizer):
                     self.state[p]["momentum"] = view  # state_dict() saves the live buffer
                 buckets.append(bucket)
             self._buckets = buckets
+            self._signs = SignComputer(layout, buckets[0].device if buckets else "cpu")
         return self._buckets
 
     def add_param_group(self, param_group: dict) -> None:
@@ -184,15 +187,42 @@ class DeMo(torch.optim.Optimizer):
         """Apply a round's aggregate: p = p * (1 - lr * wd) - lr * sign(IDCT(aggregate)), for every tensor."""
         agg = update if isinstance(update, Aggregate) else self.aggregate(update)
         buckets = self._state()
-        if set(agg.parts) != {b.spec.index for b in buckets}:
-            raise ValueError("the aggregate does not cover every bucket of this optimizer")
         for bucket in buckets:
-            part = agg.parts[bucket.spec.index]
-            if part.start != 0 or part.stop != bucket.spec.num_blocks:
-                raise ValueError(f"the aggregate covers only blocks [{part.start}, {part.stop}) of a bucket")
-            signs = bucket.inverse(0, part.indices, part.coeff).sign_()
+            part = agg.parts.get(bucket.spec.index)
+            if part is None or part.start != 0 or part.stop != bucket.spec.num_blocks:
+                raise ValueError(f"the aggregate does not cover every block of bucket {bucket.spec.index}")
+        assert self._signs is not None
+        signs = self._signs.signs(agg, out={b.spec.index: b.signs_buffer() for b in buckets})
+        self._apply(buckets, signs)
+
+    @torch.no_grad()
+    def apply_signs(self, signs: SignUpdate) -> None:
+        """Apply update signs computed elsewhere (by the owners of a round's shards). Blocks that ``signs`` does
+        not cover get no sign step this round (weight decay still applies, to every tensor alike)."""
+        buckets = self._state()
+        full = {}
+        for bucket in buckets:
+            buf = bucket.signs_buffer()
+            covered = signs.get(bucket.spec.index)
+            if covered is None or covered[0] != 0 or covered[1].shape[0] != bucket.spec.num_blocks:
+                buf.zero_()
+                for start, s in [covered] if covered is not None else []:
+                    buf[start : start + s.shape[0]].copy_(s.view(-1, bucket.spec.h, bucket.spec.w))
+            else:
+                buf.copy_(covered[1].view_as(buf))
+            full[bucket.spec.index] = (0, buf)
+        self._apply(buckets, full)
+
+    def _apply(self, buckets: list[BucketState], signs: SignUpdate) -> None:
+        for bucket in buckets:
             group = self.param_groups[bucket.spec.group]
-            bucket.apply_signs(signs, group["lr"], group["weight_decay"])
+            bucket.apply_signs(signs[bucket.spec.index][1], group["lr"], group["weight_decay"])
+
+    @property
+    def sign_computer(self) -> SignComputer:
+        self._state()
+        assert self._signs is not None
+        return self._signs
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
