@@ -7,6 +7,64 @@ import json
 import sys
 
 EXIT_USAGE = 2
+EXIT_START_FAILED = 3
+EXIT_FORCED = 130
+
+
+def _quiet_libraries() -> None:
+    import logging
+    import os
+
+    os.environ.setdefault("HIVEMIND_LOGLEVEL", "WARNING")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _join(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    _quiet_libraries()
+    from demo_node import config
+    from demo_node.node.events import Reporter
+    from demo_node.node.node import Node, NodeError
+    from demo_node.run_identity import ConfigMismatch
+
+    try:
+        cfg = config.load(vars(args), config_file=args.config)
+    except config.ConfigError as exc:
+        print(f"demo-node: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    node = Node(cfg, Reporter(cfg.log_format))
+    signals = []
+
+    def on_signal(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            node.request_stop()  # finish the round, checkpoint, leave the DHT
+        else:
+            os._exit(EXIT_FORCED)  # a second signal: leave now
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        node.start()
+    except (NodeError, ConfigMismatch, config.ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"demo-node: {exc}", file=sys.stderr)
+        node.shutdown()
+        return EXIT_START_FAILED
+    return node.run()
+
+
+def _swarm(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from demo_node.node.launcher import Swarm
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="demo-node-swarm-"))
+    extra = list(args.node_args or [])
+    print(f"{args.nodes} nodes on 127.0.0.1, state in {workdir}", flush=True)
+    return Swarm(args.nodes, workdir, extra).run(args.rounds, timeout=args.timeout)
 
 
 def _bench_optimizer(args: argparse.Namespace) -> int:
@@ -52,8 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     from demo_node.core.quantize import VALUE_MODES
     from demo_node.models.gpt import PRESETS
 
+    from demo_node import config
+
     parser = argparse.ArgumentParser(prog="demo-node", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    join = sub.add_parser("join", help="run a node: found a swarm, or join one with --peers",
+                          description="Every option also comes from DEMO_NODE_<NAME> or a TOML file (--config); "
+                          "flags win over the environment, which wins over the file.")
+    config.add_flags(join)
+    join.set_defaults(func=_join)
+
+    swarm = sub.add_parser("swarm", help="start N nodes on 127.0.0.1 and show their progress")
+    swarm.add_argument("--nodes", type=int, default=3)
+    swarm.add_argument("--rounds", type=int, default=0, help="stop once every node has applied this round (0: run until Ctrl+C)")
+    swarm.add_argument("--timeout", type=float, default=0, help="stop after this many seconds (0: never)")
+    swarm.add_argument("--workdir", help="where node identities, checkpoints and logs go (default: a new temp dir)")
+    swarm.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")
+    swarm.set_defaults(func=_swarm)
 
     bench = sub.add_parser("bench", help="benchmarks: measured side by side, printed as a table and JSON")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -79,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "node_args", None) and args.node_args[0] == "--":
+        args.node_args = args.node_args[1:]
     return args.func(args)
 
 

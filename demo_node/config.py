@@ -82,6 +82,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("overlap", "round", False, "compute the next round while this round's exchange is in flight", bool),
     # the network
     Option("peers", "node", [], "multiaddrs of peers to join (none: start a new swarm)", list),
+    Option("run_id", "node", "", "the run to join, as name-hash (default: the run named run_name)"),
     Option("listen", "node", ["/ip4/0.0.0.0/tcp/0"], "multiaddrs to listen on", list),
     Option("announce", "node", [], "multiaddrs to announce to peers (default: what libp2p sees)", list),
     Option("identity", "node", "", "private key file: the peer id survives restarts (created if missing)"),
@@ -135,18 +136,19 @@ def _convert(opt: Option, value: Any, origin: str) -> Any:
 
 @dataclass
 class Config:
-    values: dict[str, Any]
+    settings: dict[str, Any]
+    """Option name -> value (read them as attributes: ``cfg.lr``)."""
     explicit: dict[str, str] = field(default_factory=dict)
     """Option -> where its value came from, for options not left at their default."""
 
     def __getattr__(self, name: str) -> Any:
         try:
-            return self.values[name]
+            return self.settings[name]
         except KeyError:
             raise AttributeError(name) from None
 
     def section(self, name: str) -> dict[str, Any]:
-        return {o.name: self.values[o.name] for o in OPTIONS if o.section == name}
+        return {o.name: self.settings[o.name] for o in OPTIONS if o.section == name}
 
     def run_config(self) -> dict[str, dict[str, Any]]:
         """The options that define the run, by section."""
@@ -157,7 +159,7 @@ class Config:
         return any(BY_NAME[n].section in RUN_SECTIONS and n != "run_name" for n in self.explicit)
 
     def with_run_config(self, run: Mapping[str, Mapping[str, Any]]) -> "Config":
-        values = dict(self.values)
+        values = dict(self.settings)
         for section, items in run.items():
             for k, v in items.items():
                 if k not in BY_NAME or BY_NAME[k].section != section:

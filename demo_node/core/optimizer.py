@@ -196,20 +196,22 @@ class DeMo(torch.optim.Optimizer):
         self._apply(buckets, signs)
 
     @torch.no_grad()
-    def apply_signs(self, signs: SignUpdate) -> None:
-        """Apply update signs computed elsewhere (by the owners of a round's shards). Blocks that ``signs`` does
-        not cover get no sign step this round (weight decay still applies, to every tensor alike)."""
+    def apply_signs(self, pieces: Iterable[tuple[int, int, torch.Tensor]]) -> None:
+        """Apply update signs computed elsewhere, as (bucket, first block, signs (n, h, w)) pieces (from the owners
+        of a round's shards). Blocks no piece covers get no sign step this round; weight decay still applies to
+        every tensor alike."""
         buckets = self._state()
+        by_bucket: dict[int, list[tuple[int, torch.Tensor]]] = {}
+        for b, start, s in pieces:
+            by_bucket.setdefault(b, []).append((start, s))
         full = {}
         for bucket in buckets:
             buf = bucket.signs_buffer()
-            covered = signs.get(bucket.spec.index)
-            if covered is None or covered[0] != 0 or covered[1].shape[0] != bucket.spec.num_blocks:
+            mine = by_bucket.get(bucket.spec.index, [])
+            if not (len(mine) == 1 and mine[0][0] == 0 and mine[0][1].data_ptr() == buf.data_ptr()):
                 buf.zero_()
-                for start, s in [covered] if covered is not None else []:
+                for start, s in mine:
                     buf[start : start + s.shape[0]].copy_(s.view(-1, bucket.spec.h, bucket.spec.w))
-            else:
-                buf.copy_(covered[1].view_as(buf))
             full[bucket.spec.index] = (0, buf)
         self._apply(buckets, full)
 

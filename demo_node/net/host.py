@@ -1,0 +1,128 @@
+"""A libp2p peer and a hivemind DHT node, run by an asyncio (uvloop) event loop on a thread of its own.
+
+NAT port mapping (UPnP / NAT-PMP discovery on the LAN) stays off unless asked for: hivemind turns it on by default
+in ``P2P.create`` and in the throwaway daemon that checks whether a persistent identity is taken, so both are
+switched off here (the identity check is skipped; a peer id collision shows up as a connection error instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, TypeVar
+
+import uvloop
+from hivemind.dht.node import DHTNode
+from hivemind.p2p import P2P, PeerID
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(kw_only=True)
+class HostConfig:
+    initial_peers: list[str] = field(default_factory=list)
+    """Multiaddrs (with /p2p/<id>) of peers to bootstrap from; none starts a new network."""
+    listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    """Multiaddrs to listen on."""
+    announce: list[str] = field(default_factory=list)
+    """Multiaddrs announced to others (default: what libp2p observes)."""
+    identity_path: str = ""
+    """Private key file for a peer id that survives restarts (created if missing)."""
+    client_mode: bool = False
+    """Dial out only: no listening address, a DHT client."""
+    nat_port_map: bool = False
+    """Ask the home router to forward a port (UPnP/NAT-PMP). Off: it probes the LAN."""
+    startup_timeout: float = 60.0
+
+
+class Host:
+    """Start with :meth:`start`; run coroutines on its loop with :meth:`call` / :meth:`submit`."""
+
+    def __init__(self, config: HostConfig):
+        self.config = config
+        self.loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="demo-node-net", daemon=True)
+        self.p2p: P2P | None = None
+        self.dht: DHTNode | None = None
+        self.peer_id: bytes = b""
+        self.peer_id_b58: str = ""
+        self.maddrs: list[str] = []
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def start(self) -> "Host":
+        self._thread.start()
+        try:
+            self.call(self._start(), timeout=self.config.startup_timeout + 30)
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self.p2p = await P2P.create(
+            initial_peers=cfg.initial_peers or None,
+            host_maddrs=[] if cfg.client_mode else cfg.listen,
+            announce_maddrs=cfg.announce or None,
+            identity_path=cfg.identity_path or None,
+            check_if_identity_free=False,
+            nat_port_map=cfg.nat_port_map,
+            dht_mode="client" if cfg.client_mode else "server",
+            no_listen=cfg.client_mode,
+            startup_timeout=cfg.startup_timeout,
+        )
+        self.dht = await DHTNode.create(
+            p2p=self.p2p, initial_peers=cfg.initial_peers or None, client_mode=cfg.client_mode
+        )
+        self.peer_id = self.p2p.peer_id.to_bytes()
+        self.peer_id_b58 = self.p2p.peer_id.to_base58()
+        self.maddrs = [] if cfg.client_mode else [str(a) for a in await self.p2p.get_visible_maddrs()]
+
+    @property
+    def p2pd_pid(self) -> int | None:
+        child = getattr(self.p2p, "_child", None)
+        return None if child is None else child.pid
+
+    def submit(self, coro: Awaitable[T]) -> "concurrent.futures.Future[T]":
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Awaitable[T], timeout: float | None = None) -> T:
+        return self.submit(coro).result(timeout)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def shutdown(self) -> None:
+        """Stop the DHT node and the p2pd daemon, then the loop; safe to call twice."""
+        if self.loop.is_closed():
+            return
+        if self._thread.is_alive():
+            try:
+                self.call(self._stop(), timeout=15)
+            except Exception as exc:  # the daemon may already be gone
+                log.debug("network shutdown: %s", exc)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+    async def _stop(self) -> None:
+        if self.dht is not None:
+            await self.dht.shutdown()
+        if self.p2p is not None:
+            await self.p2p.shutdown()
+
+
+def peer_b58(peer: bytes) -> str:
+    return PeerID(peer).to_base58()
+
+
+def peer_from_b58(text: str) -> bytes:
+    return PeerID.from_base58(text).to_bytes()

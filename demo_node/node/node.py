@@ -1,0 +1,423 @@
+"""A demo-node: joins or founds a run, trains, exchanges every round with its peers, checkpoints, leaves cleanly.
+
+Two threads: the network thread runs the libp2p peer, the DHT, the round loop and the owner's shard work; the
+training thread (the caller's) computes gradients, applies round outcomes in order, answers requests for snapshots
+at safe points, and writes checkpoints. They meet in three places: the contribution hand-over, the queue of round
+outcomes, and the snapshot requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from demo_node.config import Config
+from demo_node.core.aggregate import aggregate
+from demo_node.core.contribution import BucketPart, Contribution
+from demo_node.core.update import SignComputer
+from demo_node.net.accounting import Accounting
+from demo_node.net.host import Host, HostConfig, peer_b58, peer_from_b58
+from demo_node.net.transport import Transport
+from demo_node.node import checkpoint
+from demo_node.node.events import Reporter
+from demo_node.node.trainer import ComputeStats, Trainer
+from demo_node.run_identity import canonical, check_same, differences, run_id
+from demo_node.swarm.discovery import PeerRecord, find_peers, find_runs, publish_peer, publish_run
+from demo_node.swarm.driver import DriverConfig, Handoff, RoundDriver, majority_digest
+from demo_node.swarm.outcome import RoundOutcome
+from demo_node.swarm.plan import Member
+from demo_node.swarm.state_sync import Snapshot, StateServer, fetch_state
+from demo_node.wire.errors import PayloadError
+from demo_node.wire.signs import pack_signs
+
+log = logging.getLogger(__name__)
+HEARTBEAT = 5.0
+
+
+class NodeError(RuntimeError):
+    """The node cannot start or go on; the message says why."""
+
+
+@dataclass
+class SnapshotRequest:
+    min_round: int
+    future: concurrent.futures.Future
+    since: float
+
+
+class Node:
+    def __init__(self, cfg: Config, reporter: Reporter | None = None):
+        self.cfg = cfg
+        self.reporter = reporter or Reporter(cfg.log_format)
+        self.started = time.monotonic()
+        self.host: Host | None = None
+        self.accounting = Accounting()
+        self.rejects: dict[str, int] = {}
+        self._snapshot_requests: "queue.Queue[SnapshotRequest]" = queue.Queue()
+        self._waiting_snapshots: list[SnapshotRequest] = []
+        self._stop = threading.Event()
+        self._leaving = False
+        self._heartbeat: concurrent.futures.Future | None = None
+        self._owner_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="demo-node-owner")
+        self.rounds_applied = 0
+        self.synced_at: float | None = None
+        self.joined_at: float | None = None
+        self.last_loss = float("nan")
+        self.state = "starting"
+
+    # -- start -------------------------------------------------------------------------------------------------
+    def start(self) -> "Node":
+        cfg = self.cfg
+        self.host = Host(HostConfig(initial_peers=list(cfg.peers), listen=list(cfg.listen),
+                                    announce=list(cfg.announce), identity_path=cfg.identity,
+                                    client_mode=cfg.client_mode)).start()
+        self.me = self.host.peer_id
+        self.transport = Transport(self.host, self.accounting)
+        self.cfg = cfg = self._resolve_run(cfg)
+        self.run_id = run_id(cfg.run_config())
+        self.reporter.run_id, self.reporter.peer = self.run_id, self.host.peer_id_b58
+        self.trainer = Trainer(cfg, self.me)
+        resumed = self._resume()
+        self._owner_signs_computer = SignComputer(self.trainer.layout, self.trainer.device)
+        self.driver = RoundDriver(
+            self.transport, self.trainer.layout, self.me,
+            DriverConfig(run_id=self.run_id, deadline=cfg.deadline, adaptive_deadline=cfg.adaptive_deadline,
+                         exchange=cfg.exchange, values=cfg.values, client=cfg.client_mode),
+            compute_signs=self._owner_signs, on_reject=self._count_reject,
+        )
+        self.host.call(StateServer(self.transport, self._provide_snapshot).start())
+        peers = [p for p in self.host.call(find_peers(self.host.dht, self.run_id)) if p.peer_b58 != self.host.peer_id_b58]
+        self.reporter.event("started", maddrs=self.host.maddrs, p2pd_pid=self.host.p2pd_pid, device=str(self.trainer.device),
+                            params=self.trainer.layout.num_params, resumed_round=resumed, peers_found=len(peers),
+                            run_config=json.loads(canonical(cfg.run_config())))
+        if peers:
+            for p in peers:
+                self.transport.remember(peer_from_b58(p.peer_b58), p.maddrs)
+            snap = self._sync(peers, min_round=0)
+            round, members, member = snap.next_round, snap.members, False
+        else:
+            round, members, member = self.trainer.round, [Member(self.me, cfg.client_mode)], True
+            if cfg.client_mode:
+                raise NodeError("a client-mode node cannot start a swarm: give --peers of a running one")
+        self.driver.set_digest(self.trainer.round, self.trainer.digest())
+        self.host.call(self.driver.start(round, members, member))
+        self.state = "training" if member else "joining"
+        self._heartbeat = self.host.submit(self._beat())
+        return self
+
+    def _resolve_run(self, cfg: Config) -> Config:
+        """Adopt the run's config from the DHT, or check ours against it (differences name the fields)."""
+        assert self.host is not None
+        runs = self.host.call(find_runs(self.host.dht))
+        mine = cfg.run_config()
+        if cfg.run_id:
+            if cfg.run_id in runs:
+                if cfg.run_explicit():
+                    check_same(mine, runs[cfg.run_id])
+                    return cfg
+                return cfg.with_run_config(runs[cfg.run_id])
+            if run_id(mine) != cfg.run_id:
+                raise NodeError(f"run {cfg.run_id} is not announced by any peer (runs seen: {sorted(runs) or 'none'})")
+            return cfg
+        same_name = {rid: c for rid, c in runs.items() if c.get("run", {}).get("run_name") == cfg.run_name}
+        if not same_name or run_id(mine) in same_name:
+            return cfg
+        if cfg.run_explicit():
+            rid, theirs = sorted(same_name.items())[0]
+            check_same(mine, theirs)  # raises, naming the differing fields
+        if len(same_name) > 1:
+            raise NodeError(f"several runs are named {cfg.run_name!r}: {sorted(same_name)}; choose one with --run-id")
+        return cfg.with_run_config(next(iter(same_name.values())))
+
+    def _resume(self) -> int | None:
+        if not self.cfg.checkpoint_dir:
+            return None
+        state = checkpoint.load_latest(self.cfg.checkpoint_dir)
+        if state is None:
+            return None
+        if state["run_id"] != self.run_id:
+            raise NodeError(f"checkpoint {state['path']} belongs to run {state['run_id']}, not {self.run_id}")
+        self.trainer.model.load_state_dict(state["model"])
+        self.trainer.opt.load_state_dict(state["optimizer"])
+        self.trainer.batches.restore(state["data_rng"])
+        self.trainer.round = int(state["round"])
+        return self.trainer.round
+
+    def _sync(self, peers: list[PeerRecord], min_round: int) -> Snapshot:
+        """Download the parameters from a peer (digest-checked) and install them."""
+        begun = time.monotonic()
+        errors = []
+        for p in peers:
+            if p.client:
+                continue
+            peer = peer_from_b58(p.peer_b58)
+            try:
+                snap = self.host.call(fetch_state(self.transport, peer, min_round, timeout=60.0), timeout=600)
+            except Exception as exc:
+                errors.append(f"{p.peer_b58}: {exc!r}")
+                continue
+            theirs = json.loads(snap.run_config)
+            if differences(self.cfg.run_config(), theirs):
+                errors.append(f"{p.peer_b58}: another run config")
+                continue
+            self.trainer.install(snap.tensors)
+            if self.trainer.digest() != snap.digest:
+                errors.append(f"{p.peer_b58}: parameters do not match their digest")
+                continue
+            self.trainer.round = snap.next_round
+            self.synced_at = time.monotonic()
+            self.reporter.event("synced", round=snap.next_round, source=p.peer_b58, seconds=round(self.synced_at - begun, 3),
+                                bytes=sum(len(t) for t in snap.tensors))
+            return snap
+        raise NodeError("could not get the parameters from any peer: " + "; ".join(errors))
+
+    # -- network-thread callbacks ------------------------------------------------------------------------------
+    async def _owner_signs(self, contributions: list[Contribution], ranges: dict[int, tuple[int, int]]):
+        return await asyncio.get_running_loop().run_in_executor(self._owner_pool, self._owner_signs_sync,
+                                                                contributions, ranges)
+
+    def _owner_signs_sync(self, contributions: list[Contribution], ranges: dict[int, tuple[int, int]]):
+        device = self.trainer.device
+        moved = [Contribution({b: BucketPart(p.start, p.indices.to(device), p.values.to(device))
+                               for b, p in c.parts.items()}, c.samples) for c in contributions]
+        sizes = {b.index: b.block_size for b in self.trainer.layout.buckets}
+        agg = aggregate(moved, self.cfg.aggregation, sizes)
+        with torch.no_grad():
+            return pack_signs(self._owner_signs_computer.signs(agg), ranges)
+
+    def _count_reject(self, reason: str) -> None:
+        self.rejects[reason] = self.rejects.get(reason, 0) + 1
+
+    async def _provide_snapshot(self, min_round: int) -> Snapshot | None:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._snapshot_requests.put(SnapshotRequest(min_round, fut, time.monotonic()))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout=120)
+        except asyncio.TimeoutError:
+            return None
+
+    async def _beat(self) -> None:
+        host = self.host
+        assert host is not None
+        while True:
+            try:
+                await publish_run(host.dht, self.run_id, canonical(self.cfg.run_config()))
+                await publish_peer(host.dht, self.run_id, PeerRecord(host.peer_id_b58, host.maddrs, self.cfg.client_mode,
+                                                                      self.driver.round, self.state))
+            except Exception as exc:
+                log.warning("DHT heartbeat failed: %r", exc)
+            await asyncio.sleep(HEARTBEAT)
+
+    # -- the training thread -----------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Leave at the next round: finish it, checkpoint, leave the DHT (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> int:
+        handoff: Handoff | None = None
+        last_event = time.monotonic()
+        tokens = 0
+        while True:
+            if self._stop.is_set() and not self._leaving:
+                self._leaving = True
+                self.state = "leaving"
+                self.driver.request_leave()
+            if self.driver.finished.is_set() and self.driver.outcomes.empty():
+                break
+            if handoff is not None and not self.cfg.overlap:
+                self._drain(until=handoff)
+                handoff = None
+            else:
+                self._drain()
+            if self._leaving or not self.driver.member:
+                self._drain(block=0.1)
+                continue
+            if self.cfg.max_rounds and self.rounds_applied >= self.cfg.max_rounds:
+                self.request_stop()
+                continue
+            stats = self._compute()
+            tokens += stats.tokens
+            self.last_loss = stats.loss
+            self._drain()
+            handoff = self.driver.hand_over(self.trainer.prepare(stats.samples, self.trainer.round))
+            now = time.monotonic()
+            self.tokens_per_s = tokens / max(1e-9, now - last_event)
+            last_event, tokens = now, 0
+        self._finish(handoff)
+        return 0
+
+    def _compute(self) -> ComputeStats:
+        cfg, t = self.cfg, self.trainer
+        begun = time.monotonic()
+        losses, samples = [], 0
+        while True:
+            loss, n = t.micro_batch()
+            losses.append(loss)
+            samples += n
+            self._serve_snapshots()
+            if self._stop.is_set():
+                break
+            if cfg.compute_seconds > 0:
+                if time.monotonic() - begun >= cfg.compute_seconds:
+                    break
+            elif len(losses) >= cfg.micro_batches:
+                break
+            if cfg.overlap:
+                self._drain()
+        return ComputeStats(samples, samples * t.context, sum(losses) / len(losses), time.monotonic() - begun)
+
+    def _drain(self, until: Handoff | None = None, block: float = 0.0) -> None:
+        """Apply the round outcomes that are ready. With ``until``, wait for the outcome that carries that
+        hand-over (or for the round loop to end, or for a stop asked before the hand-over was taken); with
+        ``block``, wait up to that many seconds for outcomes."""
+        deadline = time.monotonic() + block
+        while True:
+            self._serve_snapshots()
+            waiting = until is not None or time.monotonic() < deadline
+            try:
+                outcome = self.driver.outcomes.get(timeout=0.05) if waiting else self.driver.outcomes.get_nowait()
+            except queue.Empty:
+                if until is None:
+                    if time.monotonic() >= deadline:
+                        return
+                elif self.driver.finished.is_set() or (self._stop.is_set() and not until.taken.is_set()):
+                    return
+                continue
+            self._apply(outcome)
+            if until is not None and outcome.contribution is until.contribution:
+                return
+
+    def _apply(self, o: RoundOutcome) -> None:
+        t = self.trainer
+        if o.round < t.round:
+            return  # already in the parameters (they came from a snapshot)
+        if o.round > t.round:
+            log.warning("round %d outcome while at round %d: resyncing", o.round, t.round)
+            self._resync(o.round)
+            if o.round < t.round:
+                return
+        t.set_round_lr(o.round)
+        try:
+            pieces, skipped = o.sign_pieces(t.opt, self.run_id, self.me)
+        except PayloadError as exc:
+            self._count_reject(exc.reason)
+            log.warning("round %d: a shard result did not decode (%s): skipping the round here", o.round, exc)
+            pieces, skipped = [], len(o.shards)
+        t.opt.apply_signs(pieces)
+        left_out = False
+        for part in o.excluded_parts(self.me):
+            t.opt.restore(part)
+            left_out = True
+        t.round = o.round + 1
+        digest = t.digest()
+        self.driver.set_digest(t.round, digest)
+        if o.member:
+            self.rounds_applied += 1
+            if self.joined_at is None and self.synced_at is not None:
+                self.joined_at = time.monotonic()
+                self.reporter.event("joined", round=o.round, seconds_since_start=round(self.joined_at - self.started, 3))
+        self.state = "training" if o.member else "joining"
+        totals = self.accounting.totals()
+        self.reporter.event(
+            "round", round=o.round, loss=self.last_loss, tokens_per_s=getattr(self, "tokens_per_s", 0.0),
+            members=len(o.plan.members), owners=len(o.plan.owners), mode=o.plan.mode, round_seconds=round(o.seconds, 3),
+            skipped_shards=skipped, left_out=left_out, contributed=o.contribution is not None, member=o.member,
+            digest=digest.hex()[:16], bytes_sent=totals["sent"], bytes_received=totals["received"],
+            fetched=[s.owner.hex()[:12] for s in o.shards if s.source == "peer"], errors=sorted(set(o.errors.values())),
+            rejects=dict(self.rejects),
+        )
+        if self.cfg.eval_every and o.member and t.round % self.cfg.eval_every == 0:
+            self.reporter.event("eval", round=o.round, held_out_loss=t.eval_loss())
+        self._check_digest(o, digest)
+        if self.cfg.checkpoint_dir and o.member and t.round % self.cfg.checkpoint_every == 0:
+            self._checkpoint()
+
+    def _check_digest(self, o: RoundOutcome, mine: bytes) -> None:
+        reported = next((p for p in o.digests if p.peer == self.me), None)
+        if reported is None or not reported.digest:
+            return
+        majority = majority_digest(o.digests, reported.digest_round)
+        if majority is None or reported.digest == majority[0]:
+            return
+        self.reporter.event("diverged", round=o.round, digest_round=reported.digest_round, mine=reported.digest.hex()[:16],
+                            majority=majority[0].hex()[:16], holders=len(majority[1]))
+        self._resync(self.trainer.round, sources=majority[1])
+
+    def _resync(self, min_round: int, sources: list[bytes] | None = None) -> None:
+        peers = [PeerRecord(peer_b58(p), [], False, 0, "training") for p in (sources or []) if p != self.me]
+        if not peers:
+            peers = [p for p in self.host.call(find_peers(self.host.dht, self.run_id)) if p.peer_b58 != self.host.peer_id_b58]
+        try:
+            self._sync(peers, min_round)
+        except NodeError as exc:
+            log.warning("resync failed: %s", exc)
+            return
+        self.driver.set_digest(self.trainer.round, self.trainer.digest())
+
+    def _serve_snapshots(self) -> None:
+        while True:
+            try:
+                self._waiting_snapshots.append(self._snapshot_requests.get_nowait())
+            except queue.Empty:
+                break
+        if not self._waiting_snapshots:
+            return
+        t = self.trainer
+        keep = []
+        for req in self._waiting_snapshots:
+            if req.future.done():
+                continue
+            members = self.driver.members.get(t.round)
+            if t.round >= req.min_round and members is not None:
+                req.future.set_result(Snapshot(t.round, t.digest(), list(members), t.snapshot(),
+                                               canonical(self.cfg.run_config())))
+            elif time.monotonic() - req.since > 120:
+                req.future.set_result(None)
+            else:
+                keep.append(req)
+        self._waiting_snapshots = keep
+
+    def _checkpoint(self) -> None:
+        t = self.trainer
+        path = checkpoint.save(self.cfg.checkpoint_dir, {
+            "round": t.round, "run_id": self.run_id, "run_config": canonical(self.cfg.run_config()),
+            "model": {k: v.detach().cpu() for k, v in t.model.state_dict().items()},
+            "optimizer": t.opt.state_dict(), "data_rng": t.batches.state(),
+        })
+        self.reporter.event("checkpoint", round=t.round - 1, path=str(path))
+
+    def _finish(self, handoff: Handoff | None) -> None:
+        if handoff is not None and not handoff.taken.is_set():
+            self.trainer.opt.restore(handoff.contribution)  # never sent: keep its signal in the momentum
+        if self.cfg.checkpoint_dir:
+            self._checkpoint()
+        self.state = "left"
+        self.shutdown()
+        self.reporter.event("left", rounds=self.rounds_applied)
+
+    def shutdown(self) -> None:
+        host = self.host
+        if host is None or host.loop.is_closed():
+            return
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        try:
+            host.call(publish_peer(host.dht, self.run_id, PeerRecord(host.peer_id_b58, host.maddrs, self.cfg.client_mode,
+                                                                     self.trainer.round, "left")), timeout=10)
+        except Exception as exc:
+            log.debug("could not mark this peer as left: %r", exc)
+        try:
+            host.call(self.driver.stop(), timeout=10)
+        except Exception:
+            pass
+        host.shutdown()
+        self._owner_pool.shutdown(wait=False)
+

@@ -1,0 +1,71 @@
+"""Who takes part in a round, who owns which blocks, and how shard results travel back.
+
+The plan of round r is a pure function of the round's members (derived by every node from the results of round
+r - 1, which are the same bytes everywhere), so every node computes the same plan without talking to anyone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from demo_node.core.layout import Layout
+
+RELAY, SIGN = "relay", "sign"
+
+
+@dataclass(frozen=True, order=True)
+class Member:
+    peer: bytes
+    client: bool = False
+    """Cannot accept connections: contributes, owns nothing."""
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    round: int
+    members: tuple[Member, ...]
+    """Ascending by peer id."""
+    owners: tuple[bytes, ...]
+    """Members that own a shard, ascending."""
+    ranges: dict[bytes, dict[int, tuple[int, int]]]
+    """Owner -> bucket -> [start, stop) blocks it owns."""
+    mode: str
+    """How owners return results: relay (forward payloads) or sign (send update signs)."""
+
+    @property
+    def peers(self) -> set[bytes]:
+        return {m.peer for m in self.members}
+
+    def owner_ranges(self, owner: bytes) -> dict[int, tuple[int, int]]:
+        return self.ranges[owner]
+
+
+def split(n: int, parts: int) -> list[tuple[int, int]]:
+    """[0, n) cut into ``parts`` contiguous runs whose lengths differ by at most one."""
+    return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+
+
+def choose_mode(n_members: int, payload_bytes: int, sign_bytes: int, setting: str) -> str:
+    """Per node and round, relaying costs about (N - 1) payloads down; signs cost about one payload plus one bit
+    per parameter (sign_bytes). Signs win once N - 1 > 1 + sign_bytes / payload_bytes, roughly."""
+    if setting in (RELAY, SIGN):
+        return setting
+    n = n_members
+    relay_cost = (n - 1) * payload_bytes
+    sign_cost = (n - 1) * (payload_bytes + sign_bytes) / max(n, 1)
+    return SIGN if sign_cost < relay_cost else RELAY
+
+
+def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: int, setting: str = "auto") -> RoundPlan:
+    members = sorted(set(members))
+    owners = tuple(m.peer for m in members if not m.client)
+    if not owners:
+        raise ValueError(f"round {round} has no member that accepts connections: nobody can own a shard")
+    ranges: dict[bytes, dict[int, tuple[int, int]]] = {o: {} for o in owners}
+    for spec in layout.buckets:
+        for owner, run in zip(owners, split(spec.num_blocks, len(owners))):
+            if run[1] > run[0]:
+                ranges[owner][spec.index] = run
+    sign_bytes = (layout.num_params + 7) // 8
+    mode = choose_mode(len(members), payload_bytes, sign_bytes, setting)
+    return RoundPlan(round, tuple(members), owners, ranges, mode)
