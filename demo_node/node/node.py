@@ -317,6 +317,7 @@ class Node:
             t.opt.restore(part)
             left_out = True
         t.round = o.round + 1
+        self.reporter.round = o.round
         digest = t.digest()
         self.driver.set_digest(t.round, digest)
         if o.member:
@@ -401,7 +402,8 @@ class Node:
             self._checkpoint()
         self.state = "left"
         self.shutdown()
-        self.reporter.event("left", rounds=self.rounds_applied)
+        per_peer_kind = {f"{peer}/{kind}/{direction}": n for (peer, kind, direction), n in self.accounting.snapshot().items()}
+        self.reporter.event("left", round=self.trainer.round - 1, rounds=self.rounds_applied, bytes=per_peer_kind)
 
     def shutdown(self) -> None:
         host = self.host

@@ -1,0 +1,236 @@
+"""Swarms of real node processes with real p2pd daemons on 127.0.0.1 (NAT port mapping off).
+
+They assert invariants (rounds complete, digests equal, nothing lost) with generous deadlines: two cores are shared
+by every process here, so timings are only compared loosely and against the deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+
+import pytest
+
+from tests.swarm_harness import Cluster, NodeProc, round_times
+
+pytestmark = pytest.mark.swarm
+DEADLINE = 6.0
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    c.close()
+
+
+def joined_round(node: NodeProc) -> int:
+    """The first round this node applied as a member."""
+    return node.rounds()[0]["round"]
+
+
+def wait_members(nodes: list[NodeProc], count: int, timeout: float = 180) -> int:
+    """Wait until every node has applied a round with ``count`` members; returns the latest such round."""
+    for n in nodes:
+        n.wait(lambda n=n: any(e["members"] == count for e in n.rounds()), timeout, f"a round with {count} members")
+    return max(n.last_round() for n in nodes)
+
+
+def assert_same_digests(nodes: list[NodeProc], rounds: range) -> int:
+    """Every node that applied a round as a member has the same digest after it; returns how many rounds matched."""
+    checked = 0
+    for r in rounds:
+        digests = {n.name: n.digest_at(r) for n in nodes if n.digest_at(r) is not None}
+        if len(digests) == len(nodes):
+            assert len(set(digests.values())) == 1, f"round {r}: digests differ {digests}"
+            checked += 1
+    return checked
+
+
+def test_three_nodes_train_loss_falls_digests_equal(cluster):
+    a = cluster.start("a").wait_started()
+    b = cluster.start("b", a.maddrs)
+    c = cluster.start("c", a.maddrs)
+    start = wait_members([a, b, c], 3)
+    for n in (a, b, c):
+        n.wait_round(start + 25, timeout=300)
+    assert assert_same_digests([a, b, c], range(start, start + 25)) >= 20
+    evals = [e["held_out_loss"] for e in a.of("eval")]
+    assert evals[-1] < evals[0] - 0.5, evals
+    for n in (a, b, c):
+        late = [e for e in n.rounds() if start <= e["round"] < start + 25]
+        assert sum(e["contributed"] for e in late) >= len(late) // 2, f"{n.name} rarely contributed"
+        assert all(e["skipped_shards"] == 0 for e in late)
+    # bytes are accounted per peer and kind, and what one node sent the others received
+    for n in (a, b, c):
+        assert n.terminate() == 0
+    totals = {"sent": 0, "received": 0}
+    for n in (a, b, c):
+        for key, value in n.of("left")[0]["bytes"].items():
+            totals[key.rsplit("/", 1)[1]] += value
+    assert totals["sent"] > 0
+    assert abs(totals["sent"] - totals["received"]) <= 0.01 * totals["sent"], totals
+
+
+def test_kill9_keeps_others_within_deadline_and_restart_rejoins(cluster):
+    a = cluster.start("a").wait_started()
+    b = cluster.start("b", a.maddrs)
+    c = cluster.start("c", a.maddrs, args=["--checkpoint-every", "2"])
+    start = wait_members([a, b, c], 3)
+    c.wait_round(start + 4)
+    c.wait(lambda: bool(c.of("checkpoint")), 60, "a checkpoint")
+    c.kill9()
+    killed_at = max(a.last_round(), b.last_round())
+    for n in (a, b):
+        n.wait_round(killed_at + 8, timeout=180)
+    for n in (a, b):
+        times = round_times(n, killed_at, killed_at + 8)
+        assert max(times) <= DEADLINE + 15, f"{n.name} round times after the crash: {times}"
+        assert n.rounds()[-1]["members"] == 2
+    # restart from the last checkpoint with the same identity: it rejoins and matches again
+    c2 = cluster.start("c", a.maddrs, args=["--checkpoint-every", "2"])
+    c2.wait(lambda: bool(c2.of("joined")), 180, "rejoined")
+    assert c2.of("started")[-1]["resumed_round"] is not None
+    assert c2.of("started")[-1]["peer"] == c.of("started")[0]["peer"]
+    back = joined_round(c2)
+    for n in (a, b, c2):
+        n.wait_round(back + 5, timeout=180)
+    assert assert_same_digests([a, b, c2], range(back, back + 5)) >= 4
+
+
+def test_slow_node_does_not_slow_the_others(cluster):
+    a = cluster.start("a").wait_started()
+    b = cluster.start("b", a.maddrs)
+    before = wait_members([a, b], 2)
+    a.wait_round(before + 10)
+    alone = round_times(a, before, before + 10)
+    s = cluster.start("s", a.maddrs, args=["--slowdown", "5"])
+    joined = wait_members([a, b, s], 3)
+    for n in (a, b, s):
+        n.wait_round(joined + 15, timeout=240)
+    with_slow = round_times(a, joined + 2, joined + 15)
+    assert statistics.median(with_slow) < DEADLINE / 2, with_slow
+    assert statistics.median(with_slow) <= 2 * statistics.median(alone) + 1.0, (alone, with_slow)
+    assert assert_same_digests([a, b, s], range(joined, joined + 15)) >= 12
+    slow_rounds = [e for e in s.rounds() if e["round"] >= joined]
+    assert any(e["contributed"] for e in slow_rounds), "the slow node never got a contribution in"
+
+
+def test_node_joining_at_round_20_catches_up(cluster):
+    a = cluster.start("a").wait_started()
+    b = cluster.start("b", a.maddrs)
+    wait_members([a, b], 2)
+    a.wait_round(20, timeout=240)
+    late = cluster.start("late", b.maddrs)
+    late.wait(lambda: bool(late.of("joined")), 180, "joined")
+    synced = late.of("synced")[0]
+    assert synced["round"] >= 20
+    assert late.of("joined")[0]["seconds_since_start"] > 0
+    back = joined_round(late)
+    for n in (a, b, late):
+        n.wait_round(back + 5, timeout=180)
+    assert assert_same_digests([a, b, late], range(back, back + 5)) >= 4
+
+
+def test_bootstrap_node_leaves_and_the_rest_go_on(cluster):
+    a = cluster.start("a").wait_started()
+    b = cluster.start("b", a.maddrs)
+    c = cluster.start("c", a.maddrs)
+    start = wait_members([a, b, c], 3)
+    a.wait_round(start + 3)
+    assert a.terminate() == 0
+    left = a.of("left")
+    assert left and (a.folder / "ckpt").exists() and any((a.folder / "ckpt").iterdir())
+    gone_at = left[0]["round"]
+    for n in (b, c):
+        n.wait_round(gone_at + 10, timeout=180)
+        assert n.rounds()[-1]["members"] == 2
+    assert assert_same_digests([b, c], range(gone_at + 1, gone_at + 10)) >= 8
+    # the swarm still admits newcomers without its founder
+    d = cluster.start("d", c.maddrs)
+    d.wait(lambda: bool(d.of("joined")), 180, "joined")
+
+
+def test_second_signal_forces_exit(cluster):
+    # each micro-batch is stretched to seconds, so a graceful leave (which finishes the micro-batch) takes a while
+    a = cluster.start("a", args=["--slowdown", "200"]).wait_started()
+    a.wait_round(0)
+    a.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)  # signals of one kind are not queued: let the first be handled
+    a.proc.send_signal(signal.SIGTERM)
+    begun = time.monotonic()
+    assert a.proc.wait(timeout=30) == 130
+    assert time.monotonic() - begun < 5
+    assert not a.of("left")  # forced: no graceful leave
+
+
+def test_differing_run_config_is_refused_naming_fields_and_missing_config_is_adopted(cluster):
+    a = cluster.start("a").wait_started()
+    a.wait_round(1)
+    bad = cluster.start("bad", a.maddrs, args=["--lr", "0.01", "--topk", "8"])
+    assert bad.proc.wait(timeout=120) == 3
+    err = bad.tail()
+    assert "optimizer.lr" in err and "optimizer.topk" in err and "0.01" in err
+    plain = cluster.start("plain", a.maddrs, run_args=[])  # no model or optimizer options at all
+    plain.wait(lambda: bool(plain.of("joined")), 180, "joined")
+    assert plain.of("started")[0]["run_config"] == a.of("started")[0]["run_config"]
+    assert plain.of("started")[0]["run_id"] == a.of("started")[0]["run_id"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_hivemind_dht_bootstrap_in_loopback_only_namespace(tmp_path):
+    """hivemind's own ``hivemind-dht`` as --peers. It always turns NAT port mapping on, so it and our nodes run
+    inside a network namespace made here with nothing but loopback up."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2 is not installed")
+    ns = f"demo-node-test-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    prefix = ["ip", "netns", "exec", ns]
+    dht_cmd = None
+    cluster = Cluster(tmp_path)
+    try:
+        subprocess.run([*prefix, "ip", "link", "set", "lo", "up"], check=True)
+        links = subprocess.run([*prefix, "ip", "-o", "link"], check=True, capture_output=True, text=True).stdout
+        assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
+        hivemind_dht = str(Path(sys.executable).with_name("hivemind-dht"))
+        log = open(tmp_path / "hivemind-dht.log", "w")
+        dht_cmd = subprocess.Popen([*prefix, hivemind_dht, "--host_maddrs", "/ip4/127.0.0.1/tcp/0"],
+                                   stdout=log, stderr=subprocess.STDOUT, text=True)
+        maddr = None
+        deadline = time.monotonic() + 90
+        while maddr is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            for word in (tmp_path / "hivemind-dht.log").read_text().split():
+                if word.startswith("/ip4/127.0.0.1/tcp/") and "/p2p/" in word:
+                    maddr = word.strip("'\",[]")
+        assert maddr, (tmp_path / "hivemind-dht.log").read_text()
+        a = cluster.start("a", [maddr], prefix=prefix).wait_started()
+        a.wait_round(2)
+        b = cluster.start("b", [maddr], prefix=prefix)  # finds a through the DHT, not through a's address
+        start = wait_members([a, b], 2)
+        for n in (a, b):
+            n.wait_round(start + 5, timeout=180)
+        assert assert_same_digests([a, b], range(start, start + 5)) >= 4
+    finally:
+        cluster.close()
+        if dht_cmd is not None:
+            dht_cmd.terminate()
+            try:
+                dht_cmd.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                dht_cmd.kill()
+                dht_cmd.wait()
+        subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
+        for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
