@@ -234,3 +234,71 @@ def test_hivemind_dht_bootstrap_in_loopback_only_namespace(tmp_path):
             except (ProcessLookupError, ValueError):
                 pass
         subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def test_malformed_payloads_are_dropped_and_counted(cluster):
+    """A peer that sends garbage, or a payload for the wrong blocks, is refused; the node and its parameters are
+    untouched (its digests keep matching its honest peer's)."""
+    from demo_node.net.accounting import Accounting
+    from demo_node.net.host import Host, HostConfig, peer_from_b58
+    from demo_node.net.transport import Transport
+    from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+    slow_rounds = ["--compute-seconds", "3"]  # rounds stay open for seconds: time to aim at the open one
+    a = cluster.start("a", args=slow_rounds).wait_started()
+    b = cluster.start("b", a.maddrs, args=slow_rounds)
+    start = wait_members([a, b], 2)
+    attacker = Host(HostConfig(initial_peers=a.maddrs)).start()
+    try:
+        transport = Transport(attacker, Accounting())
+        target = peer_from_b58(a.peer)
+
+        def send(data: bytes) -> spb.ShardResult:
+            return spb.ShardResult.FromString(attacker.call(transport.request(target, "contribute", data, 60), 90))
+
+        for payload, reasons in ((b"\xff" * 100, {"malformed"}), (b"\x08\x01\x12\x03abc", {"run_id", "sender"})):
+            for _ in range(20):  # aim at the round that is open now (a closed one does not look at payloads)
+                reply = send(spb.Contribute(round=a.last_round() + 1, payload=payload, joining=True).SerializeToString())
+                if reply.error != "round_closed":
+                    break
+                time.sleep(0.5)
+            assert reply.error in reasons, reply.error
+        assert send(b"\x00\xff\xfe").error == "malformed"  # not even a Contribute message
+    finally:
+        attacker.shutdown()
+    now = a.last_round()
+    for n in (a, b):
+        n.wait_round(now + 5, timeout=120)
+    rejects = a.rounds()[-1]["rejects"]
+    assert sum(rejects.values()) >= 3, rejects
+    assert assert_same_digests([a, b], range(start, now + 5)) >= 5
+
+
+def test_client_mode_node_contributes_without_owning(cluster):
+    a = cluster.start("a").wait_started()
+    b = cluster.start("b", a.maddrs)
+    c = cluster.start("c", a.maddrs, args=["--client-mode"])
+    start = wait_members([a, b, c], 3)
+    for n in (a, b, c):
+        n.wait_round(start + 8, timeout=180)
+    late = [e for e in c.rounds() if e["round"] >= start]
+    assert all(e["owners"] == 2 for e in late)
+    assert any(e["contributed"] and not e["left_out"] for e in late)
+    assert assert_same_digests([a, b, c], range(start, start + 8)) >= 6
+
+
+def test_overlapped_rounds_on_user_text(cluster, tmp_path):
+    text = tmp_path / "corpus"
+    text.mkdir()
+    for i in range(5):
+        (text / f"part{i}.txt").write_text(f"The quick brown fox {i} jumps over the lazy dog. " * 400)
+    args = ["--overlap", "--data", str(text)]
+    a = cluster.start("a", args=args).wait_started()
+    b = cluster.start("b", a.maddrs, args=args)
+    start = wait_members([a, b], 2)
+    for n in (a, b):
+        n.wait_round(start + 15, timeout=180)
+    assert assert_same_digests([a, b], range(start, start + 15)) >= 12
+    evals = [e["held_out_loss"] for e in a.of("eval")]
+    assert evals[-1] < evals[0], evals
+    assert a.of("started")[0]["run_config"]["run"]["data"] == str(text)

@@ -70,8 +70,8 @@ class OwnerRound:
         if self.first_arrival is None:
             self.first_arrival = now
             self._timer = asyncio.get_running_loop().call_later(self.deadline, self._close_soon)
-        if sender != self.me and self.first_foreign is None:
-            self.first_foreign = now
+        if sender != self.me and member and msg.payload and self.first_foreign is None:
+            self.first_foreign = now  # another member is ready: this node's own wait for its gradient is bounded
         self.last_arrival = now
         presence = spb.Presence(peer=sender, digest_round=msg.digest_round, digest=msg.digest, client=msg.client)
         if member:

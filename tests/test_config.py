@@ -1,0 +1,101 @@
+"""The config loader: flags over DEMO_NODE_* over a TOML file over defaults; unknown keys name themselves."""
+
+import pytest
+
+from demo_node import config
+from demo_node.config import ConfigError
+from demo_node.run_identity import ConfigMismatch, check_same, config_hash, run_id
+
+
+def write(tmp_path, text):
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_priority_flags_over_env_over_file_over_defaults(tmp_path):
+    path = write(tmp_path, '[optimizer]\nlr = 0.01\ntopk = 16\nbeta = 0.99\n[node]\npeers = ["/ip4/1.2.3.4/tcp/1/p2p/x"]\n')
+    env = {"DEMO_NODE_TOPK": "8", "DEMO_NODE_BETA": "0.95"}
+    cfg = config.load({"beta": "0.9"}, env=env, config_file=path)
+    assert cfg.lr == 0.01  # file
+    assert cfg.topk == 8  # env over file
+    assert cfg.beta == 0.9  # flag over env
+    assert cfg.chunk == 64  # default
+    assert cfg.peers == ["/ip4/1.2.3.4/tcp/1/p2p/x"]
+    assert cfg.explicit["beta"] == "flags" and cfg.explicit["topk"] == "environment"
+
+
+def test_config_file_from_environment(tmp_path):
+    path = write(tmp_path, "[train]\nbatch_size = 3\n")
+    assert config.load({}, env={"DEMO_NODE_CONFIG": path}).batch_size == 3
+
+
+def test_env_lists_and_booleans():
+    cfg = config.load({}, env={"DEMO_NODE_PEERS": "/a, /b", "DEMO_NODE_OVERLAP": "yes"})
+    assert cfg.peers == ["/a", "/b"] and cfg.overlap is True
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [("[optimizer]\nlrr = 1\n", "optimizer.lrr"), ("[optimiser]\nlr = 1\n", "[optimiser]"),
+     ("[node]\nlr = 1\n", "node.lr"), ("[optimizer\n", "node.toml")],
+)
+def test_unknown_or_misplaced_keys_in_file_name_themselves(tmp_path, text, needle):
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
+        config.load({}, env={}, config_file=write(tmp_path, text))
+
+
+def test_unknown_env_variable_names_itself():
+    with pytest.raises(ConfigError, match="DEMO_NODE_LRR"):
+        config.load({}, env={"DEMO_NODE_LRR": "1"})
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [({"topk": "zero"}, "topk"), ({"topk": "0"}, "topk"), ({"values": "int4"}, "values"),
+     ({"deadline": "-1"}, "deadline"), ({"exchange": "gossip"}, "exchange")],
+)
+def test_bad_values_name_their_option(flags, needle):
+    with pytest.raises(ConfigError, match=needle):
+        config.load(flags, env={})
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="nope.toml"):
+        config.load({}, env={}, config_file=str(tmp_path / "nope.toml"))
+
+
+def test_run_identity_hashes_the_run_config_only():
+    a = config.load({}, env={})
+    b = config.load({"deadline": "3", "batch_size": "2"}, env={})  # this node's own options
+    c = config.load({"lr": "0.5"}, env={})
+    assert run_id(a.run_config()) == run_id(b.run_config())
+    assert config_hash(a.run_config()) != config_hash(c.run_config())
+    assert run_id(a.run_config()).startswith("demo-")
+
+
+def test_mismatch_names_every_differing_field():
+    mine = config.load({"lr": "0.5", "model": "bench"}, env={}).run_config()
+    theirs = config.load({}, env={}).run_config()
+    with pytest.raises(ConfigMismatch) as err:
+        check_same(mine, theirs)
+    assert {d[0] for d in err.value.differences} == {"optimizer.lr", "run.model"}
+    assert "optimizer.lr" in str(err.value) and "run.model" in str(err.value)
+
+
+def test_adopting_a_run_config():
+    mine = config.load({"deadline": "3"}, env={})
+    assert not mine.run_explicit()
+    theirs = config.load({"lr": "0.5"}, env={}).run_config()
+    adopted = mine.with_run_config(theirs)
+    assert adopted.lr == 0.5 and adopted.deadline == 3.0
+    assert config.load({"lr": "0.1"}, env={}).run_explicit()
+
+
+def test_every_option_has_a_flag():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    config.add_flags(parser)
+    dests = {a.dest for a in parser._actions}
+    assert {o.name for o in config.OPTIONS} <= dests
