@@ -95,6 +95,17 @@ def _bench_payload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_swarm(args: argparse.Namespace) -> int:
+    from demo_node.bench import swarm_bench
+
+    nodes = [int(n) for n in args.nodes.split(",")]
+    modes = tuple(args.modes.split(","))
+    result = swarm_bench.run(nodes, rounds=args.rounds, model=args.model, workdir=args.workdir, modes=modes,
+                             averager=not args.skip_averager)
+    _emit(result, swarm_bench.format_result(result), args.json)
+    return 0
+
+
 def _emit(result, text: str, json_path: str | None) -> None:
     print(text)
     if json_path == "-":
@@ -148,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     pay.add_argument("--chunk", type=int, default=64)
     pay.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     pay.set_defaults(func=_bench_payload)
+
+    sw = bench_sub.add_parser("swarm", help="round time and bytes per node: ours (relay, sign) vs hivemind's averager")
+    sw.add_argument("--nodes", default="2,4,8", help="comma-separated swarm sizes")
+    sw.add_argument("--rounds", type=int, default=10, help="measured rounds per run")
+    sw.add_argument("--model", default="tiny", choices=sorted(PRESETS))
+    sw.add_argument("--modes", default="relay,sign", help="our exchange modes to measure")
+    sw.add_argument("--skip-averager", action="store_true", help="do not run hivemind's DecentralizedAverager")
+    sw.add_argument("--workdir", help="where logs go (default: a new temp dir)")
+    sw.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    sw.set_defaults(func=_bench_swarm)
     return parser
 
 

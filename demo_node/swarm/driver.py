@@ -32,7 +32,7 @@ from demo_node.wire.codec import encode, encoded_size, max_payload_bytes
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 log = logging.getLogger(__name__)
-KEEP_ROUNDS = 64
+KEEP_ROUNDS = 16
 """Closed shards and received results kept for peers that catch up or fetch late."""
 
 

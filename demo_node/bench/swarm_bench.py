@@ -1,0 +1,223 @@
+"""``demo-node bench swarm --nodes 2,4,8``: round time and bytes per node and round, ours (relay and sign exchange)
+beside the same model averaged densely by hivemind's DecentralizedAverager, on this machine, in one run.
+
+Bytes are counted twice for our nodes: by their own accounting (what they write to and read from streams) and at
+the wire (the TCP counters of their p2pd daemons' sockets, from ``ss``), which adds libp2p's framing and encryption
+and the DHT's traffic. The averager's bytes are counted at the wire only. Every process started here is stopped
+here, by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from demo_node.node.launcher import Swarm
+
+_SS_PID = re.compile(r'users:\(\("p2pd",pid=(\d+)')
+_SS_BYTES = re.compile(r"bytes_(acked|received):(\d+)")
+
+
+def wire_bytes(pids: set[int]) -> dict[int, dict[str, int]]:
+    """TCP bytes sent (acked) and received by the established sockets of these processes."""
+    out = subprocess.run(["ss", "-tinpH", "state", "established"], capture_output=True, text=True).stdout
+    totals = {p: {"sent": 0, "received": 0} for p in pids}
+    owner = None
+    for line in out.splitlines():
+        m = _SS_PID.search(line)
+        if m:
+            owner = int(m.group(1))
+            continue
+        if owner in totals:
+            for kind, value in _SS_BYTES.findall(line):
+                totals[owner]["sent" if kind == "acked" else "received"] += int(value)
+            owner = None
+    return totals
+
+
+def children_named(pid: int, name: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid == pid and comm == name:
+            found.append(int(entry))
+    return found
+
+
+def _per_node(w0: dict, w1: dict, rounds: int) -> dict[str, float]:
+    ups = [(w1[p]["sent"] - w0[p]["sent"]) / rounds for p in w0]
+    downs = [(w1[p]["received"] - w0[p]["received"]) / rounds for p in w0]
+    return {"up_mean": statistics.mean(ups), "down_mean": statistics.mean(downs), "up_max": max(ups),
+            "down_max": max(downs)}
+
+
+def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str) -> dict:
+    extra = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0", "--exchange", mode,
+             "--deadline", "15", "--checkpoint-every", "100000"]
+    swarm = Swarm(n, workdir, extra, out=open(os.devnull, "w"))
+    swarm.live = False
+    try:
+        first = swarm.start_node(0, [])
+        _wait(lambda: bool(first.maddrs), 120, "the first node to start")
+        for i in range(1, n):
+            swarm.start_node(i, first.maddrs)
+        _wait(lambda: all(c.last_round.get("members") == n for c in swarm.children), 300, f"{n} members")
+        r0 = max(c.last_round["round"] for c in swarm.children) + 1
+        _wait(lambda: all(c.last_round.get("round", -1) >= r0 for c in swarm.children), 120, f"round {r0}")
+        pids = {c.p2pd_pid for c in swarm.children}
+        w0, acc0, t0 = wire_bytes(pids), _accounted(swarm), time.monotonic()
+        start_rounds = {c.index: c.last_round["round"] for c in swarm.children}
+        r1 = r0 + rounds
+        _wait(lambda: all(c.last_round.get("round", -1) >= r1 for c in swarm.children), 60 + 30 * rounds, f"round {r1}")
+        w1, acc1, t1 = wire_bytes(pids), _accounted(swarm), time.monotonic()
+        done = statistics.mean(c.last_round["round"] - start_rounds[c.index] for c in swarm.children)
+        events = [e for c in swarm.children for e in c.events if e["event"] == "round" and r0 < e["round"] <= r1]
+        contributed = sum(e["contributed"] for e in events) / max(1, len(events))
+        return {
+            "nodes": n, "mode": mode, "rounds": rounds,
+            "round_seconds": (t1 - t0) / done,
+            "round_seconds_median_reported": statistics.median(e["round_seconds"] for e in events),
+            "members": statistics.mode(e["members"] for e in events),
+            "contributed_fraction": contributed,
+            "accounted_bytes_per_node_round": {
+                "up_mean": statistics.mean((acc1[i][0] - acc0[i][0]) / done for i in acc0),
+                "down_mean": statistics.mean((acc1[i][1] - acc0[i][1]) / done for i in acc0),
+            },
+            "wire_bytes_per_node_round": _per_node(w0, w1, done),
+        }
+    finally:
+        swarm.stop(grace=30)
+
+
+def _accounted(swarm: Swarm) -> dict[int, tuple[int, int]]:
+    """Each node's own byte counters, from its latest round line."""
+    return {c.index: (c.last_round["bytes_sent"], c.last_round["bytes_received"]) for c in swarm.children}
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+class _Worker:
+    def __init__(self, cmd: list[str], log: Path):
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+        self.events: list[dict] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in list(self.events) if e["event"] == kind]
+
+
+def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: str = "fp16") -> dict:
+    workers: list[_Worker] = []
+    base = [sys.executable, "-m", "demo_node.bench.averager_worker", "--group", str(n), "--model", model,
+            "--rounds", str(rounds + 2), "--compression", compression]
+    daemons: set[int] = set()
+    helpers: set[int] = set()
+    try:
+        workers.append(_Worker(base, workdir / "averager-0.log"))
+        _wait(lambda: bool(workers[0].of("started")), 120, "the first averager")
+        peers = workers[0].of("started")[0]["maddrs"]
+        for i in range(1, n):
+            workers.append(_Worker(base + ["--peers", *peers], workdir / f"averager-{i}.log"))
+        _wait(lambda: all(w.of("started") for w in workers), 180, "averagers to start")
+        for w in workers:
+            dht_pid = w.of("started")[0]["dht_pid"]
+            helpers.add(dht_pid)  # hivemind's DHT runs in a forked process of its own
+            daemons.update(children_named(dht_pid, "p2pd"))
+        _wait(lambda: all(len(w.of("round")) >= 2 for w in workers), 300, "two averaging rounds")
+        w0, c0 = wire_bytes(daemons), {id(w): len(w.of("round")) for w in workers}
+        _wait(lambda: all(len(w.of("round")) >= rounds + 2 for w in workers), 120 + 30 * rounds, "averaging rounds")
+        w1, c1 = wire_bytes(daemons), {id(w): len(w.of("round")) for w in workers}
+        done = statistics.mean(c1[k] - c0[k] for k in c0)
+        seconds = [e["seconds"] for w in workers for e in w.of("round")[2:]]
+        return {"nodes": n, "compression": compression, "rounds": rounds,
+                "round_seconds": statistics.median(seconds),
+                "wire_bytes_per_node_round": _per_node(w0, w1, max(1.0, done)),
+                "failed_steps": sum(len(w.of("failed")) for w in workers)}
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)
+        for w in workers:
+            try:
+                w.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+        for pid in daemons | helpers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | None = None,
+        modes: tuple[str, ...] = ("relay", "sign"), averager: bool = True) -> dict:
+    root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-swarm-"))
+    result: dict = {"model": model, "rounds": rounds, "workdir": str(root), "ours": [], "averager": []}
+    for n in nodes:
+        for mode in modes:
+            folder = root / f"ours-{n}-{mode}"
+            result["ours"].append(run_ours(n, mode, rounds, folder, model))
+        if averager:
+            folder = root / f"averager-{n}"
+            folder.mkdir(parents=True, exist_ok=True)
+            result["averager"].append(run_averager(n, rounds, folder, model))
+    result["ratios"] = []
+    for avg in result["averager"]:
+        for ours in (o for o in result["ours"] if o["nodes"] == avg["nodes"]):
+            ob, ab = ours["wire_bytes_per_node_round"], avg["wire_bytes_per_node_round"]
+            result["ratios"].append({
+                "nodes": avg["nodes"], "mode": ours["mode"],
+                "bytes_ours_over_averager": (ob["up_mean"] + ob["down_mean"]) / (ab["up_mean"] + ab["down_mean"]),
+                "round_time_ours_over_averager": ours["round_seconds"] / avg["round_seconds"],
+            })
+    return result
+
+
+def format_result(r: dict) -> str:
+    lines = [f"model {r['model']}, {r['rounds']} measured rounds per run, all processes on this machine", "",
+             f"{'run':<22}{'round s':>9}{'contrib':>9}{'acct up':>10}{'acct down':>11}{'wire up':>10}{'wire down':>11}"]
+    for o in r["ours"]:
+        a, w = o["accounted_bytes_per_node_round"], o["wire_bytes_per_node_round"]
+        lines.append(f"{'ours N=' + str(o['nodes']) + ' ' + o['mode']:<22}{o['round_seconds']:>9.3f}"
+                     f"{o['contributed_fraction']:>9.2f}{a['up_mean']:>10.0f}{a['down_mean']:>11.0f}"
+                     f"{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
+    for a in r["averager"]:
+        w = a["wire_bytes_per_node_round"]
+        lines.append(f"{'averager N=' + str(a['nodes']) + ' ' + a['compression']:<22}{a['round_seconds']:>9.3f}"
+                     f"{'':>9}{'':>10}{'':>11}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
+    lines += ["", "bytes per node and round (up + down, at the wire) and round time, ours / averager:"]
+    for q in r["ratios"]:
+        lines.append(f"  N={q['nodes']} {q['mode']:<6} bytes {q['bytes_ours_over_averager']:.4f}   "
+                     f"round time {q['round_time_ours_over_averager']:.3f}")
+    return "\n".join(lines)
