@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     swarm = sub.add_parser("swarm", help="start N nodes on 127.0.0.1 and show their progress")
     swarm.add_argument("--nodes", type=int, default=3)
-    swarm.add_argument("--rounds", type=int, default=0, help="stop once every node has applied this round (0: run until Ctrl+C)")
+    swarm.add_argument("--rounds", type=int, default=0, help="stop this many rounds after every node has joined (0: run until Ctrl+C)")
     swarm.add_argument("--timeout", type=float, default=0, help="stop after this many seconds (0: never)")
     swarm.add_argument("--workdir", help="where node identities, checkpoints and logs go (default: a new temp dir)")
     swarm.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")

@@ -94,6 +94,12 @@ class Swarm:
                 self.out.write(f"node {child.index}: {format_event(ev)}\n")
                 self.out.flush()
 
+    def _note(self, text: str) -> None:
+        if not self.live:
+            with self._lock:
+                self.out.write(text + "\n")
+                self.out.flush()
+
     def _redraw(self) -> None:
         with self._lock:
             lines = [f"{'node':<5}{'state':<10}{'round':>6}{'loss':>8}{'tok/s':>9}{'members':>8}{'sent':>10}{'recv':>10}"]
@@ -121,14 +127,17 @@ class Swarm:
             self.start_node(i, first.maddrs)
         try:
             began = time.monotonic()
+            all_in: int | None = None  # the round at which every node had become a member
             while True:
                 time.sleep(0.2)
-                done = [c for c in self.children if c.proc.poll() is not None]
-                if len(done) == len(self.children):
-                    break
                 running = [c for c in self.children if c.proc.poll() is None]
-                if rounds and running and all(c.last_round.get("member") and c.last_round["round"] + 1 >= rounds
-                                              for c in running):
+                if not running:
+                    break
+                if all_in is None and len(running) == self.n and all(
+                        c.last_round.get("member") and c.last_round.get("members") == self.n for c in running):
+                    all_in = max(c.last_round["round"] for c in running)
+                    self._note(f"all {self.n} nodes are members from round {all_in}")
+                if rounds and all_in is not None and all(c.last_round.get("round", -1) >= all_in + rounds for c in running):
                     break
                 if timeout and time.monotonic() - began > timeout:
                     break
@@ -167,5 +176,5 @@ def format_event(ev: dict) -> str:
     if ev["event"] == "round":
         return (f"round {ev['round']} loss {ev['loss']:.3f} {ev['tokens_per_s']:.0f} tok/s members {ev['members']} "
                 f"{ev['round_seconds']:.2f}s sent {_mb(ev['bytes_sent'])} recv {_mb(ev['bytes_received'])}")
-    rest = {k: v for k, v in ev.items() if k not in ("ts", "event", "run_id", "peer", "run_config")}
+    rest = {k: v for k, v in ev.items() if k not in ("ts", "event", "run_id", "peer", "run_config", "bytes")}
     return f"{ev['event']} {rest}"
