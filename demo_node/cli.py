@@ -25,7 +25,7 @@ def _join(args: argparse.Namespace) -> int:
 
     _quiet_libraries()
     from demo_node import config
-    from demo_node.node.events import Reporter
+    from demo_node.node.events import Reporter, configure_logging
     from demo_node.node.node import Node, NodeError
     from demo_node.run_identity import ConfigMismatch
 
@@ -34,7 +34,9 @@ def _join(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"demo-node: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    node = Node(cfg, Reporter(cfg.log_format))
+    reporter = Reporter(cfg.log_format)
+    configure_logging(reporter)
+    node = Node(cfg, reporter)
     signals = []
 
     def on_signal(signum, frame):
@@ -53,6 +55,37 @@ def _join(args: argparse.Namespace) -> int:
         node.shutdown()
         return EXIT_START_FAILED
     return node.run()
+
+
+def _status(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from demo_node.node import control
+
+    try:
+        if args.health:
+            ok = control.healthy(args.control, timeout=args.timeout)
+            print("SERVING" if ok else "NOT_SERVING")
+            return 0 if ok else 1
+        if args.checkpoint:
+            reply = control.checkpoint(args.control)
+            print(f"checkpoint after round {reply.round}: {reply.path or '(no checkpoint directory)'}")
+            return 0
+        if args.leave:
+            print(f"node is {control.leave(args.control).state}")
+            return 0
+        reply = control.status(args.control, timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"demo-node status: no node answers on {args.control} ({exc.code().name})", file=sys.stderr)
+        return 1
+    info = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:<16}{value}")
+    return 0
 
 
 def _swarm(args: argparse.Namespace) -> int:
@@ -131,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "flags win over the environment, which wins over the file.")
     config.add_flags(join)
     join.set_defaults(func=_join)
+
+    status = sub.add_parser("status", help="ask a running node (its local control API) how it is doing")
+    status.add_argument("--control", default="127.0.0.1:7070", help="host:port of the node's control API")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--health", action="store_true", help="exit 0 if the node is serving (joining or training)")
+    status.add_argument("--checkpoint", action="store_true", help="make the node write a checkpoint now")
+    status.add_argument("--leave", action="store_true", help="make the node leave gracefully")
+    status.add_argument("--timeout", type=float, default=10)
+    status.set_defaults(func=_status)
 
     swarm = sub.add_parser("swarm", help="start N nodes on 127.0.0.1 and show their progress")
     swarm.add_argument("--nodes", type=int, default=3)

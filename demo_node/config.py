@@ -90,8 +90,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("checkpoint_dir", "node", "", "where checkpoints go (empty: none)"),
     Option("checkpoint_every", "node", 10, "rounds between checkpoints", int, check=_positive),
     Option("log_format", "node", "auto", "console output", choices=("auto", "text", "json")),
-    Option("metrics", "node", "", "host:port of the Prometheus /metrics endpoint (empty: off)"),
-    Option("control", "node", "127.0.0.1:0", "host:port of the local gRPC control API (empty: off)"),
+    Option("metrics", "node", "", "host:port of the Prometheus /metrics endpoint (port 0: any; empty: off)"),
+    Option("control", "node", "127.0.0.1:7070", "host:port of the local gRPC control API (port 0: any; empty: off)"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 SECTIONS = tuple(dict.fromkeys(o.section for o in OPTIONS))

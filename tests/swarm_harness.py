@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 NODE_ARGS = ["--batch-size", "4", "--deadline", "6", "--eval-every", "5", "--listen", "/ip4/127.0.0.1/tcp/0",
-             "--threads", "1"]
+             "--threads", "1", "--control", "127.0.0.1:0"]
 """This node's own options."""
 RUN_ARGS = ["--model", "tiny", "--warmup-rounds", "5", "--lr", "3e-3"]
 """Options that define the run (hashed into its id)."""

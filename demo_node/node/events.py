@@ -1,11 +1,13 @@
 """What a node tells its operator: one line per event, readable text on a terminal, JSON lines otherwise.
 
-Every line carries the run id, the round and the peer id. ``demo-node swarm`` reads the JSON lines of its nodes.
+Every line carries the run id, the round and the peer id, the library log lines (stderr) included. On a terminal the
+round line is a live line, rewritten in place. ``demo-node swarm`` reads the JSON lines of its nodes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -24,8 +26,10 @@ class Reporter:
     def __init__(self, fmt: str = "auto", stream: TextIO | None = None):
         self.stream = stream or sys.stdout
         self.json = fmt == "json" or (fmt == "auto" and not self.stream.isatty())
+        self.live = not self.json and self.stream.isatty()
         self.run_id, self.peer, self.round = "", "", 0
         self._lock = threading.Lock()
+        self._live_line = ""
 
     def event(self, kind: str, **fields: Any) -> None:
         record = {"ts": round(time.time(), 3), "event": kind, "run_id": self.run_id, "peer": self.peer,
@@ -33,6 +37,11 @@ class Reporter:
         with self._lock:
             if self.json:
                 self.stream.write(json.dumps(record, default=str) + "\n")
+            elif self.live and kind == "round":
+                self._live_line = self._text(record)
+                self.stream.write("\r\x1b[K" + self._live_line)
+            elif self.live:
+                self.stream.write("\r\x1b[K" + self._text(record) + "\n" + self._live_line)
             else:
                 self.stream.write(self._text(record) + "\n")
             self.stream.flush()
@@ -46,3 +55,36 @@ class Reporter:
                     f"{' (contribution left out)' if r.get('left_out') else ''}")
         rest = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("ts", "event", "run_id", "round", "peer"))
         return f"{head} {r['event']} {rest}"
+
+
+class _Context(logging.Filter):
+    def __init__(self, reporter: Reporter):
+        super().__init__()
+        self.reporter = reporter
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.run_id, record.round, record.peer = self.reporter.run_id, self.reporter.round, self.reporter.peer
+        return True
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+               "run_id": record.run_id, "round": record.round, "peer": record.peer, "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def configure_logging(reporter: Reporter, level: int = logging.WARNING) -> None:
+    """Library logs to stderr, each line tagged with the run id, round and peer id (JSON lines in JSON mode)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_Context(reporter))
+    if reporter.json:
+        handler.setFormatter(_JsonLines())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(run_id)s r%(round)s %(peer)s %(name)s: "
+                                               "%(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

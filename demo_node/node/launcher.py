@@ -36,7 +36,7 @@ class Child:
 def node_command(folder: Path, peers: list[str], extra: list[str]) -> list[str]:
     return [
         sys.executable, "-m", "demo_node", "join", "--log-format", "json",
-        "--listen", "/ip4/127.0.0.1/tcp/0",
+        "--listen", "/ip4/127.0.0.1/tcp/0", "--control", "127.0.0.1:0",
         "--identity", str(folder / "identity.key"),
         "--checkpoint-dir", str(folder / "checkpoints"),
         *(["--peers", *peers] if peers else []),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from demo_node import __version__
 from demo_node.config import Config
 from demo_node.core.aggregate import aggregate
 from demo_node.core.contribution import BucketPart, Contribution
@@ -27,7 +28,9 @@ from demo_node.net.accounting import Accounting
 from demo_node.net.host import Host, HostConfig, peer_b58, peer_from_b58
 from demo_node.net.transport import Transport
 from demo_node.node import checkpoint
+from demo_node.node.control import ControlServer
 from demo_node.node.events import Reporter
+from demo_node.node.metrics import NodeMetrics
 from demo_node.node.trainer import ComputeStats, Trainer
 from demo_node.run_identity import canonical, check_same, differences, run_id
 from demo_node.swarm.discovery import PeerRecord, find_peers, find_runs, publish_peer, publish_run
@@ -35,7 +38,9 @@ from demo_node.swarm.driver import DriverConfig, Handoff, RoundDriver, majority_
 from demo_node.swarm.outcome import RoundOutcome
 from demo_node.swarm.plan import Member
 from demo_node.swarm.state_sync import Snapshot, StateServer, fetch_state
+from demo_node.wire.codec import encoded_size
 from demo_node.wire.errors import PayloadError
+from demo_node.wire.proto import demo_node_control_pb2 as cpb
 from demo_node.wire.signs import pack_signs
 
 log = logging.getLogger(__name__)
@@ -71,11 +76,38 @@ class Node:
         self.synced_at: float | None = None
         self.joined_at: float | None = None
         self.last_loss = float("nan")
-        self.state = "starting"
+        self.held_out_loss = float("nan")
+        self.tokens_per_s = 0.0
+        self.last_digest = b""
+        self.last_members = 0
+        self.peers_known = 0
+        self.last_checkpoint_time = time.time()
+        self._checkpoint_requests: "queue.Queue[concurrent.futures.Future]" = queue.Queue()
+        self.metrics = NodeMetrics(self.accounting, lambda: self.last_checkpoint_time)
+        self.control: ControlServer | None = None
+        self.metrics_port = self.control_port = 0
+        self._state = "starting"
+        self.run_id = ""
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value != self._state:
+            self._state = value
+            if self.control is not None:
+                self.control.set_state(value)
 
     # -- start -------------------------------------------------------------------------------------------------
     def start(self) -> "Node":
         cfg = self.cfg
+        if cfg.control:
+            self.control = ControlServer(self)
+            self.control_port = self.control.start(cfg.control)
+        if cfg.metrics:
+            self.metrics_port = self.metrics.serve(cfg.metrics)
         self.host = Host(HostConfig(initial_peers=list(cfg.peers), listen=list(cfg.listen),
                                     announce=list(cfg.announce), identity_path=cfg.identity,
                                     client_mode=cfg.client_mode)).start()
@@ -85,6 +117,10 @@ class Node:
         self.run_id = run_id(cfg.run_config())
         self.reporter.run_id, self.reporter.peer = self.run_id, self.host.peer_id_b58
         self.trainer = Trainer(cfg, self.me)
+        layout = self.trainer.layout
+        self.metrics.info.info({"version": __version__, "run_id": self.run_id, "peer_id": self.host.peer_id_b58,
+                                "device": str(self.trainer.device)})
+        self.metrics.compression.set(4 * layout.num_params / encoded_size(layout, cfg.values, run_id=self.run_id))
         resumed = self._resume()
         self._owner_signs_computer = SignComputer(self.trainer.layout, self.trainer.device)
         self.driver = RoundDriver(
@@ -92,10 +128,12 @@ class Node:
             DriverConfig(run_id=self.run_id, deadline=cfg.deadline, adaptive_deadline=cfg.adaptive_deadline,
                          exchange=cfg.exchange, values=cfg.values, client=cfg.client_mode),
             compute_signs=self._owner_signs, on_reject=self._count_reject,
+            on_late=lambda: self.metrics.late.labels("peers").inc(),
         )
         self.host.call(StateServer(self.transport, self._provide_snapshot).start())
         peers = [p for p in self.host.call(find_peers(self.host.dht, self.run_id)) if p.peer_b58 != self.host.peer_id_b58]
         self.reporter.event("started", maddrs=self.host.maddrs, p2pd_pid=self.host.p2pd_pid, device=str(self.trainer.device),
+                            metrics_port=self.metrics_port, control_port=self.control_port,
                             params=self.trainer.layout.num_params, resumed_round=resumed, peers_found=len(peers),
                             run_config=json.loads(canonical(cfg.run_config())))
         if peers:
@@ -174,6 +212,7 @@ class Node:
                 continue
             self.trainer.round = snap.next_round
             self.synced_at = time.monotonic()
+            self.metrics.state_syncs.inc()
             self.reporter.event("synced", round=snap.next_round, source=p.peer_b58, seconds=round(self.synced_at - begun, 3),
                                 bytes=sum(len(t) for t in snap.tensors))
             return snap
@@ -195,6 +234,7 @@ class Node:
 
     def _count_reject(self, reason: str) -> None:
         self.rejects[reason] = self.rejects.get(reason, 0) + 1
+        self.metrics.rejected.labels(reason).inc()
 
     async def _provide_snapshot(self, min_round: int) -> Snapshot | None:
         fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -212,6 +252,8 @@ class Node:
                 await publish_run(host.dht, self.run_id, canonical(self.cfg.run_config()))
                 await publish_peer(host.dht, self.run_id, PeerRecord(host.peer_id_b58, host.maddrs, self.cfg.client_mode,
                                                                       self.driver.round, self.state))
+                self.peers_known = len(await find_peers(host.dht, self.run_id))
+                self.metrics.peers_known.set(self.peers_known)
             except Exception as exc:
                 log.warning("DHT heartbeat failed: %r", exc)
             await asyncio.sleep(HEARTBEAT)
@@ -250,6 +292,7 @@ class Node:
             handoff = self.driver.hand_over(self.trainer.prepare(stats.samples, self.trainer.round))
             now = time.monotonic()
             self.tokens_per_s = tokens / max(1e-9, now - last_event)
+            self.metrics.tokens_per_second.set(self.tokens_per_s)
             last_event, tokens = now, 0
         self._finish(handoff)
         return 0
@@ -272,7 +315,11 @@ class Node:
                 break
             if cfg.overlap:
                 self._drain()
-        return ComputeStats(samples, samples * t.context, sum(losses) / len(losses), time.monotonic() - begun)
+        stats = ComputeStats(samples, samples * t.context, sum(losses) / len(losses), time.monotonic() - begun)
+        self.metrics.compute.observe(stats.seconds)
+        self.metrics.tokens.inc(stats.tokens)
+        self.metrics.samples.inc(stats.samples)
+        return stats
 
     def _drain(self, until: Handoff | None = None, block: float = 0.0) -> None:
         """Apply the round outcomes that are ready. With ``until``, wait for the outcome that carries that
@@ -319,7 +366,19 @@ class Node:
         t.round = o.round + 1
         self.reporter.round = o.round
         digest = t.digest()
+        self.last_digest, self.last_members = digest, len(o.plan.members)
         self.driver.set_digest(t.round, digest)
+        m = self.metrics
+        m.rounds.inc()
+        m.round.set(t.round)
+        m.round_duration.observe(o.seconds)
+        m.participants.set(len(o.plan.members))
+        m.contributors.set(len({i.sender for s in o.shards if s.result is not None for i in s.result.included}))
+        m.loss.set(self.last_loss)
+        if left_out:
+            m.late.labels("own").inc()
+        if skipped:
+            m.skipped.inc(skipped)
         if o.member:
             self.rounds_applied += 1
             if self.joined_at is None and self.synced_at is not None:
@@ -336,7 +395,9 @@ class Node:
             rejects=dict(self.rejects),
         )
         if self.cfg.eval_every and o.member and t.round % self.cfg.eval_every == 0:
-            self.reporter.event("eval", round=o.round, held_out_loss=t.eval_loss())
+            self.held_out_loss = t.eval_loss()
+            self.metrics.held_out_loss.set(self.held_out_loss)
+            self.reporter.event("eval", round=o.round, held_out_loss=self.held_out_loss)
         self._check_digest(o, digest)
         if self.cfg.checkpoint_dir and o.member and t.round % self.cfg.checkpoint_every == 0:
             self._checkpoint()
@@ -348,6 +409,7 @@ class Node:
         majority = majority_digest(o.digests, reported.digest_round)
         if majority is None or reported.digest == majority[0]:
             return
+        self.metrics.digest_mismatches.inc()
         self.reporter.event("diverged", round=o.round, digest_round=reported.digest_round, mine=reported.digest.hex()[:16],
                             majority=majority[0].hex()[:16], holders=len(majority[1]))
         self._resync(self.trainer.round, sources=majority[1])
@@ -364,6 +426,7 @@ class Node:
         self.driver.set_digest(self.trainer.round, self.trainer.digest())
 
     def _serve_snapshots(self) -> None:
+        self._serve_checkpoints()
         while True:
             try:
                 self._waiting_snapshots.append(self._snapshot_requests.get_nowait())
@@ -386,14 +449,47 @@ class Node:
                 keep.append(req)
         self._waiting_snapshots = keep
 
-    def _checkpoint(self) -> None:
+    def checkpoint_now(self, timeout: float) -> tuple[str, int]:
+        """From any thread: have the training thread checkpoint at its next safe point; (path, round)."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._checkpoint_requests.put(fut)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError("no safe point within the timeout") from None
+
+    def _serve_checkpoints(self) -> None:
+        while True:
+            try:
+                fut = self._checkpoint_requests.get_nowait()
+            except queue.Empty:
+                return
+            path = self._checkpoint() if self.cfg.checkpoint_dir else ""
+            fut.set_result((path, max(0, self.trainer.round - 1)))
+
+    def status(self) -> cpb.StatusReply:
+        totals = self.accounting.totals()
+        t = getattr(self, "trainer", None)
+        return cpb.StatusReply(
+            run_id=self.run_id, peer_id=self.host.peer_id_b58 if self.host else "", state=self.state,
+            round=t.round if t else 0, members=self.last_members, peers_known=self.peers_known,
+            loss=self.last_loss, held_out_loss=self.held_out_loss, bytes_sent=totals["sent"],
+            bytes_received=totals["received"], digest=self.last_digest.hex(),
+            maddrs=self.host.maddrs if self.host else [], uptime_seconds=time.monotonic() - self.started,
+            device=str(t.device) if t else "", version=__version__,
+        )
+
+    def _checkpoint(self) -> str:
         t = self.trainer
         path = checkpoint.save(self.cfg.checkpoint_dir, {
             "round": t.round, "run_id": self.run_id, "run_config": canonical(self.cfg.run_config()),
             "model": {k: v.detach().cpu() for k, v in t.model.state_dict().items()},
             "optimizer": t.opt.state_dict(), "data_rng": t.batches.state(),
         })
+        self.last_checkpoint_time = time.time()
+        self.metrics.checkpoints.inc()
         self.reporter.event("checkpoint", round=t.round - 1, path=str(path))
+        return str(path)
 
     def _finish(self, handoff: Handoff | None) -> None:
         if handoff is not None and not handoff.taken.is_set():
@@ -406,6 +502,9 @@ class Node:
         self.reporter.event("left", round=self.trainer.round - 1, rounds=self.rounds_applied, bytes=per_peer_kind)
 
     def shutdown(self) -> None:
+        if self.control is not None:
+            self.control.stop()
+        self.metrics.close()
         host = self.host
         if host is None or host.loop.is_closed():
             return

@@ -58,9 +58,10 @@ class Handoff:
 
 class RoundDriver:
     def __init__(self, transport: Transport, layout: Layout, me: bytes, config: DriverConfig,
-                 compute_signs: SignsFn, on_reject: Callable[[str], None] = lambda reason: None):
+                 compute_signs: SignsFn, on_reject: Callable[[str], None] = lambda reason: None,
+                 on_late: Callable[[], None] = lambda: None):
         self.transport, self.layout, self.me, self.cfg = transport, layout, me, config
-        self.compute_signs, self.on_reject = compute_signs, on_reject
+        self.compute_signs, self.on_reject, self.on_late = compute_signs, on_reject, on_late
         self.payload_bytes = encoded_size(layout, config.values, run_id=config.run_id)
         self.max_request = 2 * max_payload_bytes(layout) + (1 << 20)
         self.outcomes: "queue.Queue[RoundOutcome]" = queue.Queue()
@@ -150,7 +151,7 @@ class RoundDriver:
         self.plans[r] = plan
         if self.me in plan.owners:
             self.owner_rounds[r] = OwnerRound(plan, self.me, self.layout, self.cfg.run_id, self.deadline,
-                                              self.compute_signs, self.on_reject)
+                                              self.compute_signs, self.on_reject, self.on_late)
         loop = asyncio.get_running_loop()
         for owner in plan.owners:
             self._pending[(r, owner)] = loop.create_future()  # resolved once this node got or gave up on it

@@ -35,12 +35,13 @@ class Arrival:
 
 class OwnerRound:
     def __init__(self, plan: RoundPlan, me: bytes, layout: Layout, run_id: str, deadline: float,
-                 compute_signs: SignsFn, on_reject: Callable[[str], None] = lambda reason: None):
+                 compute_signs: SignsFn, on_reject: Callable[[str], None] = lambda reason: None,
+                 on_late: Callable[[], None] = lambda: None):
         self.plan, self.me, self.layout, self.run_id = plan, me, layout, run_id
         self.round = plan.round
         self.ranges = plan.owner_ranges(me)
         self.deadline = deadline
-        self.compute_signs, self.on_reject = compute_signs, on_reject
+        self.compute_signs, self.on_reject, self.on_late = compute_signs, on_reject, on_late
         self.arrivals: dict[bytes, Arrival] = {}
         self.present: dict[bytes, spb.Presence] = {}
         self.joiners: dict[bytes, spb.Presence] = {}
@@ -61,6 +62,7 @@ class OwnerRound:
         if self.closed.is_set() or self._closing:
             if msg.payload:
                 self.errors[sender] = "round_closed"
+                self.on_late()
             return
         now = time.monotonic()
         member = sender in self.plan.peers

@@ -1,0 +1,88 @@
+"""Prometheus metrics of a node (``demo_node_`` prefix, base units, ``_total`` counters, ``_seconds`` histograms),
+served on ``--metrics host:port``. Bytes per peer and message kind are read from the node's own accounting at scrape
+time, so they are never counted twice."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from demo_node.net.accounting import Accounting
+from demo_node.wire.errors import REASONS
+
+ROUND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _BytesCollector(Collector):
+    def __init__(self, accounting: Accounting):
+        self.accounting = accounting
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily("demo_node_payload_bytes", "Bytes written to (sent) and read from (received) "
+                                     "peers' libp2p streams, by peer and message kind",
+                                     labels=["peer", "kind", "direction"])
+        for (peer, kind, direction), n in sorted(self.accounting.snapshot().items()):
+            family.add_metric([peer, kind, direction], n)
+        yield family
+
+
+class NodeMetrics:
+    def __init__(self, accounting: Accounting, checkpoint_time: Callable[[], float]):
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.rounds = Counter("demo_node_rounds_completed", "Rounds this node applied", registry=r)
+        self.round_duration = Histogram("demo_node_round_duration_seconds", "From a round's opening to its outcome "
+                                        "on this node", buckets=ROUND_BUCKETS, registry=r)
+        self.compute = Histogram("demo_node_compute_seconds", "Local forward/backward time per round",
+                                 buckets=ROUND_BUCKETS, registry=r)
+        self.tokens = Counter("demo_node_tokens", "Tokens this node trained on", registry=r)
+        self.samples = Counter("demo_node_samples", "Sequences this node trained on", registry=r)
+        self.tokens_per_second = Gauge("demo_node_tokens_per_second", "Tokens per second over the last round",
+                                       registry=r)
+        self.loss = Gauge("demo_node_loss", "Mean training loss of this node's last round", registry=r)
+        self.held_out_loss = Gauge("demo_node_held_out_loss", "Loss on the held-out text at the last evaluation",
+                                   registry=r)
+        self.round = Gauge("demo_node_round", "The next round this node applies", registry=r)
+        self.peers_known = Gauge("demo_node_peers_known", "Peers of this run announced in the DHT", registry=r)
+        self.participants = Gauge("demo_node_round_participants", "Members of the last round", registry=r)
+        self.contributors = Gauge("demo_node_round_contributors", "Contributions included in the last round",
+                                  registry=r)
+        self.late = Counter("demo_node_late_contributions", "Contributions left out of a round for arriving after "
+                            "its close (own: this node's; peers: arrivals at this node's shards)", ["whose"], registry=r)
+        self.skipped = Counter("demo_node_skipped_shards", "Shards whose result no peer had (their blocks skipped)",
+                               registry=r)
+        self.compression = Gauge("demo_node_compression_ratio", "Dense fp32 gradient bytes per byte of this node's "
+                                 "full payload", registry=r)
+        self.rejected = Counter("demo_node_payloads_rejected", "Payloads and messages dropped, by reason", ["reason"],
+                                registry=r)
+        self.state_syncs = Counter("demo_node_state_syncs", "Parameter downloads (joins and resyncs)", registry=r)
+        self.digest_mismatches = Counter("demo_node_digest_mismatches", "Rounds after which this node's parameters "
+                                         "differed from the majority's", registry=r)
+        self.checkpoints = Counter("demo_node_checkpoints", "Checkpoints written", registry=r)
+        self.checkpoint_age = Gauge("demo_node_checkpoint_age_seconds", "Seconds since the last checkpoint (or since "
+                                    "the start, before the first one)", registry=r)
+        self.checkpoint_age.set_function(lambda: time.time() - checkpoint_time())
+        self.info = Info("demo_node_build", "Version, run, peer and device of this node", registry=r)
+        # labelled series exist from the start (at 0), so dashboards and rate() see them before the first event
+        for whose in ("own", "peers"):
+            self.late.labels(whose)
+        for reason in REASONS + ("round_closed", "not_member"):
+            self.rejected.labels(reason)
+        r.register(_BytesCollector(accounting))
+        self._server = None
+
+    def serve(self, address: str) -> int:
+        """Serve /metrics on host:port (port 0: any free one); returns the port."""
+        host, _, port = address.rpartition(":")
+        server, _ = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        self._server = server
+        return server.server_port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
