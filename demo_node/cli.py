@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EXIT_USAGE = 2
@@ -150,11 +151,11 @@ def _emit(result, text: str, json_path: str | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from demo_node.bench.payload_size import MODELS
-    from demo_node.core.quantize import VALUE_MODES
-    from demo_node.models.gpt import PRESETS
-
     from demo_node import config
+    from demo_node.models.presets import PRESETS
+
+    VALUE_MODES = config.BY_NAME["values"].choices
+    MODELS = ["olmo-1b"] + [f"gpt-{name}" for name in PRESETS]
 
     parser = argparse.ArgumentParser(prog="demo-node", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     join.set_defaults(func=_join)
 
     status = sub.add_parser("status", help="ask a running node (its local control API) how it is doing")
-    status.add_argument("--control", default="127.0.0.1:7070", help="host:port of the node's control API")
+    status.add_argument("--control", default=os.environ.get("DEMO_NODE_CONTROL", "127.0.0.1:7070"),
+                        help="host:port of the node's control API (default: $DEMO_NODE_CONTROL or 127.0.0.1:7070)")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.add_argument("--health", action="store_true", help="exit 0 if the node is serving (joining or training)")
     status.add_argument("--checkpoint", action="store_true", help="make the node write a checkpoint now")

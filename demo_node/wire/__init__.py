@@ -1,9 +1,6 @@
-"""The wire format: protobuf payloads of sparse DCT coefficients, packed, and checked on the way in.
+"""The wire formats: protobuf payloads of sparse DCT coefficients (packed, checked on the way in), the round
+protocol's messages and the local control API (``proto/``). The only package that knows protobuf.
 
-The only package that knows protobuf; it turns :mod:`demo_node.core` contributions into bytes and back.
+Import what you need from its modules (``demo_node.wire.codec``, ``demo_node.wire.errors``): this package itself
+imports nothing, so the control API's client starts without torch.
 """
-
-from demo_node.wire.codec import DecodedPayload, decode, encode, encoded_size
-from demo_node.wire.errors import REASONS, PayloadError
-
-__all__ = ["DecodedPayload", "decode", "encode", "encoded_size", "REASONS", "PayloadError"]
