@@ -21,7 +21,7 @@ def _quiet_libraries() -> None:
 
 
 def _join(args: argparse.Namespace) -> int:
-    import os
+    import logging
     import signal
 
     _quiet_libraries()
@@ -36,7 +36,7 @@ def _join(args: argparse.Namespace) -> int:
         print(f"demo-node: {exc}", file=sys.stderr)
         return EXIT_USAGE
     reporter = Reporter(cfg.log_format)
-    configure_logging(reporter)
+    configure_logging(reporter, getattr(logging, cfg.log_level.upper()))
     node = Node(cfg, reporter)
     signals = []
 

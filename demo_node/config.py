@@ -70,6 +70,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", "train", 0, "torch CPU threads (0: torch's default)", int, check=_non_negative),
     Option("slowdown", "train", 1.0, "stretch compute time by this factor (testing stragglers)", float,
            check=lambda x: x >= 1.0),
+    Option("fault_after_rounds", "train", 0, "testing the repair: after this many rounds as a member, nudge one "
+           "parameter so this node's digest leaves the majority's (0: never)", int, check=_non_negative),
     Option("max_rounds", "train", 0, "stop after this many rounds of this process (0: run until stopped)", int,
            check=_non_negative),
     Option("eval_every", "train", 10, "rounds between evaluations of the held-out loss (0: never)", int,
@@ -90,6 +92,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("checkpoint_dir", "node", "", "where checkpoints go (empty: none)"),
     Option("checkpoint_every", "node", 10, "rounds between checkpoints", int, check=_positive),
     Option("log_format", "node", "auto", "console output", choices=("auto", "text", "json")),
+    Option("log_level", "node", "warning", "level of library log lines (stderr)",
+           choices=("debug", "info", "warning", "error")),
     Option("metrics", "node", "", "host:port of the Prometheus /metrics endpoint (port 0: any; empty: off)"),
     Option("control", "node", "127.0.0.1:7070", "host:port of the local gRPC control API (port 0: any; empty: off)"),
 )

@@ -39,7 +39,8 @@ def test_plan_is_the_same_for_any_member_order_and_skips_clients():
     members = [Member(PEERS[2]), Member(PEERS[0], client=True), Member(PEERS[1])]
     p1 = make_plan(5, members, opt.layout, 1000)
     p2 = make_plan(5, list(reversed(members)), opt.layout, 1000)
-    assert p1 == p2
+    assert p1 == p2 and p1.fingerprint == p2.fingerprint
+    assert make_plan(5, members[:2], opt.layout, 1000).fingerprint != p1.fingerprint
     assert p1.owners == (PEERS[1], PEERS[2])
     for spec in opt.layout.buckets:
         covered = sorted(p1.ranges[o][spec.index] for o in p1.owners if spec.index in p1.ranges[o])

@@ -74,30 +74,49 @@ def test_three_nodes_train_loss_falls_digests_equal(cluster):
     assert abs(totals["sent"] - totals["received"]) <= 0.01 * totals["sent"], totals
 
 
-def test_kill9_keeps_others_within_deadline_and_restart_rejoins(cluster):
-    a = cluster.start("a").wait_started()
+def test_kill9_of_the_founder_keeps_others_within_deadline_and_restart_rejoins(cluster):
+    a = cluster.start("a", args=["--checkpoint-every", "2"]).wait_started()
     b = cluster.start("b", a.maddrs)
-    c = cluster.start("c", a.maddrs, args=["--checkpoint-every", "2"])
+    c = cluster.start("c", a.maddrs)
     start = wait_members([a, b, c], 3)
-    c.wait_round(start + 4)
-    c.wait(lambda: bool(c.of("checkpoint")), 60, "a checkpoint")
-    c.kill9()
-    killed_at = max(a.last_round(), b.last_round())
-    for n in (a, b):
+    a.wait_round(start + 4)
+    a.wait(lambda: bool(a.of("checkpoint")), 60, "a checkpoint")
+    a.kill9()  # the node every other one bootstrapped from
+    killed_at = max(b.last_round(), c.last_round())
+    for n in (b, c):
         n.wait_round(killed_at + 8, timeout=180)
-    for n in (a, b):
+    for n in (b, c):
         times = round_times(n, killed_at, killed_at + 8)
         assert max(times) <= DEADLINE + 15, f"{n.name} round times after the crash: {times}"
         assert n.rounds()[-1]["members"] == 2
     # restart from the last checkpoint with the same identity: it rejoins and matches again
-    c2 = cluster.start("c", a.maddrs, args=["--checkpoint-every", "2"])
-    c2.wait(lambda: bool(c2.of("joined")), 180, "rejoined")
-    assert c2.of("started")[-1]["resumed_round"] is not None
-    assert c2.of("started")[-1]["peer"] == c.of("started")[0]["peer"]
-    back = joined_round(c2)
-    for n in (a, b, c2):
+    a2 = cluster.start("a", b.maddrs, args=["--checkpoint-every", "2"])
+    a2.wait(lambda: bool(a2.of("joined")), 180, "rejoined")
+    assert a2.of("started")[-1]["resumed_round"] is not None
+    assert a2.of("started")[-1]["peer"] == a.of("started")[0]["peer"]
+    back = joined_round(a2)
+    for n in (a2, b, c):
         n.wait_round(back + 5, timeout=180)
-    assert assert_same_digests([a, b, c2], range(back, back + 5)) >= 4
+    assert assert_same_digests([a2, b, c], range(back, back + 5)) >= 4
+
+
+def test_a_node_whose_digest_leaves_the_majority_repairs_itself(cluster):
+    a = cluster.start("a").wait_started()
+    b = cluster.start("b", a.maddrs)
+    start = wait_members([a, b], 2)
+    c = cluster.start("c", a.maddrs, args=["--fault-after-rounds", "8"])
+    joined = wait_members([a, b, c], 3)
+    c.wait(lambda: bool(c.of("fault_injected")), 180, "the injected fault")
+    fault = c.of("fault_injected")[0]["round"]
+    c.wait(lambda: bool(c.of("diverged")), 120, "noticing the divergence")
+    c.wait(lambda: len(c.of("synced")) >= 2, 120, "downloading the majority's parameters")
+    healed = c.of("synced")[-1]["round"]
+    for n in (a, b, c):
+        n.wait_round(healed + 5, timeout=180)
+    assert c.digest_at(fault) != a.digest_at(fault)  # it did diverge
+    assert assert_same_digests([a, b, c], range(healed, healed + 5)) >= 4
+    assert a.of("diverged") == [] and b.of("diverged") == []  # the majority did not move
+    assert joined > 0 and fault > 0
 
 
 def test_slow_node_does_not_slow_the_others(cluster):
@@ -154,16 +173,23 @@ def test_bootstrap_node_leaves_and_the_rest_go_on(cluster):
 
 
 def test_second_signal_forces_exit(cluster):
-    # each micro-batch is stretched to seconds, so a graceful leave (which finishes the micro-batch) takes a while
-    a = cluster.start("a", args=["--slowdown", "200"]).wait_started()
-    a.wait_round(0)
-    a.proc.send_signal(signal.SIGTERM)
-    time.sleep(1.0)  # signals of one kind are not queued: let the first be handled
-    a.proc.send_signal(signal.SIGTERM)
-    begun = time.monotonic()
-    assert a.proc.wait(timeout=30) == 130
-    assert time.monotonic() - begun < 5
-    assert not a.of("left")  # forced: no graceful leave
+    a = cluster.start("a").wait_started()
+    b = cluster.start("b", a.maddrs)
+    wait_members([a, b], 2)
+    # freeze b: a's graceful leave must now wait out the round's deadline for it, so it surely takes seconds
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.0)
+        a.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # signals of one kind are not queued: let the first be handled
+        assert a.proc.poll() is None, "the graceful leave was expected to take a while here"
+        a.proc.send_signal(signal.SIGTERM)
+        begun = time.monotonic()
+        assert a.proc.wait(timeout=30) == 130
+        assert time.monotonic() - begun < 5
+        assert not a.of("left")  # forced: no graceful leave
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
 
 
 def test_differing_run_config_is_refused_naming_fields_and_missing_config_is_adopted(cluster):

@@ -52,6 +52,11 @@ class NodeError(RuntimeError):
 
 
 @dataclass
+class GreetedPeer(PeerRecord):
+    run_config: str | None = None
+
+
+@dataclass
 class SnapshotRequest:
     min_round: int
     future: concurrent.futures.Future
@@ -113,7 +118,9 @@ class Node:
                                     client_mode=cfg.client_mode)).start()
         self.me = self.host.peer_id
         self.transport = Transport(self.host, self.accounting)
-        self.cfg = cfg = self._resolve_run(cfg)
+        self.host.call(self.transport.serve("hello", self._on_hello))
+        greeted = self._greet(list(cfg.peers))
+        self.cfg = cfg = self._resolve_run(cfg, greeted)
         self.run_id = run_id(cfg.run_config())
         self.reporter.run_id, self.reporter.peer = self.run_id, self.host.peer_id_b58
         self.trainer = Trainer(cfg, self.me)
@@ -132,6 +139,9 @@ class Node:
         )
         self.host.call(StateServer(self.transport, self._provide_snapshot).start())
         peers = [p for p in self.host.call(find_peers(self.host.dht, self.run_id)) if p.peer_b58 != self.host.peer_id_b58]
+        known = {p.peer_b58 for p in peers}
+        peers += [p for p in greeted if p.peer_b58 not in known and p.state != "starting" and
+                  json.loads(p.run_config or "null") is not None and run_id(json.loads(p.run_config)) == self.run_id]
         self.reporter.event("started", maddrs=self.host.maddrs, p2pd_pid=self.host.p2pd_pid, device=str(self.trainer.device),
                             metrics_port=self.metrics_port, control_port=self.control_port,
                             params=self.trainer.layout.num_params, resumed_round=resumed, peers_found=len(peers),
@@ -151,10 +161,47 @@ class Node:
         self._heartbeat = self.host.submit(self._beat())
         return self
 
-    def _resolve_run(self, cfg: Config) -> Config:
-        """Adopt the run's config from the DHT, or check ours against it (differences name the fields)."""
+    async def _on_hello(self, stream) -> None:
+        """Who this node is and which run it trains; a node that is still starting says so."""
+        await stream.recv(limit=1 << 10)
+        started = self.state != "starting"
+        await stream.send(json.dumps({
+            "state": self.state, "run_config": canonical(self.cfg.run_config()) if started else None,
+            "maddrs": self.host.maddrs if self.host else [], "client": self.cfg.client_mode,
+            "round": self.trainer.round if started else 0,
+        }).encode())
+
+    def _greet(self, maddrs: list[str], patience: float = 120.0) -> list[GreetedPeer]:
+        """Ask the peers given with --peers who they are. A demo-node that is still starting (its DHT records are
+        not out yet) is waited for, so a node started next to its bootstrap never founds a second swarm; a peer
+        that does not speak demo-node (a plain hivemind DHT node) is left to the DHT."""
+        ids = {peer_from_b58(a.rsplit("/p2p/", 1)[1]): a for a in maddrs if "/p2p/" in a}
+        found: dict[bytes, GreetedPeer] = {}
+        deadline = time.monotonic() + patience
+        pending = dict(ids)
+        while pending and time.monotonic() < deadline:
+            for peer, maddr in list(pending.items()):
+                try:
+                    reply = json.loads(self.host.call(self.transport.request(peer, "hello", b"hi", timeout=10), 20))
+                except Exception:
+                    del pending[peer]  # unreachable, or not a demo-node
+                    continue
+                found[peer] = GreetedPeer(peer_b58(peer), reply.get("maddrs") or [maddr], bool(reply.get("client")),
+                                          int(reply.get("round", 0)), str(reply.get("state")), reply.get("run_config"))
+                if reply.get("state") != "starting":
+                    del pending[peer]
+            if pending:
+                time.sleep(1.0)
+        return list(found.values())
+
+    def _resolve_run(self, cfg: Config, greeted: list["GreetedPeer"] = ()) -> Config:
+        """Adopt the run's config from the peers or the DHT, or check ours against it (differences name fields)."""
         assert self.host is not None
         runs = self.host.call(find_runs(self.host.dht))
+        for g in greeted:
+            if g.run_config:
+                theirs = json.loads(g.run_config)
+                runs.setdefault(run_id(theirs), theirs)
         mine = cfg.run_config()
         if cfg.run_id:
             if cfg.run_id in runs:
@@ -365,6 +412,8 @@ class Node:
             left_out = True
         t.round = o.round + 1
         self.reporter.round = o.round
+        if o.member and self.cfg.fault_after_rounds and self.rounds_applied + 1 == self.cfg.fault_after_rounds:
+            self._inject_fault()
         digest = t.digest()
         self.last_digest, self.last_members = digest, len(o.plan.members)
         self.driver.set_digest(t.round, digest)
@@ -401,6 +450,12 @@ class Node:
         self._check_digest(o, digest)
         if self.cfg.checkpoint_dir and o.member and t.round % self.cfg.checkpoint_every == 0:
             self._checkpoint()
+
+    def _inject_fault(self) -> None:
+        """Fault injection (--fault-after-rounds): a silent corruption of one parameter, as a bad memory bit would make."""
+        with torch.no_grad():
+            next(self.trainer.model.parameters()).view(-1)[0] += 1.0
+        self.reporter.event("fault_injected", round=self.trainer.round - 1)
 
     def _check_digest(self, o: RoundOutcome, mine: bytes) -> None:
         reported = next((p for p in o.digests if p.peer == self.me), None)

@@ -170,7 +170,7 @@ class RoundDriver:
         requests = {
             owner: spb.Contribute(round=r, payload=payloads.get(owner, b""), digest_round=self.digest_round,
                                   digest=self.digest, leaving=leaving, joining=not self.member,
-                                  client=self.cfg.client)
+                                  client=self.cfg.client, plan=plan.fingerprint if self.member else b"")
             for owner in plan.owners
         }
         results = await asyncio.gather(*(self._ask_owner(r, o, requests[o], payloads.get(o, b"")) for o in plan.owners))
@@ -254,7 +254,7 @@ class RoundDriver:
                                                     limit=self.max_request)
             res = spb.ShardResult.FromString(data)
             if res.round != r or res.owner != owner or res.status != spb.ShardResult.HAVE:
-                log.info("round %d: owner %s answered %s %s", r, owner.hex()[:12],
+                log.warning("round %d: owner %s answered %s %s", r, owner.hex()[:12],
                          spb.ShardResult.Status.Name(res.status), res.error)
                 res = None
             else:
@@ -320,7 +320,7 @@ class RoundDriver:
             self.on_reject("malformed")
             await stream.send(spb.ShardResult(status=spb.ShardResult.REJECTED, error="malformed").SerializeToString())
             return
-        if msg.round > self.round + 1 or msg.round + KEEP_ROUNDS < self.round:
+        if msg.round > self.round + KEEP_ROUNDS or msg.round + KEEP_ROUNDS < self.round:
             reply = spb.ShardResult(round=msg.round, owner=self.me, status=spb.ShardResult.REJECTED,
                                     error="round_unknown")
             await stream.send(reply.SerializeToString())
@@ -328,6 +328,11 @@ class RoundDriver:
         own = await self._owner_round(msg.round)
         if own is None:
             reply = spb.ShardResult(round=msg.round, owner=self.me, status=spb.ShardResult.REJECTED, error="not_owner")
+            await stream.send(reply.SerializeToString())
+            return
+        if msg.plan and msg.plan != own.plan.fingerprint:
+            log.warning("round %d: %s computed another plan (members or mode differ)", msg.round, stream.peer_b58)
+            reply = spb.ShardResult(round=msg.round, owner=self.me, status=spb.ShardResult.REJECTED, error="plan_mismatch")
             await stream.send(reply.SerializeToString())
             return
         own.arrive(stream.peer, msg)

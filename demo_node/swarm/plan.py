@@ -6,7 +6,9 @@ r - 1, which are the same bytes everywhere), so every node computes the same pla
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 from demo_node.core.layout import Layout
 
@@ -31,6 +33,15 @@ class RoundPlan:
     """Owner -> bucket -> [start, stop) blocks it owns."""
     mode: str
     """How owners return results: relay (forward payloads) or sign (send update signs)."""
+
+    @cached_property
+    def fingerprint(self) -> bytes:
+        """Short hash of what every member must agree on: members, their roles, the exchange mode."""
+        h = hashlib.blake2b(digest_size=8)
+        for m in self.members:
+            h.update(m.peer + (b"c" if m.client else b"s"))
+        h.update(self.mode.encode() + self.round.to_bytes(8, "little"))
+        return h.digest()
 
     @property
     def peers(self) -> set[bytes]:

@@ -24,29 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64\x65mo_node_swarm.proto\x12\x0c\x64\x65mo_node.v1\"\x84\x01\n\nContribute\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x14\n\x0c\x64igest_round\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\x12\x0f\n\x07leaving\x18\x05 \x01(\x08\x12\x0f\n\x07joining\x18\x06 \x01(\x08\x12\x0e\n\x06\x63lient\x18\x07 \x01(\x08\"N\n\x08Presence\x12\x0c\n\x04peer\x18\x01 \x01(\x0c\x12\x14\n\x0c\x64igest_round\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0e\n\x06\x63lient\x18\x04 \x01(\x08\"+\n\x08Included\x12\x0e\n\x06sender\x18\x01 \x01(\x0c\x12\x0f\n\x07samples\x18\x02 \x01(\x01\"\xa8\x03\n\x0bShardResult\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .demo_node.v1.ShardResult.Status\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12(\n\x08included\x18\x05 \x03(\x0b\x32\x16.demo_node.v1.Included\x12\'\n\x07present\x18\x06 \x03(\x0b\x32\x16.demo_node.v1.Presence\x12\'\n\x07joiners\x18\x07 \x03(\x0b\x32\x16.demo_node.v1.Presence\x12\x0f\n\x07leavers\x18\x08 \x03(\x0c\x12(\n\x04mode\x18\t \x01(\x0e\x32\x1a.demo_node.v1.ExchangeMode\x12\x0f\n\x07relayed\x18\n \x03(\x0c\x12\x11\n\tsign_bits\x18\x0b \x01(\x0c\x12\x16\n\x0enonzero_blocks\x18\x0c \x01(\x0c\"G\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x08\n\x04HAVE\x10\x01\x12\r\n\tDONT_HAVE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"+\n\x0b\x46\x65tchResult\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\"!\n\x0cStateRequest\x12\x11\n\tmin_round\x18\x01 \x01(\x04\"\x8e\x01\n\x0bStateHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\'\n\x07members\x18\x03 \x03(\x0b\x32\x16.demo_node.v1.Presence\x12\x14\n\x0ctensor_bytes\x18\x04 \x03(\x04\x12\x12\n\nrun_config\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t*T\n\x0c\x45xchangeMode\x12\x1d\n\x19\x45XCHANGE_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45XCHANGE_RELAY\x10\x01\x12\x11\n\rEXCHANGE_SIGN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64\x65mo_node_swarm.proto\x12\x0c\x64\x65mo_node.v1\"\x92\x01\n\nContribute\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x14\n\x0c\x64igest_round\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\x12\x0f\n\x07leaving\x18\x05 \x01(\x08\x12\x0f\n\x07joining\x18\x06 \x01(\x08\x12\x0e\n\x06\x63lient\x18\x07 \x01(\x08\x12\x0c\n\x04plan\x18\x08 \x01(\x0c\"N\n\x08Presence\x12\x0c\n\x04peer\x18\x01 \x01(\x0c\x12\x14\n\x0c\x64igest_round\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0e\n\x06\x63lient\x18\x04 \x01(\x08\"+\n\x08Included\x12\x0e\n\x06sender\x18\x01 \x01(\x0c\x12\x0f\n\x07samples\x18\x02 \x01(\x01\"\xa8\x03\n\x0bShardResult\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .demo_node.v1.ShardResult.Status\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12(\n\x08included\x18\x05 \x03(\x0b\x32\x16.demo_node.v1.Included\x12\'\n\x07present\x18\x06 \x03(\x0b\x32\x16.demo_node.v1.Presence\x12\'\n\x07joiners\x18\x07 \x03(\x0b\x32\x16.demo_node.v1.Presence\x12\x0f\n\x07leavers\x18\x08 \x03(\x0c\x12(\n\x04mode\x18\t \x01(\x0e\x32\x1a.demo_node.v1.ExchangeMode\x12\x0f\n\x07relayed\x18\n \x03(\x0c\x12\x11\n\tsign_bits\x18\x0b \x01(\x0c\x12\x16\n\x0enonzero_blocks\x18\x0c \x01(\x0c\"G\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x08\n\x04HAVE\x10\x01\x12\r\n\tDONT_HAVE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"+\n\x0b\x46\x65tchResult\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\"!\n\x0cStateRequest\x12\x11\n\tmin_round\x18\x01 \x01(\x04\"\x8e\x01\n\x0bStateHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\'\n\x07members\x18\x03 \x03(\x0b\x32\x16.demo_node.v1.Presence\x12\x14\n\x0ctensor_bytes\x18\x04 \x03(\x04\x12\x12\n\nrun_config\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t*T\n\x0c\x45xchangeMode\x12\x1d\n\x19\x45XCHANGE_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45XCHANGE_RELAY\x10\x01\x12\x11\n\rEXCHANGE_SIGN\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'demo_node_swarm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXCHANGEMODE']._serialized_start=951
-  _globals['_EXCHANGEMODE']._serialized_end=1035
+  _globals['_EXCHANGEMODE']._serialized_start=965
+  _globals['_EXCHANGEMODE']._serialized_end=1049
   _globals['_CONTRIBUTE']._serialized_start=40
-  _globals['_CONTRIBUTE']._serialized_end=172
-  _globals['_PRESENCE']._serialized_start=174
-  _globals['_PRESENCE']._serialized_end=252
-  _globals['_INCLUDED']._serialized_start=254
-  _globals['_INCLUDED']._serialized_end=297
-  _globals['_SHARDRESULT']._serialized_start=300
-  _globals['_SHARDRESULT']._serialized_end=724
-  _globals['_SHARDRESULT_STATUS']._serialized_start=653
-  _globals['_SHARDRESULT_STATUS']._serialized_end=724
-  _globals['_FETCHRESULT']._serialized_start=726
-  _globals['_FETCHRESULT']._serialized_end=769
-  _globals['_STATEREQUEST']._serialized_start=771
-  _globals['_STATEREQUEST']._serialized_end=804
-  _globals['_STATEHEADER']._serialized_start=807
-  _globals['_STATEHEADER']._serialized_end=949
+  _globals['_CONTRIBUTE']._serialized_end=186
+  _globals['_PRESENCE']._serialized_start=188
+  _globals['_PRESENCE']._serialized_end=266
+  _globals['_INCLUDED']._serialized_start=268
+  _globals['_INCLUDED']._serialized_end=311
+  _globals['_SHARDRESULT']._serialized_start=314
+  _globals['_SHARDRESULT']._serialized_end=738
+  _globals['_SHARDRESULT_STATUS']._serialized_start=667
+  _globals['_SHARDRESULT_STATUS']._serialized_end=738
+  _globals['_FETCHRESULT']._serialized_start=740
+  _globals['_FETCHRESULT']._serialized_end=783
+  _globals['_STATEREQUEST']._serialized_start=785
+  _globals['_STATEREQUEST']._serialized_end=818
+  _globals['_STATEHEADER']._serialized_start=821
+  _globals['_STATEHEADER']._serialized_end=963
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ EXCHANGE_RELAY: ExchangeMode
 EXCHANGE_SIGN: ExchangeMode
 
 class Contribute(_message.Message):
-    __slots__ = ("round", "payload", "digest_round", "digest", "leaving", "joining", "client")
+    __slots__ = ("round", "payload", "digest_round", "digest", "leaving", "joining", "client", "plan")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     DIGEST_ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class Contribute(_message.Message):
     LEAVING_FIELD_NUMBER: _ClassVar[int]
     JOINING_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
     round: int
     payload: bytes
     digest_round: int
@@ -32,7 +33,8 @@ class Contribute(_message.Message):
     leaving: bool
     joining: bool
     client: bool
-    def __init__(self, round: _Optional[int] = ..., payload: _Optional[bytes] = ..., digest_round: _Optional[int] = ..., digest: _Optional[bytes] = ..., leaving: _Optional[bool] = ..., joining: _Optional[bool] = ..., client: _Optional[bool] = ...) -> None: ...
+    plan: bytes
+    def __init__(self, round: _Optional[int] = ..., payload: _Optional[bytes] = ..., digest_round: _Optional[int] = ..., digest: _Optional[bytes] = ..., leaving: _Optional[bool] = ..., joining: _Optional[bool] = ..., client: _Optional[bool] = ..., plan: _Optional[bytes] = ...) -> None: ...
 
 class Presence(_message.Message):
     __slots__ = ("peer", "digest_round", "digest", "client")
