@@ -27,7 +27,8 @@ def _join(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from demo_node import config
     from demo_node.node.events import Reporter, configure_logging
-    from demo_node.node.node import Node, NodeError
+    from demo_node.node.joining import NodeError
+    from demo_node.node.node import Node
     from demo_node.run_identity import ConfigMismatch
 
     try:
@@ -134,8 +135,9 @@ def _bench_swarm(args: argparse.Namespace) -> int:
 
     nodes = [int(n) for n in args.nodes.split(",")]
     modes = tuple(args.modes.split(","))
+    node_args = list(args.node_args or [])
     result = swarm_bench.run(nodes, rounds=args.rounds, model=args.model, workdir=args.workdir, modes=modes,
-                             averager=not args.skip_averager)
+                             averager=not args.skip_averager, node_args=node_args)
     _emit(result, swarm_bench.format_result(result), args.json)
     return 0
 
@@ -212,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--skip-averager", action="store_true", help="do not run hivemind's DecentralizedAverager")
     sw.add_argument("--workdir", help="where logs go (default: a new temp dir)")
     sw.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    sw.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")
     sw.set_defaults(func=_bench_swarm)
     return parser
 

@@ -99,3 +99,27 @@ def test_every_option_has_a_flag():
     config.add_flags(parser)
     dests = {a.dest for a in parser._actions}
     assert {o.name for o in config.OPTIONS} <= dests
+
+
+def test_resolving_the_run_against_announced_runs():
+    import pytest as _pytest
+
+    from demo_node.node.joining import NodeError, resolve_run
+
+    theirs = config.load({"lr": "0.5"}, env={}).run_config()
+    runs = {run_id(theirs): theirs}
+    # no run options set: adopt the announced run of the same name
+    assert resolve_run(config.load({}, env={}), runs).lr == 0.5
+    # the same options: join it; different ones: refused, naming them
+    assert resolve_run(config.load({"lr": "0.5"}, env={}), runs).lr == 0.5
+    with _pytest.raises(ConfigMismatch, match="optimizer.lr"):
+        resolve_run(config.load({"lr": "0.1"}, env={}), runs)
+    # another name: a new run
+    assert resolve_run(config.load({"run_name": "other"}, env={}), runs).lr == 3e-3
+    # by id
+    assert resolve_run(config.load({"run_id": run_id(theirs)}, env={}), runs).lr == 0.5
+    with _pytest.raises(NodeError, match="not announced"):
+        resolve_run(config.load({"run_id": "demo-000000000000"}, env={}), runs)
+    other = config.load({"lr": "0.7"}, env={}).run_config()
+    with _pytest.raises(NodeError, match="several runs"):
+        resolve_run(config.load({}, env={}), {**runs, run_id(other): other})

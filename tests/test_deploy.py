@@ -93,6 +93,10 @@ def engine(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        # the engine may leave mounts under its roots (its netns, overlay layers): unmount them, deepest first
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        for mount in sorted((m for m in mounts if m.startswith(str(root))), key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
 
 
 def build_images(engine) -> None:

@@ -27,7 +27,8 @@ def cluster(tmp_path):
 
 
 def joined_round(node: NodeProc) -> int:
-    """The first round this node applied as a member."""
+    """The first round this node applied as a member (its round line follows the "joined" line)."""
+    node.wait(lambda: bool(node.rounds()), 60, "a round as a member")
     return node.rounds()[0]["round"]
 
 

@@ -67,9 +67,9 @@ def _per_node(w0: dict, w1: dict, rounds: int) -> dict[str, float]:
             "down_max": max(downs)}
 
 
-def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str) -> dict:
+def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_args: list[str] = ()) -> dict:
     extra = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0", "--exchange", mode,
-             "--deadline", "15", "--checkpoint-every", "100000"]
+             "--deadline", "15", "--checkpoint-every", "100000", *node_args]
     swarm = Swarm(n, workdir, extra, out=open(os.devnull, "w"))
     swarm.live = False
     try:
@@ -89,8 +89,10 @@ def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str) -> dict:
         done = statistics.mean(c.last_round["round"] - start_rounds[c.index] for c in swarm.children)
         events = [e for c in swarm.children for e in c.events if e["event"] == "round" and r0 < e["round"] <= r1]
         contributed = sum(e["contributed"] for e in events) / max(1, len(events))
+        tokens = statistics.mean(e["tokens_per_s"] for e in events)
         return {
-            "nodes": n, "mode": mode, "rounds": rounds,
+            "nodes": n, "mode": mode, "rounds": rounds, "node_args": list(node_args),
+            "tokens_per_s_per_node": tokens,
             "round_seconds": (t1 - t0) / done,
             "round_seconds_median_reported": statistics.median(e["round_seconds"] for e in events),
             "members": statistics.mode(e["members"] for e in events),
@@ -181,13 +183,13 @@ def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: st
 
 
 def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | None = None,
-        modes: tuple[str, ...] = ("relay", "sign"), averager: bool = True) -> dict:
+        modes: tuple[str, ...] = ("relay", "sign"), averager: bool = True, node_args: list[str] = ()) -> dict:
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-swarm-"))
     result: dict = {"model": model, "rounds": rounds, "workdir": str(root), "ours": [], "averager": []}
     for n in nodes:
         for mode in modes:
             folder = root / f"ours-{n}-{mode}"
-            result["ours"].append(run_ours(n, mode, rounds, folder, model))
+            result["ours"].append(run_ours(n, mode, rounds, folder, model, node_args))
         if averager:
             folder = root / f"averager-{n}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -206,16 +208,17 @@ def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | 
 
 def format_result(r: dict) -> str:
     lines = [f"model {r['model']}, {r['rounds']} measured rounds per run, all processes on this machine", "",
-             f"{'run':<22}{'round s':>9}{'contrib':>9}{'acct up':>10}{'acct down':>11}{'wire up':>10}{'wire down':>11}"]
+             f"{'run':<22}{'round s':>9}{'tok/s':>8}{'contrib':>9}{'acct up':>10}{'acct down':>11}{'wire up':>10}"
+             f"{'wire down':>11}"]
     for o in r["ours"]:
         a, w = o["accounted_bytes_per_node_round"], o["wire_bytes_per_node_round"]
         lines.append(f"{'ours N=' + str(o['nodes']) + ' ' + o['mode']:<22}{o['round_seconds']:>9.3f}"
-                     f"{o['contributed_fraction']:>9.2f}{a['up_mean']:>10.0f}{a['down_mean']:>11.0f}"
-                     f"{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
+                     f"{o['tokens_per_s_per_node']:>8.0f}{o['contributed_fraction']:>9.2f}{a['up_mean']:>10.0f}"
+                     f"{a['down_mean']:>11.0f}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
     for a in r["averager"]:
         w = a["wire_bytes_per_node_round"]
         lines.append(f"{'averager N=' + str(a['nodes']) + ' ' + a['compression']:<22}{a['round_seconds']:>9.3f}"
-                     f"{'':>9}{'':>10}{'':>11}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
+                     f"{'':>8}{'':>9}{'':>10}{'':>11}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
     lines += ["", "bytes per node and round (up + down, at the wire) and round time, ours / averager:"]
     for q in r["ratios"]:
         lines.append(f"  N={q['nodes']} {q['mode']:<6} bytes {q['bytes_ours_over_averager']:.4f}   "

@@ -30,9 +30,10 @@ from demo_node.net.transport import Transport
 from demo_node.node import checkpoint
 from demo_node.node.control import ControlServer
 from demo_node.node.events import Reporter
+from demo_node.node.joining import GreetedPeer, NodeError, greet, hello, resolve_run
 from demo_node.node.metrics import NodeMetrics
 from demo_node.node.trainer import ComputeStats, Trainer
-from demo_node.run_identity import canonical, check_same, differences, run_id
+from demo_node.run_identity import canonical, differences, run_id
 from demo_node.swarm.discovery import PeerRecord, find_peers, find_runs, publish_peer, publish_run
 from demo_node.swarm.driver import DriverConfig, Handoff, RoundDriver, majority_digest
 from demo_node.swarm.outcome import RoundOutcome
@@ -45,15 +46,6 @@ from demo_node.wire.signs import pack_signs
 
 log = logging.getLogger(__name__)
 HEARTBEAT = 5.0
-
-
-class NodeError(RuntimeError):
-    """The node cannot start or go on; the message says why."""
-
-
-@dataclass
-class GreetedPeer(PeerRecord):
-    run_config: str | None = None
 
 
 @dataclass
@@ -119,7 +111,7 @@ class Node:
         self.me = self.host.peer_id
         self.transport = Transport(self.host, self.accounting)
         self.host.call(self.transport.serve("hello", self._on_hello))
-        greeted = self._greet(list(cfg.peers))
+        greeted = greet(self.host, self.transport, list(cfg.peers))
         self.cfg = cfg = self._resolve_run(cfg, greeted)
         self.run_id = run_id(cfg.run_config())
         self.reporter.run_id, self.reporter.peer = self.run_id, self.host.peer_id_b58
@@ -162,65 +154,19 @@ class Node:
         return self
 
     async def _on_hello(self, stream) -> None:
-        """Who this node is and which run it trains; a node that is still starting says so."""
         await stream.recv(limit=1 << 10)
         started = self.state != "starting"
-        await stream.send(json.dumps({
-            "state": self.state, "run_config": canonical(self.cfg.run_config()) if started else None,
-            "maddrs": self.host.maddrs if self.host else [], "client": self.cfg.client_mode,
-            "round": self.trainer.round if started else 0,
-        }).encode())
+        await stream.send(hello(self.state, self.cfg, started, self.host.maddrs if self.host else [],
+                                self.trainer.round if started else 0))
 
-    def _greet(self, maddrs: list[str], patience: float = 120.0) -> list[GreetedPeer]:
-        """Ask the peers given with --peers who they are. A demo-node that is still starting (its DHT records are
-        not out yet) is waited for, so a node started next to its bootstrap never founds a second swarm; a peer
-        that does not speak demo-node (a plain hivemind DHT node) is left to the DHT."""
-        ids = {peer_from_b58(a.rsplit("/p2p/", 1)[1]): a for a in maddrs if "/p2p/" in a}
-        found: dict[bytes, GreetedPeer] = {}
-        deadline = time.monotonic() + patience
-        pending = dict(ids)
-        while pending and time.monotonic() < deadline:
-            for peer, maddr in list(pending.items()):
-                try:
-                    reply = json.loads(self.host.call(self.transport.request(peer, "hello", b"hi", timeout=10), 20))
-                except Exception:
-                    del pending[peer]  # unreachable, or not a demo-node
-                    continue
-                found[peer] = GreetedPeer(peer_b58(peer), reply.get("maddrs") or [maddr], bool(reply.get("client")),
-                                          int(reply.get("round", 0)), str(reply.get("state")), reply.get("run_config"))
-                if reply.get("state") != "starting":
-                    del pending[peer]
-            if pending:
-                time.sleep(1.0)
-        return list(found.values())
-
-    def _resolve_run(self, cfg: Config, greeted: list["GreetedPeer"] = ()) -> Config:
-        """Adopt the run's config from the peers or the DHT, or check ours against it (differences name fields)."""
-        assert self.host is not None
+    def _resolve_run(self, cfg: Config, greeted: list[GreetedPeer]) -> Config:
+        """Settle the run's config against the runs the DHT and the greeted peers announce."""
         runs = self.host.call(find_runs(self.host.dht))
         for g in greeted:
             if g.run_config:
                 theirs = json.loads(g.run_config)
                 runs.setdefault(run_id(theirs), theirs)
-        mine = cfg.run_config()
-        if cfg.run_id:
-            if cfg.run_id in runs:
-                if cfg.run_explicit():
-                    check_same(mine, runs[cfg.run_id])
-                    return cfg
-                return cfg.with_run_config(runs[cfg.run_id])
-            if run_id(mine) != cfg.run_id:
-                raise NodeError(f"run {cfg.run_id} is not announced by any peer (runs seen: {sorted(runs) or 'none'})")
-            return cfg
-        same_name = {rid: c for rid, c in runs.items() if c.get("run", {}).get("run_name") == cfg.run_name}
-        if not same_name or run_id(mine) in same_name:
-            return cfg
-        if cfg.run_explicit():
-            rid, theirs = sorted(same_name.items())[0]
-            check_same(mine, theirs)  # raises, naming the differing fields
-        if len(same_name) > 1:
-            raise NodeError(f"several runs are named {cfg.run_name!r}: {sorted(same_name)}; choose one with --run-id")
-        return cfg.with_run_config(next(iter(same_name.values())))
+        return resolve_run(cfg, runs)
 
     def _resume(self) -> int | None:
         if not self.cfg.checkpoint_dir:
