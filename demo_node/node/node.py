@@ -259,7 +259,7 @@ class Node:
     def run(self) -> int:
         handoff: Handoff | None = None
         last_event = time.monotonic()
-        tokens = 0
+        tokens = pending_samples = 0
         while True:
             if self._stop.is_set() and not self._leaving:
                 self._leaving = True
@@ -280,9 +280,15 @@ class Node:
                 continue
             stats = self._compute()
             tokens += stats.tokens
+            pending_samples += stats.samples
             self.last_loss = stats.loss
             self._drain()
-            handoff = self.driver.hand_over(self.trainer.prepare(stats.samples, self.trainer.round))
+            if handoff is not None and not handoff.taken.is_set():
+                # overlapped: the last contribution still waits for its round, so keep accumulating gradients
+                # (handing over another now would replace it, and its signal, already out of the momentum, be lost)
+                continue
+            handoff = self.driver.hand_over(self.trainer.prepare(pending_samples, self.trainer.round))
+            pending_samples = 0
             now = time.monotonic()
             self.tokens_per_s = tokens / max(1e-9, now - last_event)
             self.metrics.tokens_per_second.set(self.tokens_per_s)
