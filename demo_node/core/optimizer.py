@@ -19,7 +19,7 @@ the momentum is kept in fp32.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -236,6 +236,3 @@ class DeMo(torch.optim.Optimizer):
         self.apply([self.prepare()])
         return loss
 
-    def describe(self) -> dict:
-        """The hyperparameters, for logs and the run's identity."""
-        return asdict(self.config)

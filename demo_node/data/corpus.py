@@ -9,7 +9,6 @@ restarts with the same identity sees the same stream again.
 from __future__ import annotations
 
 import hashlib
-import os
 import sysconfig
 from pathlib import Path
 
@@ -100,6 +99,3 @@ def held_out_batch(corpus: Corpus, context: int, batch_size: int) -> tuple[torch
     windows = torch.stack([data[s : s + context + 1] for s in starts]).long()
     return windows[:, :-1], windows[:, 1:]
 
-
-def describe(source: str) -> str:
-    return "the Python standard library's sources" if source == "stdlib" else os.path.abspath(source)

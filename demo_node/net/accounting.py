@@ -28,15 +28,3 @@ class Accounting:
         for (_, _, direction), n in self.snapshot().items():
             out[direction] += n
         return out
-
-    def by_kind(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = defaultdict(lambda: {"sent": 0, "received": 0})
-        for (_, kind, direction), n in self.snapshot().items():
-            out[kind][direction] += n
-        return dict(out)
-
-    def by_peer(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = defaultdict(lambda: {"sent": 0, "received": 0})
-        for (peer, _, direction), n in self.snapshot().items():
-            out[peer][direction] += n
-        return dict(out)

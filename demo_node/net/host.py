@@ -12,7 +12,7 @@ import concurrent.futures
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Awaitable, TypeVar
 
 import uvloop
 from hivemind.dht.node import DHTNode
@@ -95,9 +95,6 @@ class Host:
 
     def call(self, coro: Awaitable[T], timeout: float | None = None) -> T:
         return self.submit(coro).result(timeout)
-
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.loop.call_soon_threadsafe(fn, *args)
 
     def shutdown(self) -> None:
         """Stop the DHT node and the p2pd daemon, then the loop; safe to call twice."""

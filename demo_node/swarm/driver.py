@@ -53,7 +53,6 @@ class DriverConfig:
 class Handoff:
     contribution: Contribution
     taken: threading.Event = field(default_factory=threading.Event)
-    round: int = -1
 
 
 class RoundDriver:
@@ -159,7 +158,6 @@ class RoundDriver:
         handoff = await self._wait_contribution(r, opened)
         contribution = handoff.contribution if handoff is not None else None
         if handoff is not None:
-            handoff.round = r
             handoff.taken.set()
         leaving = self._leave and self.member
         payloads = {}
