@@ -388,7 +388,7 @@ class Node:
         self.state = "training" if o.member else "joining"
         totals = self.accounting.totals()
         self.reporter.event(
-            "round", round=o.round, loss=self.last_loss, tokens_per_s=getattr(self, "tokens_per_s", 0.0),
+            "round", round=o.round, loss=self.last_loss, tokens_per_s=self.tokens_per_s,
             members=len(o.plan.members), owners=len(o.plan.owners), mode=o.plan.mode, round_seconds=round(o.seconds, 3),
             skipped_shards=skipped, left_out=left_out, contributed=o.contribution is not None, member=o.member,
             digest=digest.hex()[:16], bytes_sent=totals["sent"], bytes_received=totals["received"],
