@@ -51,6 +51,15 @@ class Stream:
         self._accounting.add(self.peer_b58, self.kind, "received", HEADER + size)
         return data
 
+    async def await_peer_close(self, timeout: float) -> None:
+        """Wait until the peer closes its end: closing first could reset the stream while the last frame is still
+        on its way through the daemons, and the peer would never read it."""
+        try:
+            while await asyncio.wait_for(self._reader.read(1 << 16), timeout):
+                pass
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+
     async def close(self) -> None:
         try:
             self._writer.close()
@@ -80,6 +89,7 @@ class Transport:
             except Exception:
                 log.exception("%s handler failed for %s", kind, stream.peer_b58)
             finally:
+                await stream.await_peer_close(timeout=30)  # the requester closes once it has read the reply
                 await stream.close()
 
         assert self.host.p2p is not None

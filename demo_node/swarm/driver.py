@@ -261,10 +261,8 @@ class RoundDriver:
                         if inc.sender == self.me and not res.relayed[i]:
                             res.relayed[i] = payload  # keep a complete copy to serve to others
                 self.received[key] = res
-        except (asyncio.TimeoutError, ConnectionError, OSError, DecodeError, asyncio.IncompleteReadError) as exc:
-            log.info("round %d: no result from owner %s (%r)", r, owner.hex()[:12], exc)
-        except Exception as exc:  # the daemon reports unreachable peers with its own error types
-            log.info("round %d: no result from owner %s (%r)", r, owner.hex()[:12], exc)
+        except Exception as exc:  # timeouts, resets, and the daemon's own errors for unreachable peers
+            log.warning("round %d: no result from owner %s (%r)", r, owner.hex()[:12], exc)
         finally:
             fut.set_result(res is not None)
         return res
