@@ -1,3 +1,33 @@
-"""demo-node: volunteer nodes that train one model together with the DeMo optimizer."""
+"""demo-node: volunteer nodes that train one model together with the DeMo optimizer.
 
-__version__ = "0.1.0"
+The public Python API (loaded on first use, so that the command line starts without torch)::
+
+    import demo_node
+    opt = demo_node.SwarmOptimizer(model.parameters(), run_name="my-run", peers=[...], lr=3e-4)
+
+``SwarmOptimizer`` (DeMo over a swarm), ``SwarmConfig`` (its options, typed), ``Peer`` (this process on the swarm's
+network, to look at runs before building a model), ``Reporter`` (where event lines go), ``DeMo`` and ``DeMoConfig``
+(the optimizer on one process), ``JoinError`` and ``ConfigMismatch`` (why a node cannot join).
+"""
+
+from importlib import import_module
+
+__version__ = "0.2.0"
+
+_WHERE = {
+    "SwarmOptimizer": "demo_node.node.swarm_optimizer",
+    "SwarmConfig": "demo_node.node.config",
+    "Peer": "demo_node.node.peer",
+    "Reporter": "demo_node.node.events",
+    "JoinError": "demo_node.node.joining",
+    "ConfigMismatch": "demo_node.run_identity",
+    "DeMo": "demo_node.core.optimizer",
+    "DeMoConfig": "demo_node.core.config",
+}
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'demo_node' has no attribute {name!r}")

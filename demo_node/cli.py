@@ -26,9 +26,10 @@ def _join(args: argparse.Namespace) -> int:
 
     _quiet_libraries()
     from demo_node import config
+    from demo_node.daemon.program import JoinProgram
     from demo_node.node.events import Reporter, configure_logging
-    from demo_node.node.joining import NodeError
-    from demo_node.node.node import Node
+    from demo_node.node.joining import JoinError
+    from demo_node.options import OptionError
     from demo_node.run_identity import ConfigMismatch
 
     try:
@@ -36,27 +37,30 @@ def _join(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"demo-node: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    reporter = Reporter(cfg.log_format)
-    configure_logging(reporter, getattr(logging, cfg.log_level.upper()))
-    node = Node(cfg, reporter)
+    reporter = Reporter(cfg.log.log_format)
+    configure_logging(reporter, getattr(logging, cfg.log.log_level.upper()))
+    program = JoinProgram(cfg, reporter)
     signals = []
 
     def on_signal(signum, frame):
         signals.append(signum)
         if len(signals) == 1:
-            node.request_stop()  # finish the round, checkpoint, leave the DHT
+            program.request_leave()  # finish the round, checkpoint, leave the DHT
         else:
             os._exit(EXIT_FORCED)  # a second signal: leave now
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        node.start()
-    except (NodeError, ConfigMismatch, config.ConfigError, ValueError, FileNotFoundError) as exc:
+        program.start()
+    except (JoinError, ConfigMismatch, config.ConfigError, OptionError, ValueError, FileNotFoundError) as exc:
         print(f"demo-node: {exc}", file=sys.stderr)
-        node.shutdown()
+        program.close()
         return EXIT_START_FAILED
-    return node.run()
+    try:
+        return program.run()
+    finally:
+        program.close()
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -64,6 +68,7 @@ def _status(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
     from demo_node.node import control
+    from demo_node.node.states import NodeState
 
     try:
         if args.health:
@@ -75,13 +80,14 @@ def _status(args: argparse.Namespace) -> int:
             print(f"checkpoint after round {reply.round}: {reply.path or '(no checkpoint directory)'}")
             return 0
         if args.leave:
-            print(f"node is {control.leave(args.control).state}")
+            print(f"node is {NodeState(control.leave(args.control).state).label}")
             return 0
         reply = control.status(args.control, timeout=args.timeout)
     except grpc.RpcError as exc:
         print(f"demo-node status: no node answers on {args.control} ({exc.code().name})", file=sys.stderr)
         return 1
     info = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    info["state"] = NodeState(reply.state).label if reply.state else "unknown"
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -94,7 +100,7 @@ def _swarm(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from demo_node.node.launcher import Swarm
+    from demo_node.daemon.launcher import Swarm
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="demo-node-swarm-"))
     extra = list(args.node_args or [])
@@ -110,7 +116,7 @@ def _bench_optimizer(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = optimizer_bench.run(
-        preset=args.preset,
+        model=args.model,
         device=args.device,
         iters=args.iters,
         batch=args.batch,
@@ -142,6 +148,17 @@ def _bench_swarm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_api(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from demo_node.bench import api_bench
+
+    result = api_bench.run(model=args.model, iters=args.iters, batch=args.batch, swarm_model=args.swarm_model,
+                           swarm_batch=args.swarm_batch, rounds=args.rounds, repeats=args.repeats,
+                           baseline=args.baseline, workdir=args.workdir, skip_swarm=args.skip_swarm)
+    _emit(result, api_bench.format_result(result), args.json)
+    return 0
+
+
 def _emit(result, text: str, json_path: str | None) -> None:
     print(text)
     if json_path == "-":
@@ -154,10 +171,8 @@ def _emit(result, text: str, json_path: str | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from demo_node import config
-    from demo_node.models.presets import PRESETS
-
-    VALUE_MODES = config.BY_NAME["values"].choices
-    MODELS = ["olmo-1b"] + [f"gpt-{name}" for name in PRESETS]
+    from demo_node.core.config import VALUE_MODES
+    from demo_node.models.presets import PRESETS, SHAPES_ONLY
 
     parser = argparse.ArgumentParser(prog="demo-node", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks: measured side by side, printed as a table and JSON")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     opt = bench_sub.add_parser("optimizer", help="step time and payload bytes: our DeMo, the reference, AdamW")
-    opt.add_argument("--preset", default="bench", choices=sorted(PRESETS), help="GPT size (default: bench, 10.9M)")
+    opt.add_argument("--model", default="bench", choices=list(PRESETS), help="GPT preset (default: bench, 10.9M)")
     opt.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
     opt.add_argument("--iters", type=int, default=10, help="timed calls per figure (median reported)")
     opt.add_argument("--batch", type=int, default=8, help="sequences per forward/backward")
@@ -200,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.set_defaults(func=_bench_optimizer)
 
     pay = bench_sub.add_parser("payload", help="payload bytes per step for a model's shapes: reference vs ours")
-    pay.add_argument("--model", default="olmo-1b", choices=sorted(MODELS))
+    pay.add_argument("--model", default="olmo-1b", choices=[*PRESETS, *SHAPES_ONLY],
+                     help="a GPT preset or the paper's OLMo-1B (default: olmo-1b)")
     pay.add_argument("--topk", type=int, nargs="+", default=[32], help="coefficients kept per block")
     pay.add_argument("--chunk", type=int, default=64)
     pay.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
@@ -209,13 +225,29 @@ def build_parser() -> argparse.ArgumentParser:
     sw = bench_sub.add_parser("swarm", help="round time and bytes per node: ours (relay, sign) vs hivemind's averager")
     sw.add_argument("--nodes", default="2,4,8", help="comma-separated swarm sizes")
     sw.add_argument("--rounds", type=int, default=10, help="measured rounds per run")
-    sw.add_argument("--model", default="tiny", choices=sorted(PRESETS))
+    sw.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
     sw.add_argument("--modes", default="relay,sign", help="our exchange modes to measure")
     sw.add_argument("--skip-averager", action="store_true", help="do not run hivemind's DecentralizedAverager")
     sw.add_argument("--workdir", help="where logs go (default: a new temp dir)")
     sw.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     sw.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")
     sw.set_defaults(func=_bench_swarm)
+
+    api = bench_sub.add_parser("api", help="what the Python API adds: a round alone vs through the API; a 3-node "
+                               "swarm of user scripts vs demo-node join (vs an older checkout's, with --baseline)")
+    api.add_argument("--model", default="bench", choices=list(PRESETS), help="GPT preset of the one-node part")
+    api.add_argument("--iters", type=int, default=10, help="timed rounds per figure of the one-node part")
+    api.add_argument("--batch", type=int, default=8, help="sequences per round in the one-node part")
+    api.add_argument("--swarm-model", default="tiny", choices=list(PRESETS), help="GPT preset of the 3-node part")
+    api.add_argument("--swarm-batch", type=int, default=8, help="sequences per node and round in the 3-node part")
+    api.add_argument("--rounds", type=int, default=40, help="measured rounds per 3-node run")
+    api.add_argument("--repeats", type=int, default=2, help="3-node runs of each kind, alternating")
+    api.add_argument("--baseline", metavar="DIR", help="a checkout of another demo-node version: its demo-node join "
+                     "runs beside this one's (PYTHONPATH=DIR)")
+    api.add_argument("--skip-swarm", action="store_true", help="only the one-node part")
+    api.add_argument("--workdir", help="where logs go (default: a new temp dir)")
+    api.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    api.set_defaults(func=_bench_api)
     return parser
 
 

@@ -12,7 +12,7 @@ if [ "${1:-}" = "--check" ]; then
 fi
 python -m grpc_tools.protoc -Iproto --python_out="$dest" --pyi_out="$dest" --grpc_python_out="$dest" proto/*.proto
 # protoc writes `import x_pb2` for imports between generated files; make them package-relative
-for f in "$dest"/*_pb2_grpc.py; do
+for f in "$dest"/*_pb2.py "$dest"/*_pb2_grpc.py; do
   [ -e "$f" ] || continue
   sed -i -E 's/^import (demo_node_[a-z_]+_pb2) as/from . import \1 as/' "$f"
 done

@@ -10,10 +10,9 @@ from hypothesis import strategies as st
 
 from demo_node.core import DeMo
 from demo_node.core.quantize import quantize
-from demo_node.wire.codec import decode, encode, encoded_size
-from demo_node.wire.errors import PayloadError
 from demo_node.wire.bitpack import pack_flags, pack_uints, unpack_flags, unpack_uints
-from demo_node.wire.codec import index_format
+from demo_node.wire.codec import decode, encode, encoded_size, index_format
+from demo_node.wire.errors import PayloadError
 from demo_node.wire.proto import demo_node_payload_pb2 as pb
 
 SENDER = b"\x12\x20" + bytes(range(32))

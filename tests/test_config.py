@@ -17,22 +17,22 @@ def test_priority_flags_over_env_over_file_over_defaults(tmp_path):
     path = write(tmp_path, '[optimizer]\nlr = 0.01\ntopk = 16\nbeta = 0.99\n[node]\npeers = ["/ip4/1.2.3.4/tcp/1/p2p/x"]\n')
     env = {"DEMO_NODE_TOPK": "8", "DEMO_NODE_BETA": "0.95"}
     cfg = config.load({"beta": "0.9"}, env=env, config_file=path)
-    assert cfg.lr == 0.01  # file
-    assert cfg.topk == 8  # env over file
-    assert cfg.beta == 0.9  # flag over env
-    assert cfg.chunk == 64  # default
-    assert cfg.peers == ["/ip4/1.2.3.4/tcp/1/p2p/x"]
+    assert cfg.optimizer.lr == 0.01  # file
+    assert cfg.optimizer.topk == 8  # env over file
+    assert cfg.optimizer.beta == 0.9  # flag over env
+    assert cfg.optimizer.chunk == 64  # default
+    assert cfg.network.peers == ["/ip4/1.2.3.4/tcp/1/p2p/x"]
     assert cfg.explicit["beta"] == "flags" and cfg.explicit["topk"] == "environment"
 
 
 def test_config_file_from_environment(tmp_path):
     path = write(tmp_path, "[train]\nbatch_size = 3\n")
-    assert config.load({}, env={"DEMO_NODE_CONFIG": path}).batch_size == 3
+    assert config.load({}, env={"DEMO_NODE_CONFIG": path}).train.batch_size == 3
 
 
 def test_env_lists_and_booleans():
     cfg = config.load({}, env={"DEMO_NODE_PEERS": "/a, /b", "DEMO_NODE_OVERLAP": "yes"})
-    assert cfg.peers == ["/a", "/b"] and cfg.overlap is True
+    assert cfg.network.peers == ["/a", "/b"] and cfg.round.overlap is True
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_adopting_a_run_config():
     assert not mine.run_explicit()
     theirs = config.load({"lr": "0.5"}, env={}).run_config()
     adopted = mine.with_run_config(theirs)
-    assert adopted.lr == 0.5 and adopted.deadline == 3.0
+    assert adopted.optimizer.lr == 0.5 and adopted.round.deadline == 3.0
     assert config.load({"lr": "0.1"}, env={}).run_explicit()
 
 
@@ -98,28 +98,27 @@ def test_every_option_has_a_flag():
     parser = argparse.ArgumentParser()
     config.add_flags(parser)
     dests = {a.dest for a in parser._actions}
-    assert {o.name for o in config.OPTIONS} <= dests
+    assert set(config.FIELDS) <= dests
 
 
 def test_resolving_the_run_against_announced_runs():
     import pytest as _pytest
 
-    from demo_node.node.joining import NodeError, resolve_run
+    from demo_node.daemon.adopt import adopt_run as resolve_run
+    from demo_node.node.joining import JoinError as NodeError
 
     theirs = config.load({"lr": "0.5"}, env={}).run_config()
     runs = {run_id(theirs): theirs}
     # no run options set: adopt the announced run of the same name
-    assert resolve_run(config.load({}, env={}), runs).lr == 0.5
+    assert resolve_run(config.load({}, env={}), runs).optimizer.lr == 0.5
     # the same options: join it; different ones: refused, naming them
-    assert resolve_run(config.load({"lr": "0.5"}, env={}), runs).lr == 0.5
+    assert resolve_run(config.load({"lr": "0.5"}, env={}), runs).optimizer.lr == 0.5
     with _pytest.raises(ConfigMismatch, match="optimizer.lr"):
         resolve_run(config.load({"lr": "0.1"}, env={}), runs)
     # another name: a new run
-    assert resolve_run(config.load({"run_name": "other"}, env={}), runs).lr == 3e-3
-    # by id
-    assert resolve_run(config.load({"run_id": run_id(theirs)}, env={}), runs).lr == 0.5
-    with _pytest.raises(NodeError, match="not announced"):
-        resolve_run(config.load({"run_id": "demo-000000000000"}, env={}), runs)
+    assert resolve_run(config.load({"run_name": "other"}, env={}), runs).optimizer.lr == 3e-3
+    # by id (a run that is not announced is the swarm optimizer's to refuse: see settle_run)
+    assert resolve_run(config.load({"run_id": run_id(theirs)}, env={}), runs).optimizer.lr == 0.5
     other = config.load({"lr": "0.7"}, env={}).run_config()
     with _pytest.raises(NodeError, match="several runs"):
         resolve_run(config.load({}, env={}), {**runs, run_id(other): other})

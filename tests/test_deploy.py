@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from demo_node.node import control
+from demo_node.node.states import NodeState
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = "http://deb.debian.org/debian"
@@ -161,7 +162,7 @@ def test_compose_swarm_trains_is_scraped_healthy_and_stops_cleanly(engine):
         digests = set()
         for a in NODES.values():
             st = control.status(a)
-            assert st.state == "training" and st.bytes_sent > 0
+            assert NodeState(st.state) is NodeState.TRAINING and st.bytes_sent > 0
             digests.add((st.round, st.digest))
         # the compose Prometheus scrapes all three
         wait(lambda: len([r for r in prom_query("up") if r["value"][1] == "1"]) == 3, 120, "3 targets up", logs)

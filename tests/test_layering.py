@@ -1,4 +1,5 @@
-"""The layering stays true: the math knows no network, the network knows no model, the wire knows no network."""
+"""The layering stays true: the math knows no network, the network knows no model, the wire knows no network, the
+node layer knows no model, and the programs use nothing but the public API."""
 
 import ast
 from pathlib import Path
@@ -12,7 +13,13 @@ RULES = {
     "wire": {"forbidden": ["demo_node.net", "demo_node.swarm", "demo_node.node", "hivemind", "demo_node.models"]},
     "net": {"forbidden": ["torch", "demo_node.core", "demo_node.wire", "demo_node.swarm", "demo_node.node",
                           "demo_node.models"]},
-    "swarm": {"forbidden": ["demo_node.node", "demo_node.models", "demo_node.data"]},
+    "swarm": {"forbidden": ["demo_node.node", "demo_node.models", "demo_node.data", "demo_node.daemon"]},
+    # the node layer (the public Python API) works with any model: it knows none of ours, nor our programs
+    "node": {"forbidden": ["demo_node.models", "demo_node.data", "demo_node.daemon", "demo_node.bench",
+                           "demo_node.config", "demo_node.cli"]},
+    # the programs use the public API only (``demo_node``'s own names), never the layers under it
+    "daemon": {"forbidden": ["demo_node.node", "demo_node.swarm", "demo_node.net", "demo_node.wire", "demo_node.core",
+                             "hivemind"]},
     "models": {"forbidden": ["demo_node.net", "demo_node.swarm", "demo_node.node", "demo_node.wire", "hivemind"]},
 }
 

@@ -6,12 +6,15 @@ import pytest
 import torch
 
 from demo_node.core import DeMo
-from demo_node.core.aggregate import aggregate
+from demo_node.swarm.config import RELAY, SIGN
+from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.driver import majority_digest
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
 from demo_node.swarm.owner import OwnerRound
-from demo_node.swarm.plan import RELAY, SIGN, Member, choose_mode, make_plan, split
+from demo_node.swarm.plan import Member, choose_mode, make_plan, split
+from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.wire.codec import encode
+from demo_node.wire.errors import refusal_code
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 from demo_node.wire.signs import pack_signs, unpack_signs
 
@@ -79,12 +82,12 @@ def test_majority_digest_ties_go_to_the_smallest_peer():
 
 def run_owner(plan, me, opt, requests, deadline=30.0):
     async def main():
-        async def compute(contributions, ranges):
-            sizes = {b.index: b.block_size for b in opt.layout.buckets}
-            agg = aggregate(contributions, opt.config.aggregation, sizes)
-            return pack_signs(opt.sign_computer.signs(agg), ranges)
+        signs = ShardSigns(opt.layout, opt.config.aggregation)
 
-        owner = OwnerRound(plan, me, opt.layout, "run", deadline, compute)
+        async def compute(contributions, ranges):
+            return pack_signs(signs.signs(contributions), ranges)
+
+        owner = OwnerRound(plan, me, opt.layout, "run", deadline, compute, SwarmCounters())
         for sender, msg in requests:
             owner.arrive(sender, msg)
         await asyncio.wait_for(owner.closed.wait(), deadline + 5)
@@ -126,10 +129,9 @@ def test_shard_results_apply_the_sample_weighted_aggregate(mode):
     ref.apply(ref.aggregate(contributions))
     for i, (params, opt) in enumerate(replicas):
         shards = [ShardOutcome(o, plan.ranges[o], results[o][PEERS[i]]) for o in plan.owners]
-        outcome = RoundOutcome(0, plan, shards, contributions[i], {o: payloads[o][PEERS[i]] for o in plan.owners},
-                               [], [], 0.0)
+        outcome = RoundOutcome(0, plan, shards, contributions[i], [], [], 0.0)
         assert [inc.samples for inc in shards[0].result.included] == [8.0, 24.0]
-        pieces, skipped = outcome.sign_pieces(opt, "run", PEERS[i])
+        pieces, skipped = outcome.sign_pieces(ShardSigns(opt.layout, "selected"), opt.layout, "run", PEERS[i])
         assert skipped == 0
         opt.apply_signs(pieces)
         assert not list(outcome.excluded_parts(PEERS[i]))
@@ -157,6 +159,6 @@ def test_owner_closes_at_deadline_without_a_dead_member_and_excludes_late_ones()
     # a late arrival changes nothing and is told so
     shard.arrive(PEERS[2], spb.Contribute(round=0, payload=data))
     late = spb.ShardResult.FromString(shard.serialize_for(PEERS[2]))
-    assert late.error == "round_closed" and [i.sender for i in late.included] == [PEERS[0]]
-    outcome = RoundOutcome(0, plan, [ShardOutcome(owner, plan.ranges[owner], late)], c, {}, [], [], 0.0)
+    assert late.refusal == refusal_code("round_closed") and [i.sender for i in late.included] == [PEERS[0]]
+    outcome = RoundOutcome(0, plan, [ShardOutcome(owner, plan.ranges[owner], late)], c, [], [], 0.0)
     assert len(list(outcome.excluded_parts(PEERS[2]))) == 1  # its contribution goes back into its momentum

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from demo_node.node import control
+from demo_node.node.states import NodeState
 from tests.swarm_harness import Cluster, NodeProc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,12 +146,12 @@ def test_control_api_status_health_checkpoint_leave(swarm):
     address = control_address(b)
     st = control.status(address)
     assert st.run_id == b.of("started")[0]["run_id"] and st.peer_id == b.peer
-    assert st.state == "training" and st.members == 3 and st.round >= 1 and st.bytes_sent > 0
+    assert NodeState(st.state) is NodeState.TRAINING and st.members == 3 and st.round >= 1 and st.bytes_sent > 0
     assert len(st.digest) == 32
     assert control.healthy(address)
     reply = control.checkpoint(address)
     assert reply.path and Path(reply.path).exists()
-    assert control.leave(address).state == "leaving"
+    assert NodeState(control.leave(address).state) is NodeState.LEAVING
     assert b.proc.wait(timeout=120) == 0
     assert b.of("left")
     assert not control.healthy(address, timeout=2)  # gone

@@ -16,9 +16,9 @@ from typing import Callable
 import torch
 
 from demo_node.bench.reference_demo import ReferenceDeMo
-from demo_node.core import DeMo
+from demo_node.core.config import VALUE_MODES
+from demo_node.core.optimizer import DeMo
 from demo_node.models.gpt import PRESETS, build
-from demo_node.core.quantize import VALUE_MODES
 from demo_node.wire.codec import decode, encode, encoded_size
 
 
@@ -41,7 +41,7 @@ def _median_ms(fn: Callable[[], object], iters: int, device: torch.device, warmu
 
 
 def run(
-    preset: str = "bench",
+    model: str = "bench",
     device: str = "cpu",
     iters: int = 10,
     batch: int = 8,
@@ -49,8 +49,8 @@ def run(
     skip_reference: bool = False,
 ) -> dict:
     dev = torch.device(device)
-    cfg = PRESETS[preset]
-    model = build(preset, dev)
+    cfg = PRESETS[model]
+    name, model = model, build(model, dev)
     numel = sum(p.numel() for p in model.parameters())
     tokens = torch.randint(0, cfg.vocab, (batch, cfg.context + 1), device=dev)
     x, y = tokens[:, :-1], tokens[:, 1:]
@@ -66,7 +66,7 @@ def run(
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "model": {"preset": preset, **cfg.as_dict(), "params": numel, "batch": batch},
+        "model": {"name": name, **cfg.as_dict(), "params": numel, "batch": batch},
         "iters": iters,
         "ms": {},
     }
@@ -87,10 +87,10 @@ def run(
     }
     if not skip_reference:
         makers["reference_demo"] = lambda ps: ReferenceDeMo(ps, lr=1e-3)
-    for name, make in makers.items():
+    for kind, make in makers.items():
         m, opt = with_grads(make)
-        result["ms"][f"{name}_step"] = _median_ms(opt.step, iters, dev)
-        if name == "demo":
+        result["ms"][f"{kind}_step"] = _median_ms(opt.step, iters, dev)
+        if kind == "demo":
             contribution = opt.prepare()
             result["ms"]["demo_prepare"] = _median_ms(opt.prepare, iters, dev)
             result["ms"]["demo_apply"] = _median_ms(lambda: opt.apply([contribution]), iters, dev)
@@ -100,7 +100,7 @@ def run(
                 lambda: encode(contribution, layout, run_id="bench", round=1, sender=bytes(38)), iters, dev
             )
             result["ms"]["decode"] = _median_ms(lambda: decode(payload, layout), iters, dev)
-        if name == "reference_demo":
+        if kind == "reference_demo":
             result["reference_payload_bytes"] = opt.bytes_sent
         del m, opt
         if dev.type == "cuda":

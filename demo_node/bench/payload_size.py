@@ -6,23 +6,14 @@ format (e.g. OLMo-1B at k=32: 110.32 MB per GPU per step); ours is computed exac
 
 from __future__ import annotations
 
+from demo_node.core.config import VALUE_MODES
 from demo_node.core.layout import Layout
-from demo_node.core.quantize import VALUE_MODES
 from demo_node.models.gpt import PRESETS, parameter_shapes
+from demo_node.models.presets import SHAPES_ONLY
 from demo_node.wire.codec import encoded_size
 
-
-def olmo_1b_shapes() -> list[tuple[int, ...]]:
-    """OLMo-1B: d_model 2048, 16 layers, SwiGLU MLP of 8192 (fused in/gate projection), vocab 50304, tied
-    embeddings, non-parametric layer norm: 1,176,764,416 parameters."""
-    d, hidden, vocab = 2048, 8192, 50304
-    shapes = [(vocab, d)]
-    for _ in range(16):
-        shapes += [(3 * d, d), (d, d), (2 * hidden, d), (d, hidden)]
-    return shapes
-
-
-MODELS = {"olmo-1b": olmo_1b_shapes, **{f"gpt-{name}": (lambda n=name: parameter_shapes(n)) for name in PRESETS}}
+MODELS = {**{name: (lambda n=name: parameter_shapes(n)) for name in PRESETS}, **SHAPES_ONLY}
+"""Model name (the GPT presets' names, as everywhere else, and the paper's OLMo-1B) -> its parameter shapes."""
 
 
 def reference_bytes(layout: Layout) -> int:

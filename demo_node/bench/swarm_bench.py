@@ -9,7 +9,6 @@ here, by pid.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -17,11 +16,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from demo_node.node.launcher import Swarm
+from demo_node.daemon.children import NodeProcess, stop_all
+from demo_node.daemon.launcher import Swarm
 
 _SS_PID = re.compile(r'users:\(\("p2pd",pid=(\d+)')
 _SS_BYTES = re.compile(r"bytes_(acked|received):(\d+)")
@@ -71,22 +70,21 @@ def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_arg
     extra = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0", "--exchange", mode,
              "--deadline", "15", "--checkpoint-every", "100000", *node_args]
     swarm = Swarm(n, workdir, extra, out=open(os.devnull, "w"))
-    swarm.live = False
     try:
         first = swarm.start_node(0, [])
         _wait(lambda: bool(first.maddrs), 120, "the first node to start")
         for i in range(1, n):
             swarm.start_node(i, first.maddrs)
-        _wait(lambda: all(c.last_round.get("members") == n for c in swarm.children), 300, f"{n} members")
-        r0 = max(c.last_round["round"] for c in swarm.children) + 1
-        _wait(lambda: all(c.last_round.get("round", -1) >= r0 for c in swarm.children), 120, f"round {r0}")
-        pids = {c.p2pd_pid for c in swarm.children}
+        _wait(lambda: all(c.last_round_event().get("members") == n for c in swarm.children), 300, f"{n} members")
+        r0 = max(c.last_round_event()["round"] for c in swarm.children) + 1
+        _wait(lambda: all(c.last_round_event().get("round", -1) >= r0 for c in swarm.children), 120, f"round {r0}")
+        pids = {c.p2pd_pids[-1] for c in swarm.children}
         w0, acc0, t0 = wire_bytes(pids), _accounted(swarm), time.monotonic()
-        start_rounds = {c.index: c.last_round["round"] for c in swarm.children}
+        start_rounds = {c.name: c.last_round_event()["round"] for c in swarm.children}
         r1 = r0 + rounds
-        _wait(lambda: all(c.last_round.get("round", -1) >= r1 for c in swarm.children), 60 + 30 * rounds, f"round {r1}")
+        _wait(lambda: all(c.last_round_event().get("round", -1) >= r1 for c in swarm.children), 60 + 30 * rounds, f"round {r1}")
         w1, acc1, t1 = wire_bytes(pids), _accounted(swarm), time.monotonic()
-        done = statistics.mean(c.last_round["round"] - start_rounds[c.index] for c in swarm.children)
+        done = statistics.mean(c.last_round_event()["round"] - start_rounds[c.name] for c in swarm.children)
         events = [e for c in swarm.children for e in c.events if e["event"] == "round" and r0 < e["round"] <= r1]
         contributed = sum(e["contributed"] for e in events) / max(1, len(events))
         tokens = statistics.mean(e["tokens_per_s"] for e in events)
@@ -109,7 +107,7 @@ def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_arg
 
 def _accounted(swarm: Swarm) -> dict[int, tuple[int, int]]:
     """Each node's own byte counters, from its latest round line."""
-    return {c.index: (c.last_round["bytes_sent"], c.last_round["bytes_received"]) for c in swarm.children}
+    return {c.name: (c.last_round_event()["bytes_sent"], c.last_round_event()["bytes_received"]) for c in swarm.children}
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
@@ -120,36 +118,18 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-class _Worker:
-    def __init__(self, cmd: list[str], log: Path):
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
-        self.events: list[dict] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                pass
-
-    def of(self, kind: str) -> list[dict]:
-        return [e for e in list(self.events) if e["event"] == kind]
-
-
 def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: str = "fp16") -> dict:
-    workers: list[_Worker] = []
+    workers: list[NodeProcess] = []
     base = [sys.executable, "-m", "demo_node.bench.averager_worker", "--group", str(n), "--model", model,
             "--rounds", str(rounds + 2), "--compression", compression]
     daemons: set[int] = set()
     helpers: set[int] = set()
     try:
-        workers.append(_Worker(base, workdir / "averager-0.log"))
+        workers.append(NodeProcess(base, workdir / "averager-0", name="averager 0"))
         _wait(lambda: bool(workers[0].of("started")), 120, "the first averager")
         peers = workers[0].of("started")[0]["maddrs"]
         for i in range(1, n):
-            workers.append(_Worker(base + ["--peers", *peers], workdir / f"averager-{i}.log"))
+            workers.append(NodeProcess(base + ["--peers", *peers], workdir / f"averager-{i}", name=f"averager {i}"))
         _wait(lambda: all(w.of("started") for w in workers), 180, "averagers to start")
         for w in workers:
             dht_pid = w.of("started")[0]["dht_pid"]
@@ -166,15 +146,9 @@ def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: st
                 "wire_bytes_per_node_round": _per_node(w0, w1, max(1.0, done)),
                 "failed_steps": sum(len(w.of("failed")) for w in workers)}
     finally:
+        stop_all(workers, grace=20)
         for w in workers:
-            if w.proc.poll() is None:
-                w.proc.send_signal(signal.SIGTERM)
-        for w in workers:
-            try:
-                w.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait()
+            w.close()
         for pid in daemons | helpers:
             try:
                 os.kill(pid, signal.SIGKILL)

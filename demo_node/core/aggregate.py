@@ -17,9 +17,8 @@ from typing import Sequence
 
 import torch
 
+from demo_node.core.config import AGGREGATIONS
 from demo_node.core.contribution import Contribution
-
-AGGREGATIONS = ("selected", "all")
 
 
 @dataclass

@@ -19,74 +19,30 @@ the momentum is kept in fp32.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import torch
 
-from demo_node.core.aggregate import AGGREGATIONS, Aggregate, aggregate
+from demo_node.core.aggregate import Aggregate, aggregate
 from demo_node.core.buckets import BucketState
+from demo_node.core.config import DeMoConfig
 from demo_node.core.contribution import BucketPart, Contribution
 from demo_node.core.layout import Layout
-from demo_node.core.quantize import VALUE_MODES, quantize
+from demo_node.core.quantize import quantize
 from demo_node.core.update import SignComputer, SignUpdate
-
-MOMENTUM_FORMS = ("reference", "ema")
-
-
-@dataclass(kw_only=True)
-class DeMoConfig:
-    """DeMo's hyperparameters; the defaults are the reference's, apart from ``values`` (see below)."""
-
-    lr: float = 1e-3
-    """Learning rate: the size of each sign step (DeMo wants an lr like sign-SGD's)."""
-    beta: float = 0.999
-    """Momentum decay (the reference's compression_decay)."""
-    topk: int = 32
-    """Coefficients kept per block (clamped to the block size)."""
-    chunk: int = 64
-    """Target chunk per dimension: blocks are up to chunk x chunk."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay: p *= 1 - lr * weight_decay every step."""
-    momentum: str = "reference"
-    """``reference``: m = beta*m + lr*g; ``ema``: m = beta*m + (1-beta)*g (paper v2)."""
-    residual_alpha: float = 1.0
-    """Fraction of the transmitted components removed from the momentum (1.0 reference; paper v2 found 0.2 best)."""
-    values: str = "int8"
-    """Precision of transmitted values, one of fp32, fp16, bf16, int8, sign. int8 (per-block scale) is the
-    default because it keeps the payload under a quarter of the reference's at the same loss; fp32 reproduces
-    the reference's update bit for bit."""
-    aggregation: str = "selected"
-    """``selected``: per coefficient, the (sample-weighted) mean over the peers that selected it (the reference);
-    ``all``: the sample-weighted mean over all peers."""
-
-    def validate(self) -> "DeMoConfig":
-        if not self.lr >= 0:
-            raise ValueError(f"lr must be >= 0, got {self.lr}")
-        if not 0.0 <= self.beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1), got {self.beta}")
-        if self.topk < 1:
-            raise ValueError(f"topk must be >= 1, got {self.topk}")
-        if self.chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.momentum not in MOMENTUM_FORMS:
-            raise ValueError(f"momentum must be one of {', '.join(MOMENTUM_FORMS)}, got {self.momentum!r}")
-        if not 0.0 < self.residual_alpha <= 1.0:
-            raise ValueError(f"residual_alpha must be in (0, 1], got {self.residual_alpha}")
-        if self.values not in VALUE_MODES:
-            raise ValueError(f"values must be one of {', '.join(VALUE_MODES)}, got {self.values!r}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
-        return self
 
 
 class DeMo(torch.optim.Optimizer):
     """DeMo as a ``torch.optim.Optimizer``: param groups may set their own ``lr`` and ``weight_decay``."""
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, **options):
-        self.config = DeMoConfig(lr=lr, **options).validate()
+    def __init__(self, params: Iterable, lr: float | None = None, *, config: DeMoConfig | None = None, **options):
+        if config is not None:
+            if options or lr is not None:
+                raise TypeError("give DeMo either a config or options, not both")
+            self.config = config.validate()
+        else:
+            self.config = DeMoConfig(**({} if lr is None else {"lr": lr}), **options).validate()
+        lr = self.config.lr
         super().__init__(params, {"lr": lr, "weight_decay": self.config.weight_decay})
         self._buckets: list[BucketState] | None = None
         self._layout: Layout | None = None
@@ -195,6 +151,11 @@ class DeMo(torch.optim.Optimizer):
         signs = self._signs.signs(agg, out={b.spec.index: b.signs_buffer() for b in buckets})
         self._apply(buckets, signs)
 
+    def sign_buffers(self) -> dict[int, torch.Tensor]:
+        """Bucket -> the (N, h, w) buffer where :meth:`apply_signs` assembles a round's signs. A caller that computes
+        signs may write them here directly (then passes the written views as pieces): nothing is copied."""
+        return {b.spec.index: b.signs_buffer() for b in self._state()}
+
     @torch.no_grad()
     def apply_signs(self, pieces: Iterable[tuple[int, int, torch.Tensor]]) -> None:
         """Apply update signs computed elsewhere, as (bucket, first block, signs (n, h, w)) pieces (from the owners
@@ -207,11 +168,16 @@ class DeMo(torch.optim.Optimizer):
         full = {}
         for bucket in buckets:
             buf = bucket.signs_buffer()
-            mine = by_bucket.get(bucket.spec.index, [])
-            if not (len(mine) == 1 and mine[0][0] == 0 and mine[0][1].data_ptr() == buf.data_ptr()):
-                buf.zero_()
-                for start, s in mine:
-                    buf[start : start + s.shape[0]].copy_(s.view(-1, bucket.spec.h, bucket.spec.w))
+            covered = 0
+            for start, s in sorted(by_bucket.get(bucket.spec.index, []), key=lambda piece: piece[0]):
+                if start < covered:
+                    raise ValueError(f"pieces of bucket {bucket.spec.index} overlap at block {start}")
+                buf[covered:start].zero_()  # blocks no piece covers: no sign step
+                dst = buf[start : start + s.shape[0]]
+                if s.data_ptr() != dst.data_ptr():  # already in place when written through sign_buffers()
+                    dst.copy_(s.view(-1, bucket.spec.h, bucket.spec.w))
+                covered = start + s.shape[0]
+            buf[covered:].zero_()
             full[bucket.spec.index] = (0, buf)
         self._apply(buckets, full)
 

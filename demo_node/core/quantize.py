@@ -11,10 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-VALUE_MODES = ("fp32", "fp16", "bf16", "int8", "sign")
-"""fp32: exact. fp16 / bf16: 16-bit floats (fp16 flushes magnitudes below about 6e-8 to zero, bf16 keeps fp32's
-range with 8 bits of mantissa). int8: symmetric codes in [-127, 127] times a per-block fp32 scale (block max / 127).
-sign: one bit per value times a per-block fp32 scale (mean magnitude of the block's kept values), as Psyche sends."""
+from demo_node.core.config import VALUE_MODES
 
 _FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _FP16_MAX = 65504.0

@@ -1,4 +1,5 @@
-"""GPT sizes, from tiny (tests) to about 1B parameters; no torch here, so the command line stays quick."""
+"""GPT sizes, from tiny (tests) to about 1B parameters, and the shapes of the paper's OLMo-1B; no torch here, so
+the command line stays quick."""
 
 from __future__ import annotations
 
@@ -35,3 +36,17 @@ PRESETS: dict[str, GPTConfig] = {
     # about 1B parameters: for GPUs
     "1b": GPTConfig(n_layer=20, n_head=16, d_model=2048, context=1024),
 }
+
+
+def olmo_1b_shapes() -> list[tuple[int, ...]]:
+    """OLMo-1B: d_model 2048, 16 layers, SwiGLU MLP of 8192 (fused in/gate projection), vocab 50304, tied
+    embeddings, non-parametric layer norm: 1,176,764,416 parameters."""
+    d, hidden, vocab = 2048, 8192, 50304
+    shapes = [(vocab, d)]
+    for _ in range(16):
+        shapes += [(3 * d, d), (d, d), (2 * hidden, d), (d, hidden)]
+    return shapes
+
+
+SHAPES_ONLY = {"olmo-1b": olmo_1b_shapes}
+"""Models known by their parameter shapes alone (the paper's), for payload sizes."""

@@ -11,38 +11,24 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from dataclasses import dataclass, field
 from typing import Awaitable, TypeVar
 
 import uvloop
 from hivemind.dht.node import DHTNode
 from hivemind.p2p import P2P, PeerID
 
+from demo_node.net.config import NetworkConfig
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(kw_only=True)
-class HostConfig:
-    initial_peers: list[str] = field(default_factory=list)
-    """Multiaddrs (with /p2p/<id>) of peers to bootstrap from; none starts a new network."""
-    listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
-    """Multiaddrs to listen on."""
-    announce: list[str] = field(default_factory=list)
-    """Multiaddrs announced to others (default: what libp2p observes)."""
-    identity_path: str = ""
-    """Private key file for a peer id that survives restarts (created if missing)."""
-    client_mode: bool = False
-    """Dial out only: no listening address, a DHT client."""
-    nat_port_map: bool = False
-    """Ask the home router to forward a port (UPnP/NAT-PMP). Off: it probes the LAN."""
-    startup_timeout: float = 60.0
+STARTUP_TIMEOUT = 60.0
+"""Seconds p2pd may take to start."""
 
 
 class Host:
     """Start with :meth:`start`; run coroutines on its loop with :meth:`call` / :meth:`submit`."""
 
-    def __init__(self, config: HostConfig):
+    def __init__(self, config: NetworkConfig):
         self.config = config
         self.loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="demo-node-net", daemon=True)
@@ -59,7 +45,7 @@ class Host:
     def start(self) -> "Host":
         self._thread.start()
         try:
-            self.call(self._start(), timeout=self.config.startup_timeout + 30)
+            self.call(self._start(), timeout=STARTUP_TIMEOUT + 30)
         except BaseException:
             self.shutdown()
             raise
@@ -68,18 +54,18 @@ class Host:
     async def _start(self) -> None:
         cfg = self.config
         self.p2p = await P2P.create(
-            initial_peers=cfg.initial_peers or None,
+            initial_peers=cfg.peers or None,
             host_maddrs=[] if cfg.client_mode else cfg.listen,
             announce_maddrs=cfg.announce or None,
-            identity_path=cfg.identity_path or None,
+            identity_path=cfg.identity or None,
             check_if_identity_free=False,
             nat_port_map=cfg.nat_port_map,
             dht_mode="client" if cfg.client_mode else "server",
             no_listen=cfg.client_mode,
-            startup_timeout=cfg.startup_timeout,
+            startup_timeout=STARTUP_TIMEOUT,
         )
         self.dht = await DHTNode.create(
-            p2p=self.p2p, initial_peers=cfg.initial_peers or None, client_mode=cfg.client_mode
+            p2p=self.p2p, initial_peers=cfg.peers or None, client_mode=cfg.client_mode
         )
         self.peer_id = self.p2p.peer_id.to_bytes()
         self.peer_id_b58 = self.p2p.peer_id.to_base58()
@@ -115,6 +101,11 @@ class Host:
             await self.dht.shutdown()
         if self.p2p is not None:
             await self.p2p.shutdown()
+        # whatever still runs on this loop (handlers, the DHT's refresh tasks) ends here, not as a warning at exit
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 def peer_b58(peer: bytes) -> str:

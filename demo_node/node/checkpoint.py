@@ -1,6 +1,7 @@
 """Checkpoints written atomically (temporary file, fsync, rename, fsync of the folder), the newest good one found
-on start. A checkpoint holds the parameters, the optimizer state with its momentum, the round and the data stream's
-position; it is good when it loads and its parameters match the digest stored with them."""
+on start. A checkpoint holds the parameters, the optimizer's ``state_dict()`` (momentum, round, run identity) and
+what the program adds (a data stream's position, say); it is good when it loads and its parameters match the digest
+stored with them."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 
 def save(folder: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` (with "round" and "model") as ckpt-<round>.pt; keep the newest few."""
+    """Write ``state`` (with "round" and "params", a list of tensors) as ckpt-<round>.pt; keep the newest few."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = dict(state, digest=digest(state["model"].values()).hex())
+    state = dict(state, digest=digest(state["params"]).hex())
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -58,7 +59,7 @@ def load_latest(folder: str | os.PathLike) -> dict[str, Any] | None:
     for path in reversed(checkpoints(folder)):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            if digest(state["model"].values()).hex() != state["digest"]:
+            if digest(state["params"]).hex() != state["digest"]:
                 raise ValueError("parameters do not match the stored digest")
             state["path"] = str(path)
             return state

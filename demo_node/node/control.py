@@ -4,45 +4,56 @@ that ``demo-node status`` uses."""
 from __future__ import annotations
 
 import concurrent.futures
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from demo_node.node.states import SERVING, NodeState
 from demo_node.wire.proto import demo_node_control_pb2 as cpb
 from demo_node.wire.proto import demo_node_control_pb2_grpc as cgrpc
-
-if TYPE_CHECKING:
-    from demo_node.node.node import Node
+from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 SERVICE = "demo_node.v1.Control"
-HEALTHY_STATES = ("joining", "training")
+CHECKPOINT_WAIT = 120.0
+"""Seconds the Checkpoint call waits for the node's next safe point."""
+
+
+@dataclass
+class Controls:
+    """What the control API can do to a node: the whole of that surface."""
+
+    status: Callable[[], cpb.StatusReply]
+    checkpoint: Callable[[float], tuple[str, int]]
+    """Checkpoint at the next safe point, waiting at most that many seconds; (path, round). TimeoutError if none."""
+    leave: Callable[[], None]
+    """Leave at the next safe point (returns at once)."""
 
 
 class _Control(cgrpc.ControlServicer):
-    def __init__(self, node: "Node"):
-        self.node = node
+    def __init__(self, controls: Controls):
+        self.controls = controls
 
     def Status(self, request, context):
-        return self.node.status()
+        return self.controls.status()
 
     def Checkpoint(self, request, context):
         try:
-            path, round = self.node.checkpoint_now(timeout=120)
+            path, round = self.controls.checkpoint(CHECKPOINT_WAIT)
         except TimeoutError:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no safe point to checkpoint at within 120 s")
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no safe point to checkpoint at within {CHECKPOINT_WAIT} s")
         return cpb.CheckpointReply(path=path, round=round)
 
     def Leave(self, request, context):
-        self.node.request_stop()
-        return cpb.LeaveReply(state="leaving")
+        self.controls.leave()
+        return cpb.LeaveReply(state=spb.LEAVING)
 
 
 class ControlServer:
-    def __init__(self, node: "Node"):
-        self.node = node
+    def __init__(self, controls: Controls):
         self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="demo-node-control"))
-        cgrpc.add_ControlServicer_to_server(_Control(node), self.server)
+        cgrpc.add_ControlServicer_to_server(_Control(controls), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
@@ -52,11 +63,11 @@ class ControlServer:
         if not self.port:
             raise OSError(f"control API: cannot listen on {address}")
         self.server.start()
-        self.set_state("starting")
+        self.set_state(NodeState.STARTING)
         return self.port
 
-    def set_state(self, state: str) -> None:
-        status = (health_pb2.HealthCheckResponse.SERVING if state in HEALTHY_STATES
+    def set_state(self, state: NodeState) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if state in SERVING
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         self.health.set("", status)
         self.health.set(SERVICE, status)

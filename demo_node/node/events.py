@@ -1,17 +1,23 @@
-"""What a node tells its operator: one line per event, readable text on a terminal, JSON lines otherwise.
+"""What a node tells its operator: one line per event, readable text on a terminal, JSON lines otherwise, or
+records of the ``demo_node.events`` logger (the Python API's default).
 
 Every line carries the run id, the round and the peer id, the library log lines (stderr) included. On a terminal the
-round line is a live line, rewritten in place. ``demo-node swarm`` reads the JSON lines of its nodes.
+round line is a live line, rewritten in place. ``demo-node swarm`` reads the JSON lines of its nodes. JSON lines are
+strict JSON: a figure that is not finite (a loss before the first evaluation) is written as null.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
+
+FORMATS = ("auto", "text", "json", "log")
+events_log = logging.getLogger("demo_node.events")
 
 
 def _human(n: float) -> str:
@@ -22,21 +28,50 @@ def _human(n: float) -> str:
     return f"{n:.1f}TB"
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
 class Reporter:
+    FORMATS = FORMATS
+    """auto (text on a terminal, else JSON lines), text, json, or log (records of the demo_node.events logger)."""
+
     def __init__(self, fmt: str = "auto", stream: TextIO | None = None):
+        if fmt not in FORMATS:
+            raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
         self.stream = stream or sys.stdout
+        self.to_log = fmt == "log"
         self.json = fmt == "json" or (fmt == "auto" and not self.stream.isatty())
-        self.live = not self.json and self.stream.isatty()
-        self.run_id, self.peer, self.round = "", "", 0
+        self.live = not self.json and not self.to_log and self.stream.isatty()
+        self.run_id, self.peer = "", ""
+        self._round_of: Callable[[], int] = lambda: 0
         self._lock = threading.Lock()
         self._live_line = ""
+
+    def bind(self, run_id: str, peer: str, round_of: Callable[[], int]) -> None:
+        """Tag every line from now on with this run, this peer, and the round ``round_of()`` says."""
+        self.run_id, self.peer, self._round_of = run_id, peer, round_of
+
+    @property
+    def round(self) -> int:
+        return self._round_of()
 
     def event(self, kind: str, **fields: Any) -> None:
         record = {"ts": round(time.time(), 3), "event": kind, "run_id": self.run_id, "peer": self.peer,
                   "round": fields.pop("round", self.round), **fields}
+        if self.to_log:
+            events_log.info("%s", self._text(jsonable(record)))
+            return
         with self._lock:
             if self.json:
-                self.stream.write(json.dumps(record, default=str) + "\n")
+                self.stream.write(json.dumps(jsonable(record), default=str, allow_nan=False) + "\n")
             elif self.live and kind == "round":
                 self._live_line = self._text(record)
                 self.stream.write("\r\x1b[K" + self._live_line)
@@ -50,7 +85,8 @@ class Reporter:
     def _text(r: dict) -> str:
         head = f"{time.strftime('%H:%M:%S', time.localtime(r['ts']))} {r['run_id']} r{r['round']} {r['peer'][-8:]}"
         if r["event"] == "round":
-            return (f"{head} loss {r['loss']:.3f} {r['tokens_per_s']:.0f} tok/s members {r['members']} "
+            loss = "-" if r.get("loss") is None else f"{r['loss']:.3f}"
+            return (f"{head} loss {loss} {r.get('tokens_per_s') or 0:.0f} tok/s members {r['members']} "
                     f"round {r['round_seconds']:.2f}s sent {_human(r['bytes_sent'])} recv {_human(r['bytes_received'])}"
                     f"{' (contribution left out)' if r.get('left_out') else ''}")
         rest = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("ts", "event", "run_id", "round", "peer"))

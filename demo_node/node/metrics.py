@@ -12,7 +12,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from demo_node.net.accounting import Accounting
-from demo_node.wire.errors import REASONS
+from demo_node.swarm.counters import SwarmCounters
+from demo_node.wire.errors import REFUSALS
 
 ROUND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -30,8 +31,31 @@ class _BytesCollector(Collector):
         yield family
 
 
+class _CountersCollector(Collector):
+    """Refused payloads and late contributions, read from the round protocol's counters at scrape time."""
+
+    def __init__(self, counters: SwarmCounters, own_late: Callable[[], int]):
+        self.counters, self.own_late = counters, own_late
+
+    def collect(self) -> Iterable[Metric]:
+        late = CounterMetricFamily("demo_node_late_contributions", "Contributions left out of a round for arriving "
+                                   "after its close (own: this node's; peers: arrivals at this node's shards)",
+                                   labels=["whose"])
+        late.add_metric(["own"], self.own_late())
+        late.add_metric(["peers"], self.counters.late_arrivals())
+        yield late
+        refused = CounterMetricFamily("demo_node_payloads_rejected", "Payloads and requests refused or dropped, by "
+                                      "reason", labels=["reason"])
+        counts = self.counters.refusals()
+        # every reason exists from the start (at 0), so dashboards and rate() see it before the first refusal
+        for reason in sorted(set(REFUSALS) | set(counts)):
+            refused.add_metric([reason], counts.get(reason, 0))
+        yield refused
+
+
 class NodeMetrics:
-    def __init__(self, accounting: Accounting, checkpoint_time: Callable[[], float]):
+    def __init__(self, accounting: Accounting, counters: SwarmCounters, own_late: Callable[[], int],
+                 checkpoint_time: Callable[[], float]):
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.rounds = Counter("demo_node_rounds_completed", "Rounds this node applied", registry=r)
         self.round_duration = Histogram("demo_node_round_duration_seconds", "From a round's opening to its outcome "
@@ -50,14 +74,10 @@ class NodeMetrics:
         self.participants = Gauge("demo_node_round_participants", "Members of the last round", registry=r)
         self.contributors = Gauge("demo_node_round_contributors", "Contributions included in the last round",
                                   registry=r)
-        self.late = Counter("demo_node_late_contributions", "Contributions left out of a round for arriving after "
-                            "its close (own: this node's; peers: arrivals at this node's shards)", ["whose"], registry=r)
         self.skipped = Counter("demo_node_skipped_shards", "Shards whose result no peer had (their blocks skipped)",
                                registry=r)
         self.compression = Gauge("demo_node_compression_ratio", "Dense fp32 gradient bytes per byte of this node's "
                                  "full payload", registry=r)
-        self.rejected = Counter("demo_node_payloads_rejected", "Payloads and messages dropped, by reason", ["reason"],
-                                registry=r)
         self.state_syncs = Counter("demo_node_state_syncs", "Parameter downloads (joins and resyncs)", registry=r)
         self.digest_mismatches = Counter("demo_node_digest_mismatches", "Rounds after which this node's parameters "
                                          "differed from the majority's", registry=r)
@@ -66,12 +86,8 @@ class NodeMetrics:
                                     "the start, before the first one)", registry=r)
         self.checkpoint_age.set_function(lambda: time.time() - checkpoint_time())
         self.info = Info("demo_node_build", "Version, run, peer and device of this node", registry=r)
-        # labelled series exist from the start (at 0), so dashboards and rate() see them before the first event
-        for whose in ("own", "peers"):
-            self.late.labels(whose)
-        for reason in REASONS + ("round_closed", "not_member"):
-            self.rejected.labels(reason)
         r.register(_BytesCollector(accounting))
+        r.register(_CountersCollector(counters, own_late))
         self._server = None
 
     def serve(self, address: str) -> int:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from hivemind.dht.node import DHTNode
 from hivemind.utils.timed_storage import get_dht_time
 
+from demo_node.swarm.limits import LIMITS
+
 log = logging.getLogger(__name__)
 RUNS_KEY = "demo-node/runs"
-RUN_TTL = 120.0
-PEER_TTL = 20.0
 
 
 @dataclass
@@ -34,8 +34,8 @@ def _peers_key(run_id: str) -> str:
     return f"demo-node/{run_id}/peers"
 
 
-async def publish_run(dht: DHTNode, run_id: str, config_json: str) -> bool:
-    return await dht.store(RUNS_KEY, config_json, get_dht_time() + RUN_TTL, subkey=run_id)
+async def publish_run(dht: DHTNode, run_id: str, config_json: str, ttl: float = LIMITS.run_ttl) -> bool:
+    return await dht.store(RUNS_KEY, config_json, get_dht_time() + ttl, subkey=run_id)
 
 
 async def find_runs(dht: DHTNode) -> dict[str, dict]:
@@ -45,13 +45,16 @@ async def find_runs(dht: DHTNode) -> dict[str, dict]:
     if found is not None and isinstance(found.value, dict):
         for run_id, item in found.value.items():
             try:
-                out[str(run_id)] = json.loads(item.value)
+                config = json.loads(item.value)
+                if not isinstance(config, dict):
+                    raise TypeError(type(config).__name__)
+                out[str(run_id)] = config
             except (TypeError, ValueError, AttributeError):
                 log.warning("ignoring a malformed run record %r", run_id)
     return out
 
 
-async def publish_peer(dht: DHTNode, run_id: str, record: PeerRecord, ttl: float = PEER_TTL) -> bool:
+async def publish_peer(dht: DHTNode, run_id: str, record: PeerRecord, ttl: float = LIMITS.peer_ttl) -> bool:
     value = {"maddrs": record.maddrs, "client": record.client, "round": record.round, "state": record.state}
     return await dht.store(_peers_key(run_id), value, get_dht_time() + ttl, subkey=record.peer_b58)
 

@@ -16,15 +16,17 @@ from typing import Awaitable, Callable
 
 from demo_node.core.contribution import Contribution
 from demo_node.core.layout import Layout
-from demo_node.swarm.plan import RELAY, RoundPlan
+from demo_node.swarm.config import RELAY
+from demo_node.swarm.counters import SwarmCounters
+from demo_node.swarm.plan import RoundPlan
 from demo_node.wire.codec import decode
-from demo_node.wire.errors import PayloadError
+from demo_node.wire.errors import PayloadError, refusal_code
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 log = logging.getLogger(__name__)
 
-SignsFn = Callable[[list[Contribution], dict[int, tuple[int, int]]], Awaitable[tuple[bytes, bytes]]]
-"""Aggregate contributions and return (sign bits, nonzero-block bits) of the owner's blocks."""
+PackedSignsFn = Callable[[list[Contribution], dict[int, tuple[int, int]]], Awaitable[tuple[bytes, bytes]]]
+"""The shard's update from its contributions, as (sign bits, nonzero-block bits) of the owner's blocks."""
 
 
 @dataclass
@@ -35,18 +37,17 @@ class Arrival:
 
 class OwnerRound:
     def __init__(self, plan: RoundPlan, me: bytes, layout: Layout, run_id: str, deadline: float,
-                 compute_signs: SignsFn, on_reject: Callable[[str], None] = lambda reason: None,
-                 on_late: Callable[[], None] = lambda: None):
+                 packed_signs: PackedSignsFn, counters: SwarmCounters):
         self.plan, self.me, self.layout, self.run_id = plan, me, layout, run_id
         self.round = plan.round
         self.ranges = plan.owner_ranges(me)
         self.deadline = deadline
-        self.compute_signs, self.on_reject, self.on_late = compute_signs, on_reject, on_late
+        self.packed_signs, self.counters = packed_signs, counters
         self.arrivals: dict[bytes, Arrival] = {}
         self.present: dict[bytes, spb.Presence] = {}
         self.joiners: dict[bytes, spb.Presence] = {}
         self.leavers: set[bytes] = set()
-        self.errors: dict[bytes, str] = {}
+        self.refusals: dict[bytes, str] = {}
         self.opened = time.monotonic()
         self.first_arrival: float | None = None
         self.first_foreign: float | None = None
@@ -57,17 +58,18 @@ class OwnerRound:
         self._closing = False
 
     # -- arrivals ----------------------------------------------------------------------------------------------
-    def arrive(self, sender: bytes, msg: spb.Contribute) -> None:
-        """Take a member's (or joiner's) request for this round; a late one changes nothing."""
+    def arrive(self, sender: bytes, msg: spb.Contribute, contribution: Contribution | None = None) -> None:
+        """Take a member's (or joiner's) request for this round; a late one changes nothing. ``contribution`` is
+        this node's own, already restricted to the shard (it need not be decoded from its payload)."""
         if self.closed.is_set() or self._closing:
             if msg.payload:
-                self.errors[sender] = "round_closed"
-                self.on_late()
+                self._refuse(sender, "round_closed")
+                self.counters.late()
             return
         now = time.monotonic()
         member = sender in self.plan.peers
         if not member and not msg.joining:
-            self.errors[sender] = "not_member"
+            self._refuse(sender, "not_member")
             return
         if self.first_arrival is None:
             self.first_arrival = now
@@ -83,18 +85,28 @@ class OwnerRound:
         if msg.leaving:
             self.leavers.add(sender)
         if msg.payload:
-            try:
-                decoded = decode(msg.payload, self.layout, run_id=self.run_id, round=self.round, expect=self.ranges)
-                if decoded.sender != sender:
-                    raise PayloadError("sender", "payload signed by another peer than the stream's")
-                if member:
-                    self.arrivals[sender] = Arrival(msg.payload, decoded.contribution)
-            except PayloadError as exc:
-                log.warning("round %d: dropped payload from %s: %s", self.round, sender.hex()[:12], exc)
-                self.errors[sender] = exc.reason
-                self.on_reject(exc.reason)
+            # every payload is checked (a bad one is counted), but only a member's goes into the update
+            if sender == self.me and contribution is not None:
+                decoded_contribution = contribution
+            else:
+                try:
+                    decoded = decode(msg.payload, self.layout, run_id=self.run_id, round=self.round,
+                                     expect=self.ranges)
+                    if decoded.sender != sender:
+                        raise PayloadError("sender", "payload of another peer than the stream's")
+                    decoded_contribution = decoded.contribution
+                except PayloadError as exc:
+                    log.warning("round %d: dropped payload from %s: %s", self.round, sender.hex()[:12], exc)
+                    self._refuse(sender, exc.reason)
+                    decoded_contribution = None
+            if member and decoded_contribution is not None:
+                self.arrivals[sender] = Arrival(msg.payload, decoded_contribution)
         if self.plan.peers <= self.present.keys():
             self._close_soon()
+
+    def _refuse(self, sender: bytes, reason: str) -> None:
+        self.refusals[sender] = reason
+        self.counters.refused(reason)
 
     def _close_soon(self) -> None:
         if not self._closing:
@@ -111,8 +123,13 @@ class OwnerRound:
         result.joiners.extend(self.joiners[p] for p in sorted(self.joiners))
         result.leavers.extend(sorted(self.leavers))
         if self.mode != spb.EXCHANGE_RELAY and order and self.ranges:
-            bits, nonzero = await self.compute_signs([self.arrivals[s].contribution for s in order], self.ranges)
-            result.sign_bits, result.nonzero_blocks = bits, nonzero
+            try:
+                bits, nonzero = await self.packed_signs([self.arrivals[s].contribution for s in order], self.ranges)
+                result.sign_bits, result.nonzero_blocks = bits, nonzero
+            except Exception:
+                # no update for this shard rather than no result: every contributor restores its slice
+                log.exception("round %d: computing the shard's signs failed; the shard carries no update", self.round)
+                del result.included[:]
         self._result = result
         self.closed.set()
 
@@ -134,8 +151,8 @@ class OwnerRound:
         if msg.mode == spb.EXCHANGE_RELAY:
             msg.relayed.extend(b"" if inc.sender == requester else self.arrivals[inc.sender].payload
                                for inc in msg.included)
-        if requester in self.errors:
-            msg.error = self.errors[requester]
+        if requester in self.refusals:
+            msg.refusal = refusal_code(self.refusals[requester])
         return msg.SerializeToString()
 
     def full_result(self) -> bytes:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from demo_node.core.layout import Layout
-
-RELAY, SIGN = "relay", "sign"
+from demo_node.swarm.config import AUTO, RELAY, SIGN
 
 
 @dataclass(frozen=True, order=True)
@@ -67,7 +66,7 @@ def choose_mode(n_members: int, payload_bytes: int, sign_bytes: int, setting: st
     return SIGN if sign_cost < relay_cost else RELAY
 
 
-def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: int, setting: str = "auto") -> RoundPlan:
+def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: int, setting: str = AUTO) -> RoundPlan:
     members = sorted(set(members))
     owners = tuple(m.peer for m in members if not m.client)
     if not owners:

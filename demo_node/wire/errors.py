@@ -1,28 +1,30 @@
-"""The one error a payload decoder raises, with a short machine-readable reason (a metrics label)."""
+"""Why a payload or a request is refused: the proto enum ``Refusal`` as short names (metrics labels), and the one
+error a payload decoder raises."""
 
 from __future__ import annotations
 
-REASONS = (
-    "too_large",  # more bytes than a valid payload for this run can have
-    "malformed",  # not a protobuf message of the expected type
-    "version",  # a wire format version this node does not know
-    "run_id",  # a payload of another run
-    "round",  # a payload of another round
-    "sender",  # missing or oversized sender id
-    "samples",  # sample weight not finite and > 0
-    "tensor",  # an entry for a tensor the run does not have
-    "block_range",  # an entry whose blocks fall outside its tensor
-    "k",  # coefficients per block outside [1, k], or varying inside a bucket
-    "index_format",  # unknown index format, or one that cannot hold k of the block
-    "index_length",  # index bytes of the wrong length
-    "index_range",  # an index beyond the block
-    "index_order",  # indices not strictly ascending inside a block (repeats included)
-    "index_count",  # a bitmask block with a number of set bits other than k
-    "value_format",  # unknown value format, or several formats in one payload
-    "value_length",  # value or scale bytes of the wrong length
-    "value_not_finite",  # a NaN or infinite value or scale, or a negative scale
-    "coverage",  # entries that overlap, or leave out blocks the receiver expects, or cover others
-)
+from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+_PREFIX = "REFUSAL_"
+REFUSALS: tuple[str, ...] = tuple(n[len(_PREFIX):].lower() for n in spb.Refusal.keys() if n != "REFUSAL_NONE")
+"""Every refusal reason, by its short name (``REFUSAL_ROUND_CLOSED`` -> ``round_closed``); see the proto's comments."""
+REASONS: tuple[str, ...] = REFUSALS[: REFUSALS.index("coverage") + 1]
+"""The reasons a payload decoder gives (the refusals up to ``coverage``; the rest are the round protocol's)."""
+
+
+def refusal_code(reason: str) -> int:
+    """The proto value of a reason's short name."""
+    return spb.Refusal.Value(_PREFIX + reason.upper())
+
+
+def refusal_name(code: int) -> str:
+    """The short name of a proto value ("" for REFUSAL_NONE, "unknown" for a value this version does not know)."""
+    if code == spb.REFUSAL_NONE:
+        return ""
+    try:
+        return spb.Refusal.Name(code)[len(_PREFIX):].lower()
+    except ValueError:
+        return "unknown"
 
 
 class PayloadError(ValueError):

@@ -1,8 +1,9 @@
+import demo_node_swarm_pb2 as _demo_node_swarm_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -29,7 +30,7 @@ class StatusReply(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     peer_id: str
-    state: str
+    state: _demo_node_swarm_pb2.NodeState
     round: int
     members: int
     peers_known: int
@@ -42,7 +43,7 @@ class StatusReply(_message.Message):
     uptime_seconds: float
     device: str
     version: str
-    def __init__(self, run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., state: _Optional[str] = ..., round: _Optional[int] = ..., members: _Optional[int] = ..., peers_known: _Optional[int] = ..., loss: _Optional[float] = ..., held_out_loss: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., digest: _Optional[str] = ..., maddrs: _Optional[_Iterable[str]] = ..., uptime_seconds: _Optional[float] = ..., device: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    def __init__(self, run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., state: _Optional[_Union[_demo_node_swarm_pb2.NodeState, str]] = ..., round: _Optional[int] = ..., members: _Optional[int] = ..., peers_known: _Optional[int] = ..., loss: _Optional[float] = ..., held_out_loss: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., digest: _Optional[str] = ..., maddrs: _Optional[_Iterable[str]] = ..., uptime_seconds: _Optional[float] = ..., device: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class CheckpointRequest(_message.Message):
     __slots__ = ()
@@ -63,5 +64,5 @@ class LeaveRequest(_message.Message):
 class LeaveReply(_message.Message):
     __slots__ = ("state",)
     STATE_FIELD_NUMBER: _ClassVar[int]
-    state: str
-    def __init__(self, state: _Optional[str] = ...) -> None: ...
+    state: _demo_node_swarm_pb2.NodeState
+    def __init__(self, state: _Optional[_Union[_demo_node_swarm_pb2.NodeState, str]] = ...) -> None: ...

@@ -12,9 +12,77 @@ class ExchangeMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXCHANGE_MODE_UNSPECIFIED: _ClassVar[ExchangeMode]
     EXCHANGE_RELAY: _ClassVar[ExchangeMode]
     EXCHANGE_SIGN: _ClassVar[ExchangeMode]
+
+class Refusal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFUSAL_NONE: _ClassVar[Refusal]
+    REFUSAL_TOO_LARGE: _ClassVar[Refusal]
+    REFUSAL_MALFORMED: _ClassVar[Refusal]
+    REFUSAL_VERSION: _ClassVar[Refusal]
+    REFUSAL_RUN_ID: _ClassVar[Refusal]
+    REFUSAL_ROUND: _ClassVar[Refusal]
+    REFUSAL_SENDER: _ClassVar[Refusal]
+    REFUSAL_SAMPLES: _ClassVar[Refusal]
+    REFUSAL_TENSOR: _ClassVar[Refusal]
+    REFUSAL_BLOCK_RANGE: _ClassVar[Refusal]
+    REFUSAL_K: _ClassVar[Refusal]
+    REFUSAL_INDEX_FORMAT: _ClassVar[Refusal]
+    REFUSAL_INDEX_LENGTH: _ClassVar[Refusal]
+    REFUSAL_INDEX_RANGE: _ClassVar[Refusal]
+    REFUSAL_INDEX_ORDER: _ClassVar[Refusal]
+    REFUSAL_INDEX_COUNT: _ClassVar[Refusal]
+    REFUSAL_VALUE_FORMAT: _ClassVar[Refusal]
+    REFUSAL_VALUE_LENGTH: _ClassVar[Refusal]
+    REFUSAL_VALUE_NOT_FINITE: _ClassVar[Refusal]
+    REFUSAL_COVERAGE: _ClassVar[Refusal]
+    REFUSAL_ROUND_CLOSED: _ClassVar[Refusal]
+    REFUSAL_NOT_MEMBER: _ClassVar[Refusal]
+    REFUSAL_NOT_OWNER: _ClassVar[Refusal]
+    REFUSAL_PLAN_MISMATCH: _ClassVar[Refusal]
+    REFUSAL_ROUND_UNKNOWN: _ClassVar[Refusal]
+
+class NodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NODE_STATE_UNSPECIFIED: _ClassVar[NodeState]
+    STARTING: _ClassVar[NodeState]
+    JOINING: _ClassVar[NodeState]
+    TRAINING: _ClassVar[NodeState]
+    LEAVING: _ClassVar[NodeState]
+    LEFT: _ClassVar[NodeState]
 EXCHANGE_MODE_UNSPECIFIED: ExchangeMode
 EXCHANGE_RELAY: ExchangeMode
 EXCHANGE_SIGN: ExchangeMode
+REFUSAL_NONE: Refusal
+REFUSAL_TOO_LARGE: Refusal
+REFUSAL_MALFORMED: Refusal
+REFUSAL_VERSION: Refusal
+REFUSAL_RUN_ID: Refusal
+REFUSAL_ROUND: Refusal
+REFUSAL_SENDER: Refusal
+REFUSAL_SAMPLES: Refusal
+REFUSAL_TENSOR: Refusal
+REFUSAL_BLOCK_RANGE: Refusal
+REFUSAL_K: Refusal
+REFUSAL_INDEX_FORMAT: Refusal
+REFUSAL_INDEX_LENGTH: Refusal
+REFUSAL_INDEX_RANGE: Refusal
+REFUSAL_INDEX_ORDER: Refusal
+REFUSAL_INDEX_COUNT: Refusal
+REFUSAL_VALUE_FORMAT: Refusal
+REFUSAL_VALUE_LENGTH: Refusal
+REFUSAL_VALUE_NOT_FINITE: Refusal
+REFUSAL_COVERAGE: Refusal
+REFUSAL_ROUND_CLOSED: Refusal
+REFUSAL_NOT_MEMBER: Refusal
+REFUSAL_NOT_OWNER: Refusal
+REFUSAL_PLAN_MISMATCH: Refusal
+REFUSAL_ROUND_UNKNOWN: Refusal
+NODE_STATE_UNSPECIFIED: NodeState
+STARTING: NodeState
+JOINING: NodeState
+TRAINING: NodeState
+LEAVING: NodeState
+LEFT: NodeState
 
 class Contribute(_message.Message):
     __slots__ = ("round", "payload", "digest_round", "digest", "leaving", "joining", "client", "plan")
@@ -57,7 +125,7 @@ class Included(_message.Message):
     def __init__(self, sender: _Optional[bytes] = ..., samples: _Optional[float] = ...) -> None: ...
 
 class ShardResult(_message.Message):
-    __slots__ = ("round", "owner", "status", "error", "included", "present", "joiners", "leavers", "mode", "relayed", "sign_bits", "nonzero_blocks")
+    __slots__ = ("round", "owner", "status", "refusal", "included", "present", "joiners", "leavers", "mode", "relayed", "sign_bits", "nonzero_blocks")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[ShardResult.Status]
@@ -71,7 +139,7 @@ class ShardResult(_message.Message):
     ROUND_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
     INCLUDED_FIELD_NUMBER: _ClassVar[int]
     PRESENT_FIELD_NUMBER: _ClassVar[int]
     JOINERS_FIELD_NUMBER: _ClassVar[int]
@@ -83,7 +151,7 @@ class ShardResult(_message.Message):
     round: int
     owner: bytes
     status: ShardResult.Status
-    error: str
+    refusal: Refusal
     included: _containers.RepeatedCompositeFieldContainer[Included]
     present: _containers.RepeatedCompositeFieldContainer[Presence]
     joiners: _containers.RepeatedCompositeFieldContainer[Presence]
@@ -92,7 +160,7 @@ class ShardResult(_message.Message):
     relayed: _containers.RepeatedScalarFieldContainer[bytes]
     sign_bits: bytes
     nonzero_blocks: bytes
-    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., status: _Optional[_Union[ShardResult.Status, str]] = ..., error: _Optional[str] = ..., included: _Optional[_Iterable[_Union[Included, _Mapping]]] = ..., present: _Optional[_Iterable[_Union[Presence, _Mapping]]] = ..., joiners: _Optional[_Iterable[_Union[Presence, _Mapping]]] = ..., leavers: _Optional[_Iterable[bytes]] = ..., mode: _Optional[_Union[ExchangeMode, str]] = ..., relayed: _Optional[_Iterable[bytes]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., status: _Optional[_Union[ShardResult.Status, str]] = ..., refusal: _Optional[_Union[Refusal, str]] = ..., included: _Optional[_Iterable[_Union[Included, _Mapping]]] = ..., present: _Optional[_Iterable[_Union[Presence, _Mapping]]] = ..., joiners: _Optional[_Iterable[_Union[Presence, _Mapping]]] = ..., leavers: _Optional[_Iterable[bytes]] = ..., mode: _Optional[_Union[ExchangeMode, str]] = ..., relayed: _Optional[_Iterable[bytes]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ...) -> None: ...
 
 class FetchResult(_message.Message):
     __slots__ = ("round", "owner")
@@ -123,3 +191,17 @@ class StateHeader(_message.Message):
     run_config: str
     error: str
     def __init__(self, round: _Optional[int] = ..., digest: _Optional[bytes] = ..., members: _Optional[_Iterable[_Union[Presence, _Mapping]]] = ..., tensor_bytes: _Optional[_Iterable[int]] = ..., run_config: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("state", "run_config", "maddrs", "client", "round")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    MADDRS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    state: NodeState
+    run_config: str
+    maddrs: _containers.RepeatedScalarFieldContainer[str]
+    client: bool
+    round: int
+    def __init__(self, state: _Optional[_Union[NodeState, str]] = ..., run_config: _Optional[str] = ..., maddrs: _Optional[_Iterable[str]] = ..., client: _Optional[bool] = ..., round: _Optional[int] = ...) -> None: ...

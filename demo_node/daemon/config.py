@@ -1,0 +1,83 @@
+"""The options of the ``demo-node join`` program beyond the swarm optimizer's: what it trains (model, data, seed),
+the learning-rate schedule, its training loop and its console output (torch-free)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from demo_node.models.presets import PRESETS
+from demo_node import Reporter
+from demo_node.options import at_least, one_of, positive
+
+SCHEDULES = ("constant", "cosine")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(kw_only=True)
+class WorkloadConfig:
+    SECTION = "run"
+
+    model: str = field(default="tiny", metadata=one_of(PRESETS))
+    """GPT preset: tiny (137k parameters, tests), bench (10.9M), small, medium, large, 1b."""
+    data: str = "stdlib"
+    """Training text: 'stdlib' (the Python standard library's sources, no download) or a file or folder of text."""
+    seed: int = 0
+    """Seed of the initial parameters (every node builds the same model from it)."""
+
+
+@dataclass(kw_only=True)
+class ScheduleConfig:
+    SECTION = "schedule"
+
+    lr_schedule: str = field(default="cosine", metadata=one_of(SCHEDULES))
+    """Learning-rate schedule over the swarm's rounds: constant, or cosine after the warm-up."""
+    warmup_rounds: int = field(default=20, metadata=at_least(0))
+    """Rounds of linear warm-up."""
+    total_rounds: int = field(default=2000, metadata=positive())
+    """Rounds the cosine schedule spans (it then stays at 10% of the peak lr)."""
+
+    def factor(self, round: int) -> float:
+        """The share of the peak lr at a round: linear warm-up, then cosine down to 10% over total_rounds."""
+        if self.warmup_rounds and round < self.warmup_rounds:
+            return (round + 1) / self.warmup_rounds
+        if self.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (round - self.warmup_rounds) / max(1, self.total_rounds - self.warmup_rounds))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    SECTION = "train"
+
+    batch_size: int = field(default=8, metadata=positive())
+    """Sequences per micro-batch."""
+    micro_batches: int = field(default=1, metadata=positive())
+    """Most micro-batches per round (their gradients are averaged)."""
+    compute_seconds: float = field(default=0.0, metadata=at_least(0.0))
+    """Time budget per round for micro-batches (0: exactly micro_batches)."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto (CUDA with bf16 autocast when present)."""
+    threads: int = field(default=0, metadata=at_least(0))
+    """Torch CPU threads (0: torch's default)."""
+    slowdown: float = field(default=1.0, metadata=at_least(1.0))
+    """Stretch compute time by this factor (for testing stragglers)."""
+    fault_after_rounds: int = field(default=0, metadata=at_least(0))
+    """For testing the repair: after this many rounds as a member, nudge one parameter so this node's digest leaves
+    the majority's (0: never)."""
+    max_rounds: int = field(default=0, metadata=at_least(0))
+    """Leave after this many rounds of this process (0: run until stopped)."""
+    eval_every: int = field(default=10, metadata=at_least(0))
+    """Rounds between evaluations of the held-out loss (0: never)."""
+
+
+@dataclass(kw_only=True)
+class LogConfig:
+    SECTION = "node"
+
+    log_format: str = field(default="auto", metadata=one_of(Reporter.FORMATS))
+    """Console output: text (a live round line on a terminal), json (one JSON object per line), log (records of the
+    demo_node.events logger, on stderr) or auto (text on a terminal, json otherwise)."""
+    log_level: str = field(default="warning", metadata=one_of(LOG_LEVELS))
+    """Level of library log lines (stderr)."""

@@ -1,0 +1,23 @@
+"""How this node reaches the network: bootstrap peers, addresses, identity, NAT (torch- and hivemind-free)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(kw_only=True)
+class NetworkConfig:
+    SECTION = "node"
+
+    peers: list[str] = field(default_factory=list)
+    """Multiaddrs (with /p2p/<id>) of peers to join; none starts a new swarm."""
+    listen: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/0"])
+    """Multiaddrs to listen on."""
+    announce: list[str] = field(default_factory=list)
+    """Multiaddrs to announce to peers (default: what libp2p observes)."""
+    identity: str = ""
+    """Private key file: the peer id survives restarts (created, readable by its owner only, if missing)."""
+    client_mode: bool = False
+    """This node cannot accept connections: it dials out only, contributes, and owns no shard."""
+    nat_port_map: bool = False
+    """Ask the home router to forward a port (UPnP / NAT-PMP). Off by default: it sends discovery packets on the LAN."""

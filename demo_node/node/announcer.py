@@ -1,0 +1,54 @@
+"""This node's DHT records while it is in a run: the run's config and its own peer record (addresses, round,
+state), refreshed every few seconds so that a crashed node disappears by itself; "left" when it leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Callable
+
+from demo_node.node.peer import Peer
+from demo_node.node.states import NodeState
+from demo_node.swarm.discovery import PeerRecord, find_peers, publish_peer, publish_run
+from demo_node.swarm.limits import LIMITS, Limits
+
+log = logging.getLogger(__name__)
+
+
+class Announcer:
+    def __init__(self, peer: Peer, run_id: str, run_config: str, state: Callable[[], NodeState],
+                 round: Callable[[], int], on_peers: Callable[[int], None], limits: Limits = LIMITS):
+        self.peer, self.run_id, self.run_config = peer, run_id, run_config
+        self.state, self.round, self.on_peers, self.limits = state, round, on_peers, limits
+        self._task: concurrent.futures.Future | None = None
+
+    def _record(self, state: NodeState) -> PeerRecord:
+        p = self.peer
+        return PeerRecord(p.peer_id_b58, p.maddrs, p.config.client_mode, self.round(), state.label)
+
+    async def _beat(self) -> None:
+        dht = self.peer.host.dht
+        while True:
+            try:
+                await publish_run(dht, self.run_id, self.run_config, self.limits.run_ttl)
+                await publish_peer(dht, self.run_id, self._record(self.state()), self.limits.peer_ttl)
+                self.on_peers(len(await find_peers(dht, self.run_id)))
+            except Exception as exc:
+                log.warning("DHT heartbeat failed: %r", exc)
+            await asyncio.sleep(self.limits.heartbeat)
+
+    def start(self) -> None:
+        self._task = self.peer.host.submit(self._beat())
+
+    def stop(self, left: bool = True) -> None:
+        """Stop refreshing; with ``left``, overwrite this node's record with state "left" first."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if left:
+            try:
+                self.peer.host.call(publish_peer(self.peer.host.dht, self.run_id, self._record(NodeState.LEFT),
+                                                 self.limits.peer_ttl), timeout=self.limits.leave_timeout)
+            except Exception as exc:
+                log.debug("could not mark this peer as left: %r", exc)

@@ -1,0 +1,155 @@
+"""This process as a peer of the swarm's network: its libp2p host and DHT node, its framed streams with byte
+accounting, the greeting it answers, and the runs it can find.
+
+Make one to look at the runs before building a model (``demo-node join`` adopts a run's config that way), then hand
+it to ``SwarmOptimizer(peer=...)``; an optimizer given none makes its own and closes it when it leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from google.protobuf.message import DecodeError
+
+from demo_node.net.accounting import Accounting
+from demo_node.net.config import NetworkConfig
+from demo_node.net.host import Host, peer_b58, peer_from_b58
+from demo_node.net.transport import Stream, Transport
+from demo_node.node.states import NodeState
+from demo_node.options import build, fields_of
+from demo_node.run_identity import run_id
+from demo_node.swarm.discovery import PeerRecord, find_peers, find_runs
+from demo_node.swarm.limits import LIMITS, Limits
+from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GreetedPeer(PeerRecord):
+    run_config: str = ""
+    """The canonical config of the run the peer trains (empty while it is still starting)."""
+
+
+class Peer:
+    def __init__(self, config: NetworkConfig | None = None, limits: Limits = LIMITS, **options: Any):
+        base = config or NetworkConfig()
+        values = {f.name: getattr(base, f.name) for f in fields_of(NetworkConfig)}
+        values.update(options)
+        self.config = build(NetworkConfig, values)
+        self.limits = limits
+        self.accounting = Accounting()
+        self.host = Host(self.config).start()
+        self.transport = Transport(self.host, self.accounting)
+        self._run_config = ""
+        self._state_of: Callable[[], NodeState] = lambda: NodeState.STARTING
+        self._round_of: Callable[[], int] = lambda: 0
+        self._greeted: list[GreetedPeer] | None = None
+        self.host.call(self.transport.serve("hello", self._on_hello))
+
+    # -- who this peer is ----------------------------------------------------------------------------------------
+    @property
+    def peer_id(self) -> bytes:
+        return self.host.peer_id
+
+    @property
+    def peer_id_b58(self) -> str:
+        return self.host.peer_id_b58
+
+    @property
+    def maddrs(self) -> list[str]:
+        """Addresses others can give as --peers (empty in client mode)."""
+        return self.host.maddrs
+
+    @property
+    def p2pd_pid(self) -> int | None:
+        return self.host.p2pd_pid
+
+    def identify(self, run_config: str, state: Callable[[], NodeState], round: Callable[[], int]) -> None:
+        """What greetings are answered with from now on: the run this peer trains (canonical config), and where
+        its state and round are read."""
+        self._run_config, self._state_of, self._round_of = run_config, state, round
+
+    async def _on_hello(self, stream: Stream) -> None:
+        await stream.recv(limit=self.limits.small_message)
+        state = self._state_of()
+        started = state is not NodeState.STARTING
+        reply = spb.Hello(state=state.value, run_config=self._run_config if started else "", maddrs=self.maddrs,
+                          client=self.config.client_mode, round=self._round_of() if started else 0)
+        await stream.send(reply.SerializeToString())
+
+    # -- finding runs and peers ----------------------------------------------------------------------------------
+    def greeted(self) -> list[GreetedPeer]:
+        """The peers given at start (``peers``) that speak demo-node, greeted once. A demo-node that is still
+        starting is waited for (its DHT records are not out yet), so a node started next to its bootstrap never
+        founds a second swarm; a peer that is no demo-node (a plain hivemind DHT node) is left to the DHT."""
+        if self._greeted is None:
+            self._greeted = self._greet()
+        return self._greeted
+
+    def _greet(self) -> list[GreetedPeer]:
+        pending = {}
+        for maddr in self.config.peers:
+            if "/p2p/" in maddr:
+                try:
+                    pending[peer_from_b58(maddr.rsplit("/p2p/", 1)[1])] = maddr
+                except Exception:
+                    log.warning("--peers %s: not a valid peer id", maddr)
+        found: dict[bytes, GreetedPeer] = {}
+        deadline = time.monotonic() + self.limits.greet_patience
+        timeout = self.limits.greet_timeout
+        while pending and time.monotonic() < deadline:
+            for peer, maddr in list(pending.items()):
+                try:
+                    data = self.host.call(self.transport.request(peer, "hello", b"hi", timeout,
+                                                                 limit=self.limits.small_message), 2 * timeout)
+                    reply = spb.Hello.FromString(data)
+                    state = NodeState(reply.state)
+                except (DecodeError, ValueError, Exception):
+                    del pending[peer]  # unreachable, or not a demo-node
+                    continue
+                found[peer] = GreetedPeer(peer_b58(peer), list(reply.maddrs) or [maddr], reply.client, reply.round,
+                                          state.label, reply.run_config)
+                if state is not NodeState.STARTING:
+                    del pending[peer]
+            if pending:
+                time.sleep(1.0)
+        return list(found.values())
+
+    def runs(self) -> dict[str, dict]:
+        """Run id -> config of every run announced in the DHT or trained by a greeted peer."""
+        runs = self.host.call(find_runs(self.host.dht))
+        for g in self.greeted():
+            try:
+                theirs = json.loads(g.run_config) if g.run_config else None
+                if isinstance(theirs, dict):
+                    runs.setdefault(run_id(theirs), theirs)
+            except (ValueError, TypeError, KeyError):
+                log.warning("peer %s announces a malformed run config", g.peer_b58)
+        return runs
+
+    def peers_of(self, run: str) -> list[PeerRecord]:
+        """Live peers of a run other than this one: the greeted ones first (the user named them), then the DHT's."""
+        found = [p for p in self.host.call(find_peers(self.host.dht, run)) if p.peer_b58 != self.peer_id_b58]
+        greeted = []
+        for g in self.greeted():
+            try:
+                same = g.run_config and run_id(json.loads(g.run_config)) == run
+            except (ValueError, TypeError, KeyError):
+                same = False
+            if same and g.state != NodeState.STARTING.label:
+                greeted.append(g)
+        named = {g.peer_b58 for g in greeted}
+        for p in greeted:
+            self.transport.remember(peer_from_b58(p.peer_b58), p.maddrs)
+        for p in found:
+            self.transport.remember(peer_from_b58(p.peer_b58), p.maddrs)
+        return greeted + [p for p in found if p.peer_b58 not in named]
+
+    def close(self) -> None:
+        """Stop the DHT node and the p2pd daemon."""
+        self.host.shutdown()

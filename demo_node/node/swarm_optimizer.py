@@ -1,0 +1,456 @@
+"""The public Python API: ``SwarmOptimizer``, DeMo over a swarm of peers, for any model and training loop.
+
+    opt = SwarmOptimizer(model.parameters(), run_name="my-run", peers=[...], lr=3e-4)
+    for batch in loader:
+        model(batch).loss.backward()
+        opt.step(samples=len(batch))        # one averaging round with the swarm
+        opt.zero_grad()
+    opt.leave()                             # or use it as a context manager
+
+It is a ``torch.optim.Optimizer`` (DeMo: param groups, LR schedulers, ``state_dict``) whose ``step()`` folds the
+gradient into this node's momentum, hands the top-k of it to the round loop, and applies the round's update, the
+same on every node. Joining (on the first step, or :meth:`join`) resumes from ``checkpoint_dir``, downloads the
+swarm's parameters into the model, and follows rounds until this node is a member. The pieces, one job each:
+:class:`Peer` (network), :class:`RoundDriver` (the round loop, network thread), :class:`RoundApplier` (an outcome onto
+the parameters), :class:`Replica` (parameters, round, digest, snapshots), :class:`NodeStats` (what the operator
+sees), :class:`SafePoints` (requests served between rounds), :class:`Announcer` (DHT records).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import queue
+import time
+import warnings
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from demo_node import __version__
+from demo_node.core.optimizer import DeMo
+from demo_node.net.host import peer_b58
+from demo_node.node import checkpoint
+from demo_node.node.announcer import Announcer
+from demo_node.node.applier import RoundApplier
+from demo_node.node.config import SwarmConfig
+from demo_node.node.control import Controls, ControlServer
+from demo_node.node.events import Reporter
+from demo_node.node.joining import JoinError, download, settle_run
+from demo_node.node.peer import Peer
+from demo_node.node.replica import Replica
+from demo_node.node.safepoints import SafePoints
+from demo_node.node.states import NodeState
+from demo_node.node.stats import NodeStats
+from demo_node.options import as_dict
+from demo_node.run_identity import canonical
+from demo_node.swarm.counters import SwarmCounters
+from demo_node.swarm.discovery import PeerRecord
+from demo_node.swarm.driver import Handoff, RoundDriver, RunSettings, majority_digest
+from demo_node.swarm.limits import LIMITS, Limits
+from demo_node.swarm.outcome import RoundOutcome
+from demo_node.swarm.plan import Member
+from demo_node.swarm.shard_signs import ShardSigns
+from demo_node.swarm.state_sync import Snapshot, StateServer
+from demo_node.wire.codec import encoded_size
+from demo_node.wire.proto import demo_node_control_pb2 as cpb
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = 1
+"""Version of the ``swarm`` entry of :meth:`SwarmOptimizer.state_dict`."""
+RESERVED_SECTIONS = ("optimizer", "params")
+"""Sections of the run's config that the optimizer writes itself."""
+
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class SwarmOptimizer(DeMo):
+    """DeMo whose ``step()`` is one round of a swarm. Options (keyword arguments) are the fields of
+    :class:`SwarmConfig`'s parts: the run (``run_name``, ``run_id``), DeMo (``lr``, ``topk``, ...), the rounds
+    (``deadline``, ``exchange``, ``overlap``, ...), the network (``peers``, ``listen``, ``identity``, ...) and the
+    service (``checkpoint_dir``, ``metrics``, ``control``, ...).
+
+    ``peer``: a :class:`Peer` made beforehand (else one is made from the network options and closed on leaving).
+    ``run_config``: more sections of the run's definition, hashed into the run id and checked against every peer's
+    (describe there what the options cannot see: the model, the data, the schedule). ``scheduler``: a factory
+    ``opt -> LR scheduler``, stepped so that its epoch is always the swarm's round (a joiner's too): the way to
+    change the lr over a run with every node applying the same one. ``extra_state``: called at every checkpoint
+    for more state to keep (a data stream's position); after resuming it is in :attr:`resumed`. ``reporter``: where
+    event lines go (default: the ``demo_node.events`` logger).
+    """
+
+    def __init__(self, params: Iterable, *, config: SwarmConfig | None = None, peer: Peer | None = None,
+                 run_config: Mapping[str, Mapping[str, Any]] | None = None, scheduler: SchedulerFactory | None = None,
+                 extra_state: Callable[[], Any] | None = None, reporter: Reporter | None = None,
+                 limits: Limits = LIMITS, **options: Any):
+        cfg = SwarmConfig.from_options(config, **options)
+        super().__init__(params, config=cfg.optimizer)
+        self.swarm_config, self.limits = cfg, limits
+        self.reporter = reporter or Reporter("log")
+        self.counters = SwarmCounters()
+        self.safepoints = SafePoints()
+        self.replica = Replica([p for _, p in self._trainable()])
+        if not self.replica.params:
+            raise ValueError("SwarmOptimizer got no trainable parameters")
+        self.device = self.replica.params[0].device
+        self.resumed: Any = None
+        """What ``extra_state`` returned when the checkpoint this node resumed from was written (None otherwise)."""
+        self._extra_state = extra_state
+        self._own_peer = peer is None
+        self.peer = peer
+        self.control: ControlServer | None = None
+        self.stats: NodeStats | None = None
+        self._joined = self._left = False
+        self._running = False
+        """The round loop was started (leaving then means finishing a round)."""
+        self._member_next = False
+        self._handoff: Handoff | None = None
+        try:
+            self._start(cfg, run_config, scheduler)
+        except BaseException:
+            self._close()
+            raise
+
+    def _start(self, cfg: SwarmConfig, run_config, scheduler: SchedulerFactory | None) -> None:
+        if self.peer is None:
+            self.peer = Peer(cfg.network, self.limits)
+        cfg.network = self.peer.config
+        self.me = self.peer.peer_id
+        self.stats = NodeStats(self.reporter, self.peer.accounting, self.counters)
+        if cfg.service.control:
+            self.control = ControlServer(Controls(self._status, self.safepoints.request_checkpoint, self.request_leave))
+            self.control_port = self.control.start(cfg.service.control)
+        else:
+            self.control_port = 0
+        self.metrics_port = self.stats.metrics.serve(cfg.service.metrics) if cfg.service.metrics else 0
+        self.run_config = self._define_run(run_config or {})
+        self.run_id = settle_run(self.peer.runs(), self.run_config, cfg.run.run_id)
+        self.peer.identify(canonical(self.run_config), lambda: self.stats.state, lambda: self.replica.round)
+        self.reporter.bind(self.run_id, self.peer.peer_id_b58, lambda: max(0, self.replica.round - 1))
+        self.scheduler = scheduler(self) if scheduler is not None else None
+        run = RunSettings(run_id=self.run_id, values=cfg.optimizer.values, aggregation=cfg.optimizer.aggregation,
+                          client=cfg.network.client_mode, device=self.device)
+        self.driver = RoundDriver(self.peer.transport, self.layout, self.me, run, cfg.round, self.counters, self.limits)
+        self.applier = RoundApplier(self, self.replica, ShardSigns(self.layout, cfg.optimizer.aggregation, self.device),
+                                    self.counters, self.run_id, self.me, self._set_round_lr)
+        self.announcer = Announcer(self.peer, self.run_id, canonical(self.run_config), lambda: self.stats.state,
+                                   lambda: self.replica.round, self._peers_known, self.limits)
+        m = self.stats.metrics
+        m.info.info({"version": __version__, "run_id": self.run_id, "peer_id": self.peer.peer_id_b58,
+                     "device": str(self.device)})
+        m.compression.set(4 * self.layout.num_params / encoded_size(self.layout, cfg.optimizer.values, run_id=self.run_id))
+
+    def _define_run(self, extra: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The run's definition: its name, DeMo's options, the parameters' shapes, and the caller's sections."""
+        shapes = [(tuple(p.shape), str(p.dtype)) for p in self.replica.params]
+        run: dict[str, dict[str, Any]] = {
+            "run": {"run_name": self.swarm_config.run.run_name},
+            "optimizer": as_dict(self.swarm_config.optimizer),
+            "params": {"count": sum(p.numel() for p in self.replica.params),
+                       "shapes": hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]},
+        }
+        for section, items in extra.items():
+            if section in RESERVED_SECTIONS:
+                raise ValueError(f"run_config: section {section!r} is the optimizer's own")
+            if section == "run" and "run_name" in items:
+                raise ValueError("run_config: give the run's name as run_name=, not in run_config")
+            run.setdefault(section, {}).update(dict(items))
+        return run
+
+    # -- what a user calls ---------------------------------------------------------------------------------------
+    @property
+    def round(self) -> int:
+        """The next round this node applies (rounds are counted from the run's start)."""
+        return self.replica.round
+
+    @property
+    def rounds_applied(self) -> int:
+        """Rounds this optimizer applied as a member."""
+        return self.stats.rounds_applied
+
+    @property
+    def leave_requested(self) -> bool:
+        """True once someone asked this node to leave (:meth:`request_leave`, the control API): finish the loop and
+        call :meth:`leave`."""
+        return self.safepoints.leave_requested
+
+    def request_leave(self) -> None:
+        """Ask the training loop to leave (safe from a signal handler)."""
+        self.safepoints.request_leave()
+
+    def digest(self) -> bytes:
+        """The digest of this node's parameters (the same on every node that applied the same rounds)."""
+        return self.replica.digest()
+
+    def join(self) -> "SwarmOptimizer":
+        """Resume from ``checkpoint_dir``, download the swarm's parameters into the model, and follow rounds until
+        this node is a member (the first ``step()`` does this when it was not called)."""
+        if self._joined:
+            return self
+        if self._left:
+            raise JoinError("this optimizer has left the swarm: make a new one to join again")
+        self._joined = True
+        resumed = self._resume()
+        sources = self.peer.peers_of(self.run_id)
+        self.peer.host.call(StateServer(self.peer.transport, self._provide_snapshot, self.limits).start())
+        self.reporter.event("started", maddrs=self.peer.maddrs, p2pd_pid=self.peer.p2pd_pid, device=str(self.device),
+                            metrics_port=self.metrics_port, control_port=self.control_port,
+                            params=self.layout.num_params, resumed_round=resumed, peers_found=len(sources),
+                            run_config=self.run_config)
+        client = self.swarm_config.network.client_mode
+        if sources:
+            self._set_state(NodeState.JOINING)
+            begun = time.monotonic()
+            got = download(self.peer, self.replica, sources, 0, self.run_config)
+            self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
+            round, members, member = got.round, got.members, False
+        else:
+            if client:
+                raise JoinError("a client-mode node cannot start a swarm: give the peers of a running one")
+            round, members, member = self.replica.round, [Member(self.me, client)], True
+        self._member_next = member
+        self.driver.set_digest(self.replica.round, self.replica.digest())
+        self.peer.host.call(self.driver.start(round, members, member))
+        self._running = True
+        self._set_state(NodeState.TRAINING if member else NodeState.JOINING)
+        self.announcer.start()
+        while not self._member_next:
+            if self.driver.finished.is_set() or self.leave_requested:
+                break
+            self._apply_ready(block=0.1)
+        self.stats.reset_clock()
+        return self
+
+    def step(self, closure: Callable[[], Any] | None = None, *, samples: float = 1.0, loss: float | None = None,
+             tokens: int = 0) -> Any:
+        """One round with the swarm: fold the gradients into the momentum, hand the top-k to the round, and apply
+        the round's update (with ``overlap``, apply the rounds that are done and return at once).
+
+        ``samples``: the weight of this node's contribution (the sequences behind its gradient). ``loss`` and
+        ``tokens`` only feed the metrics and the round line. A node that is not a member yet waits until it is."""
+        result = None
+        if closure is not None:
+            with torch.enable_grad():
+                result = closure()
+            if loss is None and result is not None:
+                loss = float(result)
+        self.join()
+        if self._left:
+            raise JoinError("this optimizer has left the swarm: make a new one to join again")
+        self.stats.stepped(samples, tokens, loss)
+        overlap = self.swarm_config.round.overlap
+        if overlap:
+            self._apply_ready()
+            samples += self._withdraw()
+        self._set_round_lr(self.replica.round)
+        self._handoff = self.driver.hand_over(self.prepare(samples))
+        if not overlap:
+            self._apply_ready(until=self._handoff)
+        self.safepoints.serve(self._checkpoint)
+        self.stats.step_returned()
+        return result
+
+    def report_eval(self, held_out_loss: float) -> None:
+        """Record a held-out loss the caller measured (metrics, status, an "eval" line)."""
+        self.stats.evaluated(held_out_loss, self.replica.round - 1)
+
+    def leave(self) -> None:
+        """Finish the round in flight, checkpoint, mark this node left and stop (a second call does nothing)."""
+        if self._left:
+            return
+        if self._running and not self.driver.finished.is_set():
+            self._set_state(NodeState.LEAVING)
+            self.safepoints.request_leave()
+            self._withdraw()
+            self.driver.request_leave()
+            while not (self.driver.finished.is_set() and self.driver.outcomes.empty()):
+                self._apply_ready(block=0.1)
+            self._withdraw()
+        if self._running and self.swarm_config.service.checkpoint_dir:
+            self._checkpoint()
+        self._set_state(NodeState.LEFT)
+        self._close()
+        self._left = True
+        if self._running:
+            self.stats.left(self.replica.round - 1)
+
+    def __enter__(self) -> "SwarmOptimizer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.leave()
+
+    # -- state_dict: DeMo's (the momentum) plus the round and the run --------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["swarm"] = {"format": STATE_FORMAT, "round": self.replica.round, "run_id": self.run_id,
+                          "peer_id": self.peer.peer_id_b58}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        swarm = state.pop("swarm", None)
+        if swarm is not None and swarm.get("run_id") != self.run_id:
+            raise ValueError(f"this state belongs to run {swarm.get('run_id')}, this optimizer trains {self.run_id}")
+        super().load_state_dict(state)
+        if swarm is not None:
+            self.replica.advance(int(swarm["round"]))
+
+    # -- the round's outcomes -------------------------------------------------------------------------------------
+    def _apply_ready(self, until: Handoff | None = None, block: float = 0.0) -> None:
+        """Apply the round outcomes that are ready. With ``until``, wait for the outcome that carries that
+        hand-over (or for the round loop to end, or for a leave asked before the hand-over was taken); with
+        ``block``, wait up to that many seconds for outcomes."""
+        deadline = time.monotonic() + block
+        while True:
+            waiting = until is not None or time.monotonic() < deadline
+            try:
+                outcome = self.driver.outcomes.get(timeout=0.05) if waiting else self.driver.outcomes.get_nowait()
+            except queue.Empty:
+                if until is None:
+                    if time.monotonic() >= deadline:
+                        return
+                elif self.driver.finished.is_set() or (self.leave_requested and not until.taken.is_set()):
+                    return
+                continue
+            self._apply_outcome(outcome)
+            if until is not None and outcome.contribution is until.contribution:
+                return
+
+    def _apply_outcome(self, o: RoundOutcome) -> None:
+        if o.round < self.replica.round:
+            return  # already in the parameters (they came from a snapshot)
+        if o.round > self.replica.round:
+            log.warning("round %d outcome while at round %d: resyncing", o.round, self.replica.round)
+            self._resync(o.round)
+            if o.round < self.replica.round:
+                return
+            self.replica.advance(o.round)  # could not resync: the digest check repairs it later
+        applied = self.applier.apply(o)
+        self._member_next = any(m.peer == self.me for m in o.next_members)
+        self._set_state(NodeState.TRAINING if o.member else NodeState.JOINING)
+        self.driver.set_digest(self.replica.round, applied.digest)
+        self.stats.applied(applied, self.replica.round)
+        self._check_digest(o, applied.digest)
+        service = self.swarm_config.service
+        if service.checkpoint_dir and o.member and self.replica.round % service.checkpoint_every == 0:
+            self._checkpoint()
+
+    def _check_digest(self, o: RoundOutcome, mine: bytes) -> None:
+        reported = next((p for p in o.digests if p.peer == self.me), None)
+        if reported is None or not reported.digest:
+            return
+        majority = majority_digest(o.digests, reported.digest_round)
+        if majority is None or reported.digest == majority[0]:
+            return
+        self.stats.diverged(o.round, reported.digest_round, reported.digest, majority[0], len(majority[1]))
+        self._resync(self.replica.round, sources=majority[1])
+
+    def _resync(self, min_round: int, sources: list[bytes] | None = None) -> None:
+        """Download the parameters again: from ``sources`` (the majority's holders), else from any peer."""
+        peers = [PeerRecord(peer_b58(p), [], False, 0, NodeState.TRAINING.label) for p in (sources or []) if p != self.me]
+        if not peers:
+            peers = self.peer.peers_of(self.run_id)
+        begun = time.monotonic()
+        try:
+            got = download(self.peer, self.replica, peers, min_round, self.run_config)
+        except JoinError as exc:
+            log.warning("resync failed: %s", exc)
+            return
+        self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
+        self.driver.set_digest(self.replica.round, self.replica.digest())
+
+    def _withdraw(self) -> float:
+        """Take back a hand-over no round has taken yet and put it back into the momentum; its sample weight."""
+        h = self._handoff
+        if h is None or h.taken.is_set() or not self.driver.withdraw(h):
+            return 0.0
+        self.restore(h.contribution)
+        self._handoff = None
+        return h.contribution.samples
+
+    def _set_round_lr(self, round: int) -> None:
+        """Step the scheduler (if one was given) until its epoch is ``round``: every node applies round r with the
+        same lr, however late it joined."""
+        if self.scheduler is None:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns when a scheduler steps before the optimizer's first step
+            while self.scheduler.last_epoch < round:
+                self.scheduler.step()
+
+    # -- serving peers and the operator ---------------------------------------------------------------------------
+    async def _provide_snapshot(self, min_round: int) -> Snapshot | None:
+        loop = asyncio.get_running_loop()
+        snap = await loop.run_in_executor(None, self.replica.snapshot, min_round, self.limits.snapshot_wait)
+        if snap is None:
+            return None
+        members = self.driver.members.get(snap.round)
+        if members is None:
+            return None
+        return Snapshot(snap.round, snap.digest, list(members), snap.tensors, canonical(self.run_config))
+
+    def _resume(self) -> int | None:
+        folder = self.swarm_config.service.checkpoint_dir
+        if not folder:
+            return None
+        state = checkpoint.load_latest(folder)
+        if state is None:
+            return None
+        if state["run_id"] != self.run_id:
+            raise JoinError(f"checkpoint {state['path']} belongs to run {state['run_id']}, not {self.run_id}")
+        if len(state["params"]) != len(self.replica.params):
+            raise JoinError(f"checkpoint {state['path']} holds {len(state['params'])} tensors, the model "
+                            f"{len(self.replica.params)}")
+        with torch.no_grad(), self.replica.writing():
+            for p, saved in zip(self.replica.params, state["params"]):
+                p.copy_(saved.to(p.device))
+        self.load_state_dict(state["optimizer"])
+        self.resumed = state.get("extra")
+        return self.replica.round
+
+    def _checkpoint(self) -> tuple[str, int]:
+        folder = self.swarm_config.service.checkpoint_dir
+        after = max(0, self.replica.round - 1)
+        if not folder:
+            return "", after
+        path = checkpoint.save(folder, {
+            "round": self.replica.round, "run_id": self.run_id, "run_config": canonical(self.run_config),
+            "params": [p.detach().cpu() for p in self.replica.params], "optimizer": self.state_dict(),
+            "extra": self._extra_state() if self._extra_state is not None else None,
+        })
+        self.stats.checkpointed(str(path), after)
+        return str(path), after
+
+    def _status(self) -> cpb.StatusReply:
+        return self.stats.status(self.run_id, self.peer.peer_id_b58, self.peer.maddrs, self.replica.round,
+                                 str(self.device))
+
+    def _peers_known(self, n: int) -> None:
+        self.stats.peers_known = n
+        self.stats.metrics.peers_known.set(n)
+
+    def _set_state(self, state: NodeState) -> None:
+        if self.stats is None or state is self.stats.state:
+            return
+        self.stats.state = state
+        if self.control is not None:
+            self.control.set_state(state)
+
+    def _close(self) -> None:
+        """Release what this optimizer started (its DHT records, round loop, servers, and its own peer)."""
+        if self._running:
+            self.announcer.stop(left=True)
+        if getattr(self, "driver", None) is not None and self.peer is not None and not self.peer.host.loop.is_closed():
+            try:
+                self.peer.host.call(self.driver.stop(), timeout=self.limits.leave_timeout)
+            except Exception as exc:
+                log.debug("stopping the round loop: %r", exc)
+        if self.control is not None:
+            self.control.stop()
+            self.control = None
+        if self.stats is not None:
+            self.stats.metrics.close()
+        if self._own_peer and self.peer is not None:
+            self.peer.close()

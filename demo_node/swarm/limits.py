@@ -1,0 +1,61 @@
+"""Every timeout, size cap and retention count of the round protocol, named and documented in one place.
+
+None is a user option: they follow from the protocol (most scale with the round's deadline). Tests may pass smaller
+ones to the components that take a ``limits`` argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    keep_rounds: int = 16
+    """Rounds of closed shards, received results, plans and members kept for peers that catch up or fetch late; a
+    request for a round further away than this from the current one is refused."""
+    owner_slack: float = 30.0
+    """A contributor waits for an owner's answer two deadlines plus this many seconds: the owner closes a deadline
+    after its first arrival, and that arrival may itself come up to a deadline after the round opened here."""
+    fetch_timeout: float = 10.0
+    """Seconds beyond the deadline to wait for peers' answers when asking them for an unreachable owner's result."""
+    own_wait_share: float = 0.5
+    """This node waits at most this share of the deadline for its own gradient before it goes without one."""
+    straggler_grace: float = 0.2
+    """Once another member's contribution has arrived, this node waits for its own gradient this many seconds..."""
+    straggler_grace_share: float = 0.25
+    """...plus this share of the time the others took: then it asks for the results without a contribution."""
+    adaptive_factor: float = 3.0
+    """An adaptive deadline is this many times the largest arrival spread of the recent rounds..."""
+    adaptive_window: int = 20
+    """...of this many recent rounds..."""
+    adaptive_floor: float = 1.0
+    """...and never under this many seconds."""
+    small_message: int = 1 << 16
+    """Bytes a request other than a contribution may have (fetch, state and hello requests)."""
+    state_header: int = 1 << 24
+    """Bytes a state transfer's header may have (it lists the members and the tensors' sizes)."""
+    state_chunk: int = 1 << 20
+    """Bytes per frame of a state transfer."""
+    state_read_timeout: float = 60.0
+    """Seconds a state download may wait for any one frame."""
+    state_total_timeout: float = 600.0
+    """Seconds a whole state download may take."""
+    snapshot_wait: float = 120.0
+    """Seconds a state server waits for its node to reach the round a requester needs."""
+    greet_patience: float = 120.0
+    """Seconds a starting node waits for the peers given with --peers to finish starting (so it never founds a
+    second swarm next to a bootstrap that is still starting)."""
+    greet_timeout: float = 10.0
+    """Seconds to wait for one peer's answer to a greeting."""
+    heartbeat: float = 5.0
+    """Seconds between a node's DHT records (its peer record and the run's config)."""
+    peer_ttl: float = 20.0
+    """Seconds a peer record lives unless refreshed: a crashed peer disappears from the DHT after this."""
+    run_ttl: float = 120.0
+    """Seconds a run record lives unless refreshed."""
+    leave_timeout: float = 10.0
+    """Seconds a leaving node spends marking itself left in the DHT and stopping its round loop."""
+
+
+LIMITS = Limits()

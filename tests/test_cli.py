@@ -1,0 +1,70 @@
+"""The command line a newcomer meets: every subcommand's --help, option docs, strict JSON event lines, and the
+summary `demo-node swarm` ends with."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from contextlib import redirect_stdout
+
+import pytest
+
+from demo_node import cli, config
+from demo_node.node.events import Reporter
+
+SUBCOMMANDS = [["join"], ["status"], ["swarm"], ["bench"], ["bench", "optimizer"], ["bench", "payload"],
+               ["bench", "swarm"], ["bench", "api"]]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS, ids=" ".join)
+def test_every_subcommand_prints_its_help(command):
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit) as done:
+        cli.main([*command, "--help"])
+    assert done.value.code == 0
+    assert out.getvalue().startswith("usage: demo-node " + " ".join(command))
+
+
+def test_join_help_lists_every_option_with_its_doc():
+    text = subprocess.run([sys.executable, "-m", "demo_node", "join", "--help"], capture_output=True, text=True,
+                          check=True).stdout
+    flat = " ".join(text.split())
+    for f in config.FIELDS.values():
+        assert f.doc, f"option {f.name} has no docstring"
+        assert f.flag in text
+        assert " ".join(f.doc.split())[:30] in flat, f"--help lacks the doc of {f.name}"
+
+
+def test_program_defaults_show_in_help_and_apply():
+    text = subprocess.run([sys.executable, "-m", "demo_node", "join", "--help"], capture_output=True, text=True,
+                          check=True).stdout
+    assert "(default: 0.003)" in " ".join(text.split())
+    cfg = config.load({}, env={})
+    assert cfg.optimizer.lr == config.PROGRAM_DEFAULTS["lr"] and cfg.service.control == "127.0.0.1:7070"
+
+
+def test_json_event_lines_are_strict_json():
+    out = io.StringIO()
+    reporter = Reporter("json", stream=out)
+    reporter.event("round", loss=float("nan"), tokens_per_s=float("inf"), nested={"x": [float("nan"), 1.5]})
+    line = out.getvalue().strip()
+    assert "NaN" not in line and "Infinity" not in line
+    record = json.loads(line)
+    assert record["loss"] is None and record["tokens_per_s"] is None and record["nested"]["x"] == [None, 1.5]
+
+
+@pytest.mark.swarm
+def test_swarm_ends_with_a_summary(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "demo_node", "swarm", "--nodes", "2", "--rounds", "6", "--timeout", "240",
+         "--workdir", str(tmp_path), "--", "--eval-every", "2", "--threads", "1", "--batch-size", "4"],
+        capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = out.stdout.split("summary:", 1)[1]
+    assert re.search(r"held-out loss: \d+\.\d+ -> \d+\.\d+", summary), summary
+    bytes_line = re.search(r"bytes per node per round: ([\d,]+) sent.*\((\d+)x what a node sent\)", summary)
+    assert bytes_line and int(bytes_line.group(2)) > 1, summary
+    assert "one digest" in summary, summary

@@ -1,0 +1,187 @@
+"""The round protocol in one process: several round drivers on real libp2p hosts (real p2pd on 127.0.0.1), as
+hivemind tests its all-reduce, so protocol bugs show without spawning node processes.
+
+Each driver gets its contributions from a DeMo of its own; every round the test checks what the protocol promises:
+every node gets the very same result bytes for a shard, applies the same update (identical parameters), and gets
+back exactly the part of its contribution that no update included.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from demo_node.core.optimizer import DeMo
+from demo_node.net.accounting import Accounting
+from demo_node.net.config import NetworkConfig
+from demo_node.net.host import Host
+from demo_node.net.transport import Transport
+from demo_node.node.digest import digest
+from demo_node.swarm.config import RoundConfig
+from demo_node.swarm.counters import SwarmCounters
+from demo_node.swarm.driver import RoundDriver, RunSettings
+from demo_node.swarm.limits import Limits
+from demo_node.swarm.outcome import RoundOutcome
+from demo_node.swarm.plan import Member
+from demo_node.swarm.shard_signs import ShardSigns
+
+pytestmark = pytest.mark.swarm
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+FAST = Limits(owner_slack=5.0, fetch_timeout=3.0)
+
+
+def make_params(seed: int = 0) -> list[torch.nn.Parameter]:
+    torch.manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(64, 96)), torch.nn.Parameter(torch.randn(96)),
+            torch.nn.Parameter(torch.randn(8, 4, 3, 3))]
+
+
+class Node:
+    """A driver on a host, with the DeMo whose contributions it sends."""
+
+    def __init__(self, host: Host, mode: str, deadline: float):
+        self.host = host
+        self.params = make_params()
+        self.opt = DeMo(self.params, lr=0.01, topk=8, chunk=32)
+        self.signs = ShardSigns(self.opt.layout, "selected")
+        self.driver = RoundDriver(Transport(host, Accounting()), self.opt.layout, host.peer_id,
+                                  RunSettings(run_id="protocol-test", values="int8", aggregation="selected"),
+                                  RoundConfig(deadline=deadline, exchange=mode), SwarmCounters(), FAST)
+
+    def contribute(self, seed: int):
+        torch.manual_seed(seed)
+        for p in self.params:
+            p.grad = torch.randn_like(p)
+        return self.driver.hand_over(self.opt.prepare(samples=4))
+
+    def next_outcome(self, timeout: float = 60) -> RoundOutcome:
+        return self.driver.outcomes.get(timeout=timeout)
+
+    def apply(self, o: RoundOutcome) -> list:
+        pieces, skipped = o.sign_pieces(self.signs, self.opt.layout, "protocol-test", self.host.peer_id)
+        self.opt.apply_signs(pieces)
+        excluded = list(o.excluded_parts(self.host.peer_id))
+        for part in excluded:
+            self.opt.restore(part)
+        return excluded
+
+    def digest(self) -> bytes:
+        return digest(self.params)
+
+
+@pytest.fixture
+def hosts():
+    started: list[Host] = []
+    first = Host(NetworkConfig(listen=LOOPBACK)).start()
+    started.append(first)
+    for _ in range(2):
+        started.append(Host(NetworkConfig(peers=first.maddrs, listen=LOOPBACK)).start())
+    yield started
+    for h in started:
+        h.shutdown()
+
+
+def start(hosts: list[Host], mode: str, deadline: float = 4.0) -> list[Node]:
+    nodes = [Node(h, mode, deadline) for h in hosts]
+    members = [Member(h.peer_id) for h in hosts]
+    for n in nodes:
+        for other in hosts:
+            if other is not n.host:
+                n.driver.transport.remember(other.peer_id, other.maddrs)
+    for n in nodes:
+        n.host.call(n.driver.start(0, members, True))
+    return nodes
+
+
+def stop(nodes: list[Node]) -> None:
+    for n in nodes:
+        if not n.host.loop.is_closed():
+            n.host.call(n.driver.stop(), timeout=10)
+
+
+@pytest.mark.parametrize("mode", ["relay", "sign"])
+def test_every_node_gets_the_same_shard_results_and_parameters(hosts, mode):
+    nodes = start(hosts, mode)
+    try:
+        for r in range(4):
+            handoffs = [n.contribute(seed=100 * r + i) for i, n in enumerate(nodes)]
+            outcomes = [n.next_outcome() for n in nodes]
+            assert [o.round for o in outcomes] == [r] * 3
+            assert all(h.taken.is_set() for h in handoffs)
+            assert all(o.plan.mode == mode and len(o.plan.members) == 3 for o in outcomes)
+            # the same included contributions and the same update bits for every shard, on every node
+            for shard in range(3):
+                results = [o.shards[shard].result for o in outcomes]
+                assert all(res is not None for res in results)
+                assert len({tuple(i.sender for i in res.included) for res in results}) == 1
+                assert len({(res.sign_bits, res.nonzero_blocks) for res in results}) == 1
+            for n, o in zip(nodes, outcomes):
+                assert n.apply(o) == []  # everything this node sent went into an update
+            assert len({n.digest() for n in nodes}) == 1, f"round {r}: replicas differ"
+            assert [len(o.next_members) for o in outcomes] == [3, 3, 3]
+    finally:
+        stop(nodes)
+
+
+def test_a_node_without_a_gradient_is_left_out_and_gets_its_contribution_back(hosts):
+    nodes = start(hosts, "sign", deadline=2.0)
+    try:
+        for i, n in enumerate(nodes):
+            n.contribute(seed=i)
+        for n in nodes:
+            n.apply(n.next_outcome())
+        # round 1: the third node's gradient is not ready; the round closes without it and it stays a member
+        for i, n in enumerate(nodes[:2]):
+            n.contribute(seed=10 + i)
+        outcomes = [n.next_outcome() for n in nodes]
+        assert all(o.contribution is None for o in outcomes[2:]) and outcomes[0].contribution is not None
+        for o in outcomes:
+            senders = {i.sender for s in o.shards for i in s.result.included}
+            assert senders == {hosts[0].peer_id, hosts[1].peer_id}
+        for n, o in zip(nodes, outcomes):
+            assert n.apply(o) == []
+        assert len({n.digest() for n in nodes}) == 1
+        # round 2: its late contribution goes into the next round it opens
+        late = nodes[2].contribute(seed=99)
+        for i, n in enumerate(nodes[:2]):
+            n.contribute(seed=20 + i)
+        outcomes = [n.next_outcome() for n in nodes]
+        assert outcomes[2].contribution is late.contribution
+        for n, o in zip(nodes, outcomes):
+            n.apply(o)
+        assert len({n.digest() for n in nodes}) == 1
+        assert all(len(o.next_members) == 3 for o in outcomes)
+    finally:
+        stop(nodes)
+
+
+def test_a_dead_owner_is_fetched_or_skipped_alike_and_leaves_the_membership(hosts):
+    nodes = start(hosts, "sign", deadline=2.0)
+    try:
+        for i, n in enumerate(nodes):
+            n.contribute(seed=i)
+        for n in nodes:
+            n.apply(n.next_outcome())
+        dead = nodes.pop()
+        dead.host.shutdown()  # its daemon is gone: its shard of the next round has no owner to answer
+        for i, n in enumerate(nodes):
+            n.contribute(seed=30 + i)
+        outcomes = [n.next_outcome(timeout=90) for n in nodes]
+        dead_id = dead.host.peer_id
+        for o in outcomes:
+            shard = next(s for s in o.shards if s.owner == dead_id)
+            assert shard.result is None  # nobody got it: both skip its blocks
+        excluded = [n.apply(o) for n, o in zip(nodes, outcomes)]
+        assert all(len(parts) == 1 for parts in excluded)  # each gets its slice for the dead shard back
+        assert len({n.digest() for n in nodes}) == 1
+        assert all(sorted(m.peer for m in o.next_members) == sorted(n.host.peer_id for n in nodes) for o in outcomes)
+        # the next round runs with the two that are left
+        for i, n in enumerate(nodes):
+            n.contribute(seed=40 + i)
+        outcomes = [n.next_outcome() for n in nodes]
+        assert all(len(o.plan.members) == 2 and all(s.result is not None for s in o.shards) for o in outcomes)
+        for n, o in zip(nodes, outcomes):
+            n.apply(o)
+        assert len({n.digest() for n in nodes}) == 1
+    finally:
+        stop(nodes)
