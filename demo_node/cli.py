@@ -143,7 +143,8 @@ def _bench_swarm(args: argparse.Namespace) -> int:
     modes = tuple(args.modes.split(","))
     node_args = list(args.node_args or [])
     result = swarm_bench.run(nodes, rounds=args.rounds, model=args.model, workdir=args.workdir, modes=modes,
-                             averager=not args.skip_averager, node_args=node_args)
+                             averager=not args.skip_averager, node_args=node_args,
+                             defenses=tuple(args.defenses.split(",")))
     _emit(result, swarm_bench.format_result(result), args.json)
     return 0
 
@@ -156,6 +157,19 @@ def _bench_api(args: argparse.Namespace) -> int:
                            swarm_batch=args.swarm_batch, rounds=args.rounds, repeats=args.repeats,
                            baseline=args.baseline, workdir=args.workdir, skip_swarm=args.skip_swarm)
     _emit(result, api_bench.format_result(result), args.json)
+    return 0
+
+
+def _bench_robust(args: argparse.Namespace) -> int:
+    import torch
+
+    from demo_node.bench import robust_bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = robust_bench.run(peers=args.peers, steps=args.steps, model=args.model, batch=args.batch, lr=args.lr,
+                              windows=args.windows, eval_every=args.eval_every, seed=args.seed)
+    _emit(result, robust_bench.format_result(result), args.json)
     return 0
 
 
@@ -228,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
     sw.add_argument("--modes", default="relay,sign", help="our exchange modes to measure")
     sw.add_argument("--skip-averager", action="store_true", help="do not run hivemind's DecentralizedAverager")
+    sw.add_argument("--defenses", default="on", help="on, off or on,off: the run-level defenses (verified shards, "
+                    "robust aggregation) switched on, off, or both side by side")
     sw.add_argument("--workdir", help="where logs go (default: a new temp dir)")
     sw.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     sw.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")
@@ -248,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--workdir", help="where logs go (default: a new temp dir)")
     api.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     api.set_defaults(func=_bench_api)
+
+    rb = bench_sub.add_parser("robust", help="what robust aggregation costs in convergence: N peers simulated in one "
+                              "process, the same data, the rule on and off")
+    rb.add_argument("--peers", type=int, default=4)
+    rb.add_argument("--steps", type=int, default=200)
+    rb.add_argument("--model", default="tiny", choices=list(PRESETS))
+    rb.add_argument("--batch", type=int, default=8, help="sequences per peer and step")
+    rb.add_argument("--lr", type=float, default=3e-3)
+    rb.add_argument("--windows", type=int, default=256, help="held-out windows per evaluation")
+    rb.add_argument("--eval-every", type=int, default=25)
+    rb.add_argument("--seed", type=int, default=0)
+    rb.add_argument("--threads", type=int, default=0)
+    rb.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    rb.set_defaults(func=_bench_robust)
     return parser
 
 

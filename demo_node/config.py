@@ -4,7 +4,7 @@ over defaults.
 Every option is a field of one typed config class (:data:`CLASSES`) and has one name, used as is in TOML (under the
 class's section), upper-cased with the prefix in the environment (``lr`` -> ``DEMO_NODE_LR``) and as a flag
 (``--lr``); its docstring is its ``--help`` line. Unknown TOML keys and unknown ``DEMO_NODE_*`` variables are errors
-that name themselves. The options of the ``run``, ``optimizer`` and ``schedule`` sections define the training run:
+that name themselves. The options of the ``run``, ``optimizer``, ``defense`` and ``schedule`` sections define the training run:
 their hash is part of the run's identity (see :mod:`demo_node.run_identity`); the others are this node's own.
 """
 
@@ -21,10 +21,10 @@ from demo_node.daemon.config import LogConfig, ScheduleConfig, TrainConfig, Work
 from demo_node.net.config import NetworkConfig
 from demo_node.node.config import RunName, ServiceConfig, SwarmConfig
 from demo_node.options import OptionError, OptionField, as_dict, coerce, fields_of, help_text
-from demo_node.swarm.config import RoundConfig
+from demo_node.swarm.config import DefenseConfig, RoundConfig
 
 ENV_PREFIX = "DEMO_NODE_"
-RUN_SECTIONS = ("run", "optimizer", "schedule")
+RUN_SECTIONS = ("run", "optimizer", "defense", "schedule")
 NOT_HASHED = ("run_id",)
 """Run-section options that name the run rather than define it."""
 
@@ -32,6 +32,7 @@ CLASSES: dict[str, type] = {
     "run": RunName,
     "workload": WorkloadConfig,
     "optimizer": DeMoConfig,
+    "defense": DefenseConfig,
     "schedule": ScheduleConfig,
     "train": TrainConfig,
     "round": RoundConfig,
@@ -69,6 +70,7 @@ class Config:
     run: RunName
     workload: WorkloadConfig
     optimizer: DeMoConfig
+    defense: DefenseConfig
     schedule: ScheduleConfig
     train: TrainConfig
     round: RoundConfig
@@ -104,13 +106,14 @@ class Config:
                 f = FIELDS.get(k)
                 if f is None or f.section != section or k in NOT_HASHED:
                     raise ConfigError(f"the run's config has an unknown key {section}.{k}")
-                values[k] = v
+                if not f.local:  # a path on the founder's machine is never taken: the joiner gives its own
+                    values[k] = v
         return _build(values, {k: "the run's config" for k in values}, dict(self.explicit))
 
     def swarm(self) -> SwarmConfig:
         """The swarm optimizer's share of this config (the same objects, not copies)."""
-        return SwarmConfig(run=self.run, optimizer=self.optimizer, round=self.round, network=self.network,
-                           service=self.service)
+        return SwarmConfig(run=self.run, optimizer=self.optimizer, defense=self.defense, round=self.round,
+                           network=self.network, service=self.service)
 
 
 def _build(values: dict[str, Any], origins: dict[str, str], explicit: dict[str, str]) -> Config:

@@ -54,6 +54,10 @@ def one_of(choices: Iterable[str]) -> dict:
     return {"choices": tuple(choices)}
 
 
+LOCAL = {"local": True}
+"""Field metadata: the value names something on this machine (a file, a folder, a device): never taken from a peer."""
+
+
 # -- reading a config class --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OptionField:
@@ -65,6 +69,8 @@ class OptionField:
     choices: tuple[str, ...] | None
     check: tuple[Callable[[Any], bool], str] | None
     owner: type
+    local: bool = False
+    """It names something on this machine: a node never adopts it from a peer."""
 
     @property
     def flag(self) -> str:
@@ -104,7 +110,7 @@ def fields_of(cls: type) -> tuple[OptionField, ...]:
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         out.append(OptionField(f.name, cls.SECTION, _kind(hints[f.name]), default, docs.get(f.name, ""),
-                               f.metadata.get("choices"), f.metadata.get("check"), cls))
+                               f.metadata.get("choices"), f.metadata.get("check"), cls, bool(f.metadata.get("local"))))
     return tuple(out)
 
 

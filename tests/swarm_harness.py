@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
 
 from demo_node.daemon.children import NodeProcess, join_command
@@ -19,18 +20,22 @@ NODE_ARGS = ["--batch-size", "4", "--deadline", "6", "--eval-every", "5", "--lis
 """This node's own options."""
 RUN_ARGS = ["--model", "tiny", "--warmup-rounds", "5", "--lr", "3e-3"]
 """Options that define the run (hashed into its id)."""
+ADVERSARY = Path(__file__).with_name("adversary.py")
 
 
 class NodeProc(NodeProcess):
     """A test node: ``demo-node join`` with the tests' options, its identity and checkpoints in ``folder``."""
 
     def __init__(self, folder: Path, peers: list[str] = (), args: list[str] = (), env: dict | None = None,
-                 prefix: list[str] = (), name: str = "node", run_args: list[str] = RUN_ARGS):
+                 prefix: list[str] = (), name: str = "node", run_args: list[str] = RUN_ARGS, attack: str = ""):
         cmd = ["--identity", str(folder / "identity.key"), "--checkpoint-dir", str(folder / "ckpt"),
                *NODE_ARGS, *run_args, *args]
         if peers:
             cmd += ["--peers", *peers]
-        super().__init__(join_command(cmd), folder, prefix=prefix, env=env, name=name)
+        command = join_command(cmd)
+        if attack:  # the same node with one attack patched in (tests/adversary.py)
+            command = [sys.executable, str(ADVERSARY), attack, "--", *command[command.index("join") + 1:]]
+        super().__init__(command, folder, prefix=prefix, env=env, name=name)
 
 
 class Cluster:

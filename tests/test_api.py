@@ -290,7 +290,7 @@ def test_bf16_parameters_under_autocast_with_clipping():
         digest = opt.digest()
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert len(digest) == 16
+    assert len(digest) == 16  # SHA-256, 128 bits
 
 
 def test_metrics_and_control_api_when_asked_for():

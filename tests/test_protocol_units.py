@@ -1,4 +1,5 @@
-"""The round protocol's pieces without a network: plans, an owner's shard, outcomes, sign bits, digests."""
+"""The round protocol's pieces without a network: plans, signed statements, an owner's shard, membership, the
+verifier's judgement, state vouching, outcomes, sign bits."""
 
 import asyncio
 
@@ -6,19 +7,26 @@ import pytest
 import torch
 
 from demo_node.core import DeMo
+from demo_node.crypto import Identity
 from demo_node.swarm.config import RELAY, SIGN
 from demo_node.swarm.counters import SwarmCounters
-from demo_node.swarm.driver import majority_digest
+from demo_node.swarm.membership import Statements, collect, digest_majority, next_members
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
 from demo_node.swarm.owner import OwnerRound
 from demo_node.swarm.plan import Member, choose_mode, make_plan, split
 from demo_node.swarm.shard_signs import ShardSigns
+from demo_node.swarm.signing import BadSigned, open_body, open_statement, sign
+from demo_node.swarm.state_sync import Snapshot, vouched
+from demo_node.swarm.verifier import judge_signs
 from demo_node.wire.codec import encode
 from demo_node.wire.errors import refusal_code
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 from demo_node.wire.signs import pack_signs, unpack_signs
 
-PEERS = [bytes([i]) * 34 for i in range(1, 5)]
+IDS = sorted((Identity.generate()[0] for _ in range(4)), key=lambda i: i.peer_id)
+PEERS = [i.peer_id for i in IDS]
+KEY = dict(zip(PEERS, IDS))
+RUN = "run"
 
 
 def make_opt(seed=0, values="fp32"):
@@ -26,6 +34,11 @@ def make_opt(seed=0, values="fp32"):
     params = [torch.nn.Parameter(torch.randn(64, 96)), torch.nn.Parameter(torch.randn(96))]
     opt = DeMo(params, lr=0.01, topk=6, chunk=32, values=values)
     return params, opt
+
+
+def statement(peer: bytes, round: int = 0, **fields) -> spb.Signed:
+    st = spb.Statement(peer=peer, run_id=RUN, round=round, **fields)
+    return sign(KEY[peer], st.SerializeToString())
 
 
 def test_split_covers_everything_evenly():
@@ -52,6 +65,20 @@ def test_plan_is_the_same_for_any_member_order_and_skips_clients():
         make_plan(1, [Member(PEERS[0], client=True)], opt.layout, 1000)
 
 
+def test_statement_shares_and_verifiers():
+    _, opt = make_opt()
+    plan = make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, SIGN)
+    # an owner's own statement is passed on by the next two owners; every peer's by two owners
+    n = len(plan.owners)
+    assert [plan.shares(o) for o in plan.owners] == [(plan.owners[(i + 1) % n], plan.owners[(i + 2) % n])
+                                                     for i in range(n)]
+    assert all(len(plan.shares(p)) == 2 for p in PEERS)
+    assert plan.verifiers == {o: plan.owners[(i + 1) % 4] for i, o in enumerate(plan.owners)}
+    assert make_plan(0, [Member(p) for p in PEERS[:2]], opt.layout, 10, SIGN).verifiers == {}
+    assert make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, RELAY).verifiers == {}
+    assert make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, SIGN, verify=False).verifiers == {}
+
+
 def test_mode_choice_crosses_over_with_the_round_size():
     payload, signs = 245_000, 1_362_000  # the benchmark GPT: int8 payload, one bit per parameter
     modes = {n: choose_mode(n, payload, signs, "auto") for n in range(1, 12)}
@@ -73,27 +100,112 @@ def test_sign_bits_round_trip():
         assert torch.equal(back[b][1], signs[b][1])
 
 
-def test_majority_digest_ties_go_to_the_smallest_peer():
-    p = [spb.Presence(peer=PEERS[i], digest_round=3, digest=d) for i, d in enumerate([b"x", b"y", b"y", b"z"])]
-    assert majority_digest(p, 3) == (b"y", [PEERS[1], PEERS[2]])
-    assert majority_digest(p[:2], 3) == (b"x", [PEERS[0]])
-    assert majority_digest(p, 4) is None
+def test_statements_are_opened_only_with_their_own_peers_signature():
+    good = statement(PEERS[0], digest=b"d" * 32)
+    assert open_statement(good, run_id=RUN, round=0, peer=PEERS[0]).digest == b"d" * 32
+    forged = spb.Signed(body=spb.Statement(peer=PEERS[0], run_id=RUN, digest=b"x" * 32).SerializeToString(),
+                        signature=good.signature)
+    with pytest.raises(BadSigned, match="signature"):
+        open_statement(forged, run_id=RUN)
+    by_other = sign(KEY[PEERS[1]], spb.Statement(peer=PEERS[0], run_id=RUN).SerializeToString())
+    with pytest.raises(BadSigned, match="signature"):
+        open_statement(by_other, run_id=RUN)
+    with pytest.raises(BadSigned, match="statement"):
+        open_statement(good, run_id=RUN, peer=PEERS[1])  # sent on another peer's stream
+    with pytest.raises(BadSigned, match="statement"):
+        open_statement(good, run_id="another-run")
+    with pytest.raises(BadSigned):
+        open_statement(spb.Signed(body=b"\xff\xff"), run_id=RUN)
 
 
-def run_owner(plan, me, opt, requests, deadline=30.0):
+def test_digest_majority_from_signed_statements_ties_go_to_the_smallest_peer():
+    st = Statements()
+    for peer, d in zip(PEERS, [b"x", b"y", b"y", b"z"]):
+        signed = statement(peer, digest_round=3, digest=d)
+        st.add(signed, open_statement(signed, run_id=RUN))
+    assert digest_majority(st, set(PEERS), 3) == (b"y", [PEERS[1], PEERS[2]])
+    assert digest_majority(st, set(PEERS[:2]), 3) == (b"x", [PEERS[0]])
+    assert digest_majority(st, set(PEERS), 4) is None
+    # a peer that signs two different statements for one round counts for nothing
+    twice = statement(PEERS[1], digest_round=3, digest=b"x")
+    st.add(twice, open_statement(twice, run_id=RUN))
+    assert digest_majority(st, set(PEERS), 3)[1] == [PEERS[0]]
+
+
+def bodies_with(plan, statements: dict[bytes, spb.Signed], lose: set = frozenset()):
+    """Shard bodies as owners would build them: each passes on its share of the statements."""
+    out = {}
+    for o in plan.owners:
+        if o in lose:
+            out[o] = None
+            continue
+        body = spb.ShardBody(round=plan.round, owner=o)
+        body.statements.extend(s for p, s in sorted(statements.items()) if o in plan.shares(p))
+        out[o] = body
+    return out
+
+
+def test_membership_comes_from_signed_statements_only():
+    _, opt = make_opt()
+    plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, 10, SIGN)
+    stmts = {PEERS[0]: statement(PEERS[0]), PEERS[1]: statement(PEERS[1], leaving=True),
+             PEERS[3]: statement(PEERS[3], joining=True)}
+    statements, lost = collect(plan, RUN, bodies_with(plan, stmts))
+    members, demoted = next_members(plan, statements, lost, set())
+    # 0 present, 1 leaves, 2 absent (its share's owner passed on no statement of it), 3 joins
+    assert [m.peer for m in members] == [PEERS[0], PEERS[3]] and not demoted
+    # an owner cannot slip in a statement it forged: it is dropped, and the peer counts as absent
+    forged = spb.Signed(body=spb.Statement(peer=PEERS[2], run_id=RUN, round=0).SerializeToString(),
+                        signature=b"\x00" * 64)
+    statements, lost = collect(plan, RUN, bodies_with(plan, {**stmts, PEERS[2]: forged}))
+    assert PEERS[2] not in statements.by_peer
+    # a share whose result nobody got is unknown: its peers stay
+    statements, lost = collect(plan, RUN, bodies_with(plan, stmts, lose={plan.shares(PEERS[2])[0]}))
+    members, _ = next_members(plan, statements, lost, set())
+    assert PEERS[2] in [m.peer for m in members]
+    # one owner that leaves a statement out hides nobody: the other owner of that share passes it on
+    first, second = plan.shares(PEERS[0])
+    bodies = bodies_with(plan, stmts)
+    del bodies[first].statements[:]
+    statements, lost = collect(plan, RUN, bodies)
+    assert PEERS[0] in [m.peer for m in next_members(plan, statements, lost, set())[0]]
+
+
+def test_one_accuser_demotes_nobody_two_do():
+    _, opt = make_opt()
+    plan = make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, SIGN)
+    one = {p: statement(p, accused=[PEERS[0]] if p == PEERS[1] else []) for p in PEERS}
+    members, demoted = next_members(plan, *collect(plan, RUN, bodies_with(plan, one)), set())
+    assert not demoted and all(not m.client for m in members)
+    two = {p: statement(p, accused=[PEERS[0]] if p in PEERS[1:3] else []) for p in PEERS}
+    members, demoted = next_members(plan, *collect(plan, RUN, bodies_with(plan, two)), set())
+    assert demoted == {PEERS[0]} and {m.peer: m.client for m in members}[PEERS[0]]
+    # self-accusation does not count, and demotion lasts
+    members, demoted = next_members(plan, *collect(plan, RUN, bodies_with(plan, {p: statement(p) for p in PEERS})),
+                                    {PEERS[0]})
+    assert demoted == {PEERS[0]}
+
+
+def run_owner(plan, me, opt, requests, deadline=30.0, robust=True):
     async def main():
-        signs = ShardSigns(opt.layout, opt.config.aggregation)
+        signs = ShardSigns(opt.layout, opt.config.aggregation, robust=robust)
 
         async def compute(contributions, ranges):
             return pack_signs(signs.signs(contributions), ranges)
 
-        owner = OwnerRound(plan, me, opt.layout, "run", deadline, compute, SwarmCounters())
-        for sender, msg in requests:
-            owner.arrive(sender, msg)
+        owner = OwnerRound(plan, me, KEY[me], opt.layout, RUN, deadline, signs, compute, SwarmCounters())
+        for sender, payload in requests:
+            st = statement(sender, round=plan.round, plan=plan.fingerprint)
+            owner.arrive(sender, False, st if me in plan.shares(sender) else None, payload)
         await asyncio.wait_for(owner.closed.wait(), deadline + 5)
         return owner, {s: spb.ShardResult.FromString(owner.serialize_for(s)) for s, _ in requests}
 
     return asyncio.run(main())
+
+
+def signed_payload(contribution, plan, owner, sender, layout, round=0):
+    data = encode(restrict(contribution, plan.ranges[owner]), layout, run_id=RUN, round=round, sender=sender)
+    return sign(KEY[sender], data)
 
 
 @pytest.mark.parametrize("mode", ["relay", "sign"])
@@ -112,26 +224,26 @@ def test_shard_results_apply_the_sample_weighted_aggregate(mode):
         replicas.append((params, opt))
     opt0 = replicas[0][1]
     plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1])], opt0.layout, 1000, mode)
-    payloads = {}
-    for owner in plan.owners:
-        payloads[owner] = {
-            PEERS[i]: encode(restrict(c, plan.ranges[owner]), opt0.layout, run_id="run", round=0, sender=PEERS[i])
-            for i, c in enumerate(contributions)
-        }
     results = {}
     for owner in plan.owners:
-        reqs = [(PEERS[i], spb.Contribute(round=0, payload=payloads[owner][PEERS[i]])) for i in range(2)]
-        _, results[owner] = run_owner(plan, owner, replicas[plan.owners.index(owner)][1], reqs)
-    # what the math says: the aggregate of the two contributions, weighted by samples
+        reqs = [(PEERS[i], signed_payload(c, plan, owner, PEERS[i], opt0.layout)) for i, c in enumerate(contributions)]
+        _, results[owner] = run_owner(plan, owner, replicas[plan.owners.index(owner)][1], reqs, robust=False)
+    # what the math says: the aggregate of the two contributions, weighted by samples (robust aggregation off: it
+    # would clip the larger contribution to the other's norm, see test_robust_aggregation_bounds_weights_and_norms)
     expected = [p.detach().clone() for p in base]
     ref_params = [torch.nn.Parameter(t) for t in expected]
     ref = DeMo(ref_params, lr=0.01, topk=6, chunk=32, values="int8")
     ref.apply(ref.aggregate(contributions))
     for i, (params, opt) in enumerate(replicas):
-        shards = [ShardOutcome(o, plan.ranges[o], results[o][PEERS[i]]) for o in plan.owners]
-        outcome = RoundOutcome(0, plan, shards, contributions[i], [], [], 0.0)
-        assert [inc.samples for inc in shards[0].result.included] == [8.0, 24.0]
-        pieces, skipped = outcome.sign_pieces(ShardSigns(opt.layout, "selected"), opt.layout, "run", PEERS[i])
+        shards = []
+        for o in plan.owners:
+            res = results[o][PEERS[i]]
+            body = open_body(res.body, o, 0)
+            shards.append(ShardOutcome(o, plan.ranges[o], body, list(res.relayed), body.sign_bits, body.nonzero_blocks))
+        outcome = RoundOutcome(0, plan, shards, contributions[i], [], Statements(), 0.0)
+        assert [inc.samples for inc in shards[0].body.included] == [8.0, 24.0]
+        pieces, skipped = outcome.sign_pieces(ShardSigns(opt.layout, "selected", robust=False), opt.layout, RUN,
+                                              PEERS[i])
         assert skipped == 0
         opt.apply_signs(pieces)
         assert not list(outcome.excluded_parts(PEERS[i]))
@@ -150,15 +262,118 @@ def test_owner_closes_at_deadline_without_a_dead_member_and_excludes_late_ones()
     for p in params:
         p.grad = torch.randn_like(p)
     c = o.prepare()
-    data = encode(restrict(c, plan.ranges[owner]), opt.layout, run_id="run", round=0, sender=PEERS[0])
-    reqs = [(PEERS[0], spb.Contribute(round=0, payload=data)), (PEERS[1], spb.Contribute(round=0))]
+    data = signed_payload(c, plan, owner, PEERS[0], opt.layout)
+    reqs = [(PEERS[0], data), (PEERS[1], None)]
     shard, results = run_owner(plan, owner, opt, reqs, deadline=0.5)  # PEERS[2] never comes
-    res = results[PEERS[0]]
-    assert [i.sender for i in res.included] == [PEERS[0]]
-    assert {p.peer for p in res.present} == {PEERS[0], PEERS[1]}
+    body = open_body(results[PEERS[0]].body, owner, 0)
+    assert [i.sender for i in body.included] == [PEERS[0]]
     # a late arrival changes nothing and is told so
-    shard.arrive(PEERS[2], spb.Contribute(round=0, payload=data))
+    st = statement(PEERS[2], plan=plan.fingerprint)
+    shard.arrive(PEERS[2], False, st, signed_payload(c, plan, owner, PEERS[2], opt.layout))
     late = spb.ShardResult.FromString(shard.serialize_for(PEERS[2]))
-    assert late.refusal == refusal_code("round_closed") and [i.sender for i in late.included] == [PEERS[0]]
-    outcome = RoundOutcome(0, plan, [ShardOutcome(owner, plan.ranges[owner], late)], c, [], [], 0.0)
+    assert late.refusal == refusal_code("round_closed") and late.body == results[PEERS[0]].body
+    outcome = RoundOutcome(0, plan, [ShardOutcome(owner, plan.ranges[owner], body)], c, [], Statements(), 0.0)
     assert len(list(outcome.excluded_parts(PEERS[2]))) == 1  # its contribution goes back into its momentum
+
+
+def test_an_owner_refuses_a_payload_signed_by_another_peer():
+    _, opt = make_opt()
+    plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1])], opt.layout, 1000, "relay")
+    owner = plan.owners[0]
+    params, o = make_opt()
+    for p in params:
+        p.grad = torch.randn_like(p)
+    c = o.prepare()
+    theirs = signed_payload(c, plan, owner, PEERS[1], opt.layout)  # PEERS[1]'s payload, sent as PEERS[0]'s
+    _, results = run_owner(plan, owner, opt, [(PEERS[0], theirs), (PEERS[1], None)])
+    assert results[PEERS[0]].refusal in (refusal_code("signature"), refusal_code("sender"))
+    assert not open_body(results[PEERS[0]].body, owner, 0).included
+
+
+def test_a_verifier_catches_a_flipped_sign_but_forgives_rounding_at_ties():
+    _, opt = make_opt()
+    layout = opt.layout
+    contributions = []
+    for seed in (1, 2, 3):
+        params, o = make_opt()
+        torch.manual_seed(seed)
+        for p in params:
+            p.grad = torch.randn_like(p)
+        contributions.append(o.prepare(samples=8))
+    ranges = {b.index: (0, b.num_blocks) for b in layout.buckets}
+    signs = ShardSigns(layout, "selected")
+    values = signs.values(contributions)
+    truth = {b: (start, torch.sign(v)) for b, (start, v) in values.items()}
+    bits, nonzero = pack_signs(truth, ranges)
+    assert judge_signs(signs, contributions, layout, ranges, bits, nonzero)[0]
+    # flip the sign of the largest value: a lie
+    b0, (start, v) = next(iter(values.items()))
+    lie = {b: (s, t.clone()) for b, (s, t) in truth.items()}
+    flat = v.abs().flatten().argmax()
+    lie[b0][1].view(-1)[flat] *= -1
+    ok, fixed_bits, fixed_blocks = judge_signs(signs, contributions, layout, ranges, *pack_signs(lie, ranges))
+    assert not ok and (fixed_bits, fixed_blocks) == (bits, nonzero)
+    # a value next to zero (an exact tie that another machine may round the other way) is forgiven
+    tie = {b: (s, t.clone()) for b, (s, t) in truth.items()}
+    nearly = values[b0][1].clone()
+    nearly.view(-1)[flat] = 0.0  # judge against values where one entry is a tie
+    signs_values = signs.values
+
+    def with_tie(cs):
+        out = signs_values(cs)
+        out[b0][1].view(-1)[flat] = 1e-9 * float(v.abs().max())
+        return out
+
+    signs.values = with_tie
+    tie[b0][1].view(-1)[flat] *= -1
+    assert judge_signs(signs, contributions, layout, ranges, *pack_signs(tie, ranges))[0]
+
+
+def test_a_snapshot_is_vouched_only_by_most_members_two_at_least():
+    def snap(digest, reports, members=3):
+        statements = [statement(p, digest_round=5, digest=d) for p, d in reports]
+        return Snapshot(5, digest, [Member(p) for p in PEERS[:members]], [], "{}", statements)
+
+    good, bad = b"g" * 16, b"b" * 16
+    assert vouched(snap(good, [(PEERS[0], good), (PEERS[1], good), (PEERS[2], bad)]), RUN) == ""
+    assert vouched(snap(bad, [(PEERS[0], good), (PEERS[1], good), (PEERS[2], bad)]), RUN)
+    assert vouched(snap(bad, [(PEERS[2], bad)]), RUN)  # the server alone vouches for its own state
+    # ... even when it claims to be the swarm's only member: how many vouch is the downloader's to ask
+    assert vouched(snap(bad, [(PEERS[2], bad)], members=1), RUN)
+    assert vouched(snap(good, [(PEERS[0], good)], members=1), RUN, need=1) == ""  # it knows no other peer
+    assert vouched(snap(good, [(PEERS[0], good), (PEERS[1], bad)]), RUN)  # one against one: undecided
+
+
+def test_robust_aggregation_bounds_weights_and_norms():
+    from demo_node.core.robust import screen
+
+    contributions = []
+    for seed in (1, 2, 3):
+        params, o = make_opt(values="int8")
+        torch.manual_seed(seed)
+        for p in params:
+            p.grad = torch.randn_like(p)
+        contributions.append(o.prepare(samples=8))
+    honest = screen(contributions, max_sample_weight=4096)
+    assert honest.kept == [0, 1, 2] and honest.weights == [8.0, 8.0, 8.0] and not honest.rejected
+    # an extreme weight is capped (4x the lower median, and the run's maximum), an extreme scale clipped to the
+    # median norm, an overflowing one rejected
+    heavy = contributions[0]
+    heavy.samples = 1e300
+    loud = contributions[1]
+    for part in loud.parts.values():
+        part.values.scales.mul_(1e30)
+    kept = screen(contributions, max_sample_weight=4096)
+    assert kept.weights[0] == 32.0 and kept.value_scales[1] < 1e-20
+    for part in loud.parts.values():
+        part.values.scales.fill_(3e38)  # 127 * 3e38 overflows float32: bounded in float64, clipped, kept
+    out = screen(contributions + [contributions[2]], max_sample_weight=16)
+    assert not out.rejected and out.weights[0] == 16.0 and out.value_scales[1] < 1e-40
+    broken = restrict(contributions[2], {b: (p.start, p.stop) for b, p in contributions[2].parts.items()})
+    from demo_node.core.quantize import QuantizedValues
+    first = next(iter(broken.parts.values()))
+    first.values = QuantizedValues("fp32", torch.full_like(first.values.dequantize(), float("inf")))
+    assert screen(contributions + [broken], max_sample_weight=16).rejected == {3: "unbounded"}
+    signs = ShardSigns(make_opt()[1].layout, "selected")
+    update = signs.signs(contributions)
+    assert all(torch.isfinite(s).all() and s.abs().max() <= 1 for _, s in update.values())

@@ -81,8 +81,9 @@ def hosts():
         h.shutdown()
 
 
-def start(hosts: list[Host], mode: str, deadline: float = 4.0) -> list[Node]:
+def start(hosts: list[Host], mode: str, deadline: float = 4.0, before=lambda nodes: None) -> list[Node]:
     nodes = [Node(h, mode, deadline) for h in hosts]
+    before(nodes)
     members = [Member(h.peer_id) for h in hosts]
     for n in nodes:
         for other in hosts:
@@ -183,5 +184,44 @@ def test_a_dead_owner_is_fetched_or_skipped_alike_and_leaves_the_membership(host
         for n, o in zip(nodes, outcomes):
             n.apply(o)
         assert len({n.digest() for n in nodes}) == 1
+    finally:
+        stop(nodes)
+
+
+def test_a_lying_owner_is_caught_by_its_verifier_corrected_and_demoted(hosts):
+    def lie(nodes):
+        honest_signs = nodes[0].driver._packed_signs
+
+        async def flipped(contributions, ranges):
+            bits, nonzero = await honest_signs(contributions, ranges)
+            return bytes(b ^ 0xFF for b in bits), nonzero  # every sign of its shard the other way
+
+        nodes[0].driver._packed_signs = flipped
+
+    nodes = start(hosts, "sign", deadline=3.0, before=lie)
+    liar = nodes[0]
+    try:
+        for r in range(3):
+            for i, n in enumerate(nodes):
+                n.contribute(seed=10 * r + i)
+            outcomes = [n.next_outcome() for n in nodes]
+            if liar.host.peer_id in outcomes[1].plan.owners:
+                # the verifier found it, everyone applies the verifier's signed bits instead
+                assert all({s.owner: s.check for s in o.shards}[liar.host.peer_id] == "corrected" for o in outcomes)
+                lied = [s for s in outcomes[1].shards if s.owner == liar.host.peer_id][0]
+                assert lied.sign_bits != lied.body.sign_bits
+            else:
+                assert r == 2  # the accusations ride in the next round's statements, and count from the one after
+            for n, o in zip(nodes, outcomes):
+                n.apply(o)
+            assert len({n.digest() for n in nodes}) == 1, f"round {r}: replicas differ"
+        # both honest nodes accused it with evidence: it owns no shard any more (it still contributes)
+        honest = nodes[1:]
+        assert all(liar.host.peer_id in n.driver.checker.accused for n in honest)
+        last = outcomes[1]
+        assert liar.host.peer_id in last.demoted and liar.host.peer_id not in last.plan.owners
+        assert len(last.plan.members) == 3
+        evidence = honest[0].driver.checker.accused[liar.host.peer_id]
+        assert evidence.claim.body and len(evidence.inputs) >= 2
     finally:
         stop(nodes)

@@ -147,7 +147,7 @@ def test_control_api_status_health_checkpoint_leave(swarm):
     st = control.status(address)
     assert st.run_id == b.of("started")[0]["run_id"] and st.peer_id == b.peer
     assert NodeState(st.state) is NodeState.TRAINING and st.members == 3 and st.round >= 1 and st.bytes_sent > 0
-    assert len(st.digest) == 32
+    assert len(st.digest) == 32  # SHA-256 (128 bits), hex
     assert control.healthy(address)
     reply = control.checkpoint(address)
     assert reply.path and Path(reply.path).exists()

@@ -117,6 +117,7 @@ def test_a_node_whose_digest_leaves_the_majority_repairs_itself(cluster):
     fault = c.of("fault_injected")[0]["round"]
     c.wait(lambda: bool(c.of("diverged")), 120, "noticing the divergence")
     c.wait(lambda: len(c.of("synced")) >= 2, 120, "downloading the majority's parameters")
+    time.sleep(3)  # let it settle: a digest it signed before the download must not send it off again
     healed = c.of("synced")[-1]["round"]
     for n in (a, b, c):
         n.wait_round(healed + 5, timeout=180)
@@ -264,46 +265,6 @@ def test_hivemind_dht_bootstrap_in_loopback_only_namespace(tmp_path):
             except (ProcessLookupError, ValueError):
                 pass
         subprocess.run(["ip", "netns", "delete", ns], check=False)
-
-
-def test_malformed_payloads_are_dropped_and_counted(cluster):
-    """A peer that sends garbage, or a payload for the wrong blocks, is refused; the node and its parameters are
-    untouched (its digests keep matching its honest peer's)."""
-    from demo_node.net.accounting import Accounting
-    from demo_node.net.config import NetworkConfig
-    from demo_node.net.host import Host, peer_from_b58
-    from demo_node.net.transport import Transport
-    from demo_node.wire.errors import refusal_name
-    from demo_node.wire.proto import demo_node_swarm_pb2 as spb
-
-    slow_rounds = ["--compute-seconds", "3"]  # rounds stay open for seconds: time to aim at the open one
-    a = cluster.start("a", args=slow_rounds).wait_started()
-    b = cluster.start("b", a.maddrs, args=slow_rounds)
-    start = wait_members([a, b], 2)
-    attacker = Host(NetworkConfig(peers=a.maddrs, listen=["/ip4/127.0.0.1/tcp/0"])).start()
-    try:
-        transport = Transport(attacker, Accounting())
-        target = peer_from_b58(a.peer)
-
-        def send(data: bytes) -> spb.ShardResult:
-            return spb.ShardResult.FromString(attacker.call(transport.request(target, "contribute", data, 60), 90))
-
-        for payload, reasons in ((b"\xff" * 100, {"malformed"}), (b"\x08\x01\x12\x03abc", {"run_id", "sender"})):
-            for _ in range(20):  # aim at the round that is open now (a closed one does not look at payloads)
-                reply = send(spb.Contribute(round=a.last_round() + 1, payload=payload, joining=True).SerializeToString())
-                if refusal_name(reply.refusal) != "round_closed":
-                    break
-                time.sleep(0.5)
-            assert refusal_name(reply.refusal) in reasons, refusal_name(reply.refusal)
-        assert refusal_name(send(b"\x00\xff\xfe").refusal) == "malformed"  # not even a Contribute message
-    finally:
-        attacker.shutdown()
-    now = a.last_round()
-    for n in (a, b):
-        n.wait_round(now + 5, timeout=120)
-    rejects = a.rounds()[-1]["rejects"]
-    assert sum(rejects.values()) >= 3, rejects
-    assert assert_same_digests([a, b], range(start, now + 5)) >= 5
 
 
 def test_client_mode_node_contributes_without_owning(cluster):

@@ -66,9 +66,14 @@ def _per_node(w0: dict, w1: dict, rounds: int) -> dict[str, float]:
             "down_max": max(downs)}
 
 
-def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_args: list[str] = ()) -> dict:
+DEFENSES = {"on": [], "off": ["--no-verify-shards", "--no-robust-aggregation"]}
+"""Options that switch the run-level defenses off (signatures stay: every message of the protocol is signed)."""
+
+
+def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_args: list[str] = (),
+             defenses: str = "on") -> dict:
     extra = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0", "--exchange", mode,
-             "--deadline", "15", "--checkpoint-every", "100000", *node_args]
+             "--deadline", "15", "--checkpoint-every", "100000", *DEFENSES[defenses], *node_args]
     swarm = Swarm(n, workdir, extra, out=open(os.devnull, "w"))
     try:
         first = swarm.start_node(0, [])
@@ -89,7 +94,7 @@ def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_arg
         contributed = sum(e["contributed"] for e in events) / max(1, len(events))
         tokens = statistics.mean(e["tokens_per_s"] for e in events)
         return {
-            "nodes": n, "mode": mode, "rounds": rounds, "node_args": list(node_args),
+            "nodes": n, "mode": mode, "defenses": defenses, "rounds": rounds, "node_args": list(node_args),
             "tokens_per_s_per_node": tokens,
             "round_seconds": (t1 - t0) / done,
             "round_seconds_median_reported": statistics.median(e["round_seconds"] for e in events),
@@ -157,20 +162,33 @@ def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: st
 
 
 def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | None = None,
-        modes: tuple[str, ...] = ("relay", "sign"), averager: bool = True, node_args: list[str] = ()) -> dict:
+        modes: tuple[str, ...] = ("relay", "sign"), averager: bool = True, node_args: list[str] = (),
+        defenses: tuple[str, ...] = ("on",)) -> dict:
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-swarm-"))
     result: dict = {"model": model, "rounds": rounds, "workdir": str(root), "ours": [], "averager": []}
     for n in nodes:
         for mode in modes:
-            folder = root / f"ours-{n}-{mode}"
-            result["ours"].append(run_ours(n, mode, rounds, folder, model, node_args))
+            for d in defenses:
+                folder = root / f"ours-{n}-{mode}-{d}"
+                result["ours"].append(run_ours(n, mode, rounds, folder, model, node_args, d))
         if averager:
             folder = root / f"averager-{n}"
             folder.mkdir(parents=True, exist_ok=True)
             result["averager"].append(run_averager(n, rounds, folder, model))
+    result["defense_cost"] = []
+    for on in (o for o in result["ours"] if o["defenses"] == "on"):
+        off = next((o for o in result["ours"] if o["defenses"] == "off" and o["nodes"] == on["nodes"]
+                    and o["mode"] == on["mode"]), None)
+        if off is not None:
+            b_on, b_off = on["wire_bytes_per_node_round"], off["wire_bytes_per_node_round"]
+            result["defense_cost"].append({
+                "nodes": on["nodes"], "mode": on["mode"],
+                "round_time_on_over_off": on["round_seconds"] / off["round_seconds"],
+                "bytes_on_over_off": (b_on["up_mean"] + b_on["down_mean"]) / (b_off["up_mean"] + b_off["down_mean"]),
+            })
     result["ratios"] = []
     for avg in result["averager"]:
-        for ours in (o for o in result["ours"] if o["nodes"] == avg["nodes"]):
+        for ours in (o for o in result["ours"] if o["nodes"] == avg["nodes"] and o["defenses"] == "on"):
             ob, ab = ours["wire_bytes_per_node_round"], avg["wire_bytes_per_node_round"]
             result["ratios"].append({
                 "nodes": avg["nodes"], "mode": ours["mode"],
@@ -186,13 +204,19 @@ def format_result(r: dict) -> str:
              f"{'wire down':>11}"]
     for o in r["ours"]:
         a, w = o["accounted_bytes_per_node_round"], o["wire_bytes_per_node_round"]
-        lines.append(f"{'ours N=' + str(o['nodes']) + ' ' + o['mode']:<22}{o['round_seconds']:>9.3f}"
+        name = f"ours N={o['nodes']} {o['mode']}" + ("" if o["defenses"] == "on" else " (off)")
+        lines.append(f"{name:<22}{o['round_seconds']:>9.3f}"
                      f"{o['tokens_per_s_per_node']:>8.0f}{o['contributed_fraction']:>9.2f}{a['up_mean']:>10.0f}"
                      f"{a['down_mean']:>11.0f}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
     for a in r["averager"]:
         w = a["wire_bytes_per_node_round"]
         lines.append(f"{'averager N=' + str(a['nodes']) + ' ' + a['compression']:<22}{a['round_seconds']:>9.3f}"
                      f"{'':>8}{'':>9}{'':>10}{'':>11}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
+    if r.get("defense_cost"):
+        lines += ["", "defenses on / off (verified shards, robust aggregation; signatures in both):"]
+        for q in r["defense_cost"]:
+            lines.append(f"  N={q['nodes']} {q['mode']:<6} round time {q['round_time_on_over_off']:.3f}   "
+                         f"bytes {q['bytes_on_over_off']:.3f}")
     lines += ["", "bytes per node and round (up + down, at the wire) and round time, ours / averager:"]
     for q in r["ratios"]:
         lines.append(f"  N={q['nodes']} {q['mode']:<6} bytes {q['bytes_ours_over_averager']:.4f}   "

@@ -46,16 +46,20 @@ class Aggregate:
     """Their total sample weight."""
 
 
-def aggregate(contributions: Sequence[Contribution], rule: str, block_sizes: dict[int, int]) -> Aggregate:
+def aggregate(contributions: Sequence[Contribution], rule: str, block_sizes: dict[int, int],
+              weights: Sequence[float] | None = None, value_scales: Sequence[float] | None = None) -> Aggregate:
     """Combine contributions that cover the same blocks, by ``rule`` (see the module docstring).
 
-    ``block_sizes`` maps each bucket to its coefficients per block (needed to count who selected what).
+    ``block_sizes`` maps each bucket to its coefficients per block (needed to count who selected what). ``weights``
+    replace the contributions' sample counts and ``value_scales`` multiply their values (robust aggregation's
+    bounds, see :mod:`demo_node.core.robust`).
     """
     if rule not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {rule!r}; choose one of {', '.join(AGGREGATIONS)}")
     if not contributions:
         raise ValueError("nothing to aggregate")
-    weights = [float(c.samples) for c in contributions]
+    weights = [float(c.samples) for c in contributions] if weights is None else [float(w) for w in weights]
+    scales = [1.0] * len(contributions) if value_scales is None else [float(s) for s in value_scales]
     if any(not (w > 0 and w < float("inf")) for w in weights):
         raise ValueError(f"sample weights must be positive and finite, got {weights}")
     buckets = contributions[0].parts.keys()
@@ -71,10 +75,10 @@ def aggregate(contributions: Sequence[Contribution], rule: str, block_sizes: dic
             raise ValueError(f"contributions cover different blocks of bucket {b}")
         if len(pieces) == 1:
             # one peer: both rules give its own values (the weight cancels); skip the arithmetic to stay exact
-            parts[b] = AggregatePart(start, pieces[0].indices, pieces[0].values.dequantize())
+            parts[b] = AggregatePart(start, pieces[0].indices, _scaled(pieces[0], scales[0], 1.0))
             continue
         idx = torch.cat([p.indices for p in pieces], dim=1)
-        weighted = torch.cat([p.values.dequantize() * w for p, w in zip(pieces, weights)], dim=1)
+        weighted = torch.cat([_scaled(p, s, w) for p, s, w in zip(pieces, scales, weights)], dim=1)
         if rule == "all":
             coeff = weighted / total
         else:
@@ -86,3 +90,12 @@ def aggregate(contributions: Sequence[Contribution], rule: str, block_sizes: dic
             coeff = weighted / selected.gather(1, idx)
         parts[b] = AggregatePart(start, idx, coeff)
     return Aggregate(parts, len(contributions), total)
+
+
+def _scaled(part, scale: float, weight: float) -> torch.Tensor:
+    """A part's values times its weight (and its robust scale, computed in float64 so that a hostile scale that
+    the bound brings back into range never overflows on the way)."""
+    if scale == 1.0:
+        values = part.values.dequantize()
+        return values if weight == 1.0 else values * weight
+    return (part.values.dequantize(torch.float64) * (scale * weight)).to(torch.float32)

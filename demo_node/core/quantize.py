@@ -27,14 +27,15 @@ class QuantizedValues:
     scales: torch.Tensor | None = None
     """(N,) float32 per-block scale for int8 and sign; None otherwise."""
 
-    def dequantize(self) -> torch.Tensor:
-        """The values as float32 (N, K): exactly what every peer that decodes them will use."""
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The values as float32 (N, K): exactly what every peer that decodes them will use (float64 where a caller
+        must not overflow on a hostile scale)."""
         if self.mode in _FLOAT_DTYPES:
-            return self.codes.to(torch.float32)
+            return self.codes.to(dtype)
         assert self.scales is not None
-        scale = self.scales.unsqueeze(1)
+        scale = self.scales.to(dtype).unsqueeze(1)
         if self.mode == "int8":
-            return self.codes.to(torch.float32) * scale
+            return self.codes.to(dtype) * scale
         if self.mode == "sign":
             return torch.where(self.codes, -scale, scale)
         raise ValueError(f"unknown value mode {self.mode!r}")

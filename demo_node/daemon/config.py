@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from demo_node.models.presets import PRESETS
 from demo_node import Reporter
-from demo_node.options import at_least, one_of, positive
+from demo_node.models.presets import PRESETS
+from demo_node.options import LOCAL, at_least, one_of, positive
 
 SCHEDULES = ("constant", "cosine")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -20,8 +20,9 @@ class WorkloadConfig:
 
     model: str = field(default="tiny", metadata=one_of(PRESETS))
     """GPT preset: tiny (137k parameters, tests), bench (10.9M), small, medium, large, 1b."""
-    data: str = "stdlib"
-    """Training text: 'stdlib' (the Python standard library's sources, no download) or a file or folder of text."""
+    data: str = field(default="stdlib", metadata=LOCAL)
+    """Training text: 'stdlib' (the Python standard library's sources, no download) or a file or folder of text (a
+    joiner never takes a path from the run's config: it gives its own copy's path)."""
     seed: int = 0
     """Seed of the initial parameters (every node builds the same model from it)."""
 
@@ -66,10 +67,15 @@ class TrainConfig:
     fault_after_rounds: int = field(default=0, metadata=at_least(0))
     """For testing the repair: after this many rounds as a member, nudge one parameter so this node's digest leaves
     the majority's (0: never)."""
+    min_members: int = field(default=1, metadata=positive())
+    """Train only once a round has this many members (until then, follow the rounds without computing): the first
+    node of a run does not train alone while the others start."""
     max_rounds: int = field(default=0, metadata=at_least(0))
     """Leave after this many rounds of this process (0: run until stopped)."""
     eval_every: int = field(default=10, metadata=at_least(0))
     """Rounds between evaluations of the held-out loss (0: never)."""
+    eval_windows: int = field(default=32, metadata=positive())
+    """Held-out windows per evaluation (the same ones on every node, evenly spaced over the held-out text)."""
 
 
 @dataclass(kw_only=True)

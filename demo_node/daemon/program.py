@@ -54,6 +54,8 @@ class JoinProgram:
         assert opt is not None
         evaluated_at = opt.round // train.eval_every if train.eval_every else 0
         fault_done = False
+        while not opt.leave_requested and opt.members < train.min_members:
+            opt.wait_round(timeout=1.0)
         while not opt.leave_requested:
             if train.max_rounds and opt.rounds_applied >= train.max_rounds:
                 break
@@ -69,7 +71,7 @@ class JoinProgram:
                 self.reporter.event("fault_injected", round=opt.round)
             if train.eval_every and opt.round // train.eval_every > evaluated_at:
                 evaluated_at = opt.round // train.eval_every
-                opt.report_eval(t.eval_loss())
+                opt.report_eval(t.eval_loss(), finite=t.finite())
         opt.leave()
         return 0
 

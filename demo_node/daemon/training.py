@@ -30,7 +30,7 @@ class LocalTraining:
         self.context = PRESETS[workload.model].context
         self.corpus = Corpus(workload.data)
         self.batches = Batches(self.corpus, self.context, train.batch_size, node_seed(workload.seed, peer_id))
-        self.eval_x, self.eval_y = held_out_batch(self.corpus, self.context, train.batch_size)
+        self.eval_x, self.eval_y = held_out_batch(self.corpus, self.context, train.eval_windows)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
     def micro_batch(self) -> tuple[float, int]:
@@ -60,6 +60,11 @@ class LocalTraining:
             loss = self.model(self.eval_x.to(self.device), self.eval_y.to(self.device))
         self.model.train()
         return float(loss)
+
+    @torch.no_grad()
+    def finite(self) -> bool:
+        """Whether every parameter is finite."""
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     @torch.no_grad()
     def inject_fault(self) -> None:

@@ -1,5 +1,6 @@
 """Bytes on the wire, per peer, per message kind and direction, as written to and read from libp2p streams
-(payloads plus our 5-byte framing; libp2p's own encryption and multiplexing add about 1-2% on top)."""
+(payloads plus our 4-byte framing; libp2p's own encryption and multiplexing add a little on top), and the streams
+the transport refused before any handler saw them (by reason)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ class Accounting:
         self._lock = threading.Lock()
         self._bytes: dict[tuple[str, str, str], int] = defaultdict(int)  # (peer, kind, "sent"/"received")
         self._messages: dict[tuple[str, str, str], int] = defaultdict(int)
+        self._refused: dict[str, int] = defaultdict(int)
 
     def add(self, peer: str, kind: str, direction: str, nbytes: int) -> None:
         with self._lock:
@@ -28,3 +30,11 @@ class Accounting:
         for (_, _, direction), n in self.snapshot().items():
             out[direction] += n
         return out
+
+    def refuse(self, reason: str) -> None:
+        with self._lock:
+            self._refused[reason] += 1
+
+    def refusals(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._refused)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from demo_node.options import LOCAL
+
 
 @dataclass(kw_only=True)
 class NetworkConfig:
@@ -15,9 +17,16 @@ class NetworkConfig:
     """Multiaddrs to listen on."""
     announce: list[str] = field(default_factory=list)
     """Multiaddrs to announce to peers (default: what libp2p observes)."""
-    identity: str = ""
+    identity: str = field(default="", metadata=LOCAL)
     """Private key file: the peer id survives restarts (created, readable by its owner only, if missing)."""
     client_mode: bool = False
     """This node cannot accept connections: it dials out only, contributes, and owns no shard."""
     nat_port_map: bool = False
     """Ask the home router to forward a port (UPnP / NAT-PMP). Off by default: it sends discovery packets on the LAN."""
+    allowlist: str = field(default="", metadata=LOCAL)
+    """File of the peer ids (base58, one per line, # comments) this node talks to, for a permissioned run; empty:
+    anyone."""
+    swarm_key: str = field(default="", metadata=LOCAL)
+    """File holding the run's pre-shared secret: a peer is served only after it proved it holds the same one (a
+    challenge-response on demo-node's protocols; hivemind's daemon has no libp2p private networks, and the DHT stays
+    readable by anyone)."""

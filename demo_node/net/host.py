@@ -1,5 +1,8 @@
 """A libp2p peer and a hivemind DHT node, run by an asyncio (uvloop) event loop on a thread of its own.
 
+The daemon always runs with an identity file that this process holds (``--identity``, or a fresh Ed25519 key in a
+private temporary folder removed at shutdown), so the peer id libp2p authenticates is the key this node signs with.
+
 NAT port mapping (UPnP / NAT-PMP discovery on the LAN) stays off unless asked for: hivemind turns it on by default
 in ``P2P.create`` and in the throwaway daemon that checks whether a persistent identity is taken, so both are
 switched off here (the identity check is skipped; a peer id collision shows up as a connection error instead).
@@ -10,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
+import shutil
+import tempfile
 import threading
 from typing import Awaitable, TypeVar
 
@@ -17,7 +23,9 @@ import uvloop
 from hivemind.dht.node import DHTNode
 from hivemind.p2p import P2P, PeerID
 
+from demo_node.crypto import Identity
 from demo_node.net.config import NetworkConfig
+from demo_node.net.records import RecordValidator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,8 +42,13 @@ class Host:
         self._thread = threading.Thread(target=self._run_loop, name="demo-node-net", daemon=True)
         self.p2p: P2P | None = None
         self.dht: DHTNode | None = None
-        self.peer_id: bytes = b""
-        self.peer_id_b58: str = ""
+        self._temp_identity_dir = "" if config.identity else tempfile.mkdtemp(prefix="demo-node-identity-")
+        self.identity_path = config.identity or os.path.join(self._temp_identity_dir, "identity.key")
+        self.identity = Identity.load_or_create(self.identity_path)
+        self.records = RecordValidator(self.identity)
+        """Checks and signs this project's DHT records (see :mod:`demo_node.net.records`)."""
+        self.peer_id: bytes = self.identity.peer_id
+        self.peer_id_b58: str = PeerID(self.peer_id).to_base58()
         self.maddrs: list[str] = []
 
     def _run_loop(self) -> None:
@@ -57,7 +70,7 @@ class Host:
             initial_peers=cfg.peers or None,
             host_maddrs=[] if cfg.client_mode else cfg.listen,
             announce_maddrs=cfg.announce or None,
-            identity_path=cfg.identity or None,
+            identity_path=self.identity_path,
             check_if_identity_free=False,
             nat_port_map=cfg.nat_port_map,
             dht_mode="client" if cfg.client_mode else "server",
@@ -65,10 +78,10 @@ class Host:
             startup_timeout=STARTUP_TIMEOUT,
         )
         self.dht = await DHTNode.create(
-            p2p=self.p2p, initial_peers=cfg.peers or None, client_mode=cfg.client_mode
+            p2p=self.p2p, initial_peers=cfg.peers or None, client_mode=cfg.client_mode, record_validator=self.records
         )
-        self.peer_id = self.p2p.peer_id.to_bytes()
-        self.peer_id_b58 = self.p2p.peer_id.to_base58()
+        if self.p2p.peer_id.to_bytes() != self.peer_id:
+            raise RuntimeError(f"p2pd runs as {self.p2p.peer_id.to_base58()}, not as this node's key {self.peer_id_b58}")
         self.maddrs = [] if cfg.client_mode else [str(a) for a in await self.p2p.get_visible_maddrs()]
 
     @property
@@ -95,6 +108,8 @@ class Host:
             self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self.loop.close()
+        if self._temp_identity_dir:
+            shutil.rmtree(self._temp_identity_dir, ignore_errors=True)
 
     async def _stop(self) -> None:
         if self.dht is not None:

@@ -1,14 +1,22 @@
-"""Framed messages over libp2p streams (one libp2p protocol per message kind), with byte accounting.
+"""Framed messages over libp2p streams (one libp2p protocol per message kind), with byte accounting, caps and
+deadlines, and who may talk to this node at all.
 
-A frame is a 4-byte big-endian length and that many bytes. Streams are the fast path of hivemind's daemon (unary
-calls are capped at 4 MiB and slower). Every byte written or read is added to :class:`Accounting` under the peer,
-the kind and the direction.
+A frame is a 4-byte big-endian length and that many bytes; a frame longer than its kind allows is refused from its
+length, before its body is read. Every handler runs under a deadline, and each peer may have only so many streams
+open to this node at once. With an allowlist only the listed peers are served; with a swarm key (a pre-shared
+secret) a peer is served only after it proved, in a challenge-response on the "auth" protocol, that it holds the
+key (and this node proves it to the peers it asks). Every byte written or read is added to :class:`Accounting` under
+the peer, the kind and the direction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import os
+from collections import Counter
 from typing import Awaitable, Callable
 
 from hivemind.p2p import PeerID
@@ -20,6 +28,14 @@ from demo_node.net.host import Host, peer_b58
 log = logging.getLogger(__name__)
 HEADER = 4
 DEFAULT_LIMIT = 1 << 30
+HANDLER_TIMEOUT = 120.0
+"""Seconds any handler may run unless its kind says otherwise."""
+CLOSE_WAIT = 10.0
+"""Seconds a handler waits for the requester to close its end after the reply (closing first could reset the stream
+while the last frame is still on its way through the daemons)."""
+MAX_STREAMS_PER_PEER = 16
+"""Streams one peer may have open to this node at once; more are reset at once (and counted)."""
+AUTH_TIMEOUT = 10.0
 
 
 class FrameTooLarge(ConnectionError):
@@ -28,12 +44,15 @@ class FrameTooLarge(ConnectionError):
 
 class Stream:
     def __init__(self, peer: bytes, kind: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 accounting: Accounting):
-        self.peer, self.kind = peer, kind
+                 accounting: Accounting, limit: int = DEFAULT_LIMIT):
+        self.peer, self.kind, self.limit = peer, kind, limit
         self.peer_b58 = peer_b58(peer)
         self._reader, self._writer, self._accounting = reader, writer, accounting
+        self.sent = False
+        """Whether anything was written (a handler that answered must let its answer arrive before closing)."""
 
     async def send(self, data: bytes) -> None:
+        self.sent = True
         self._writer.write(len(data).to_bytes(HEADER, "big"))
         view = memoryview(data)
         for offset in range(0, len(view), 1 << 16):
@@ -41,22 +60,25 @@ class Stream:
         await self._writer.drain()
         self._accounting.add(self.peer_b58, self.kind, "sent", HEADER + len(data))
 
-    async def recv(self, limit: int = DEFAULT_LIMIT) -> bytes:
+    async def recv(self, limit: int | None = None) -> bytes:
+        """One frame; FrameTooLarge (before reading its body) when it is longer than ``limit`` or the kind's cap."""
+        limit = self.limit if limit is None else min(limit, self.limit)
         header = await self._reader.readexactly(HEADER)
         size = int.from_bytes(header, "big")
         if size > limit:
             self._accounting.add(self.peer_b58, self.kind, "received", HEADER)
+            self._accounting.refuse("message_too_large")
             raise FrameTooLarge(f"{self.kind} frame of {size} bytes from {self.peer_b58} > {limit}")
         data = await self._reader.readexactly(size)
         self._accounting.add(self.peer_b58, self.kind, "received", HEADER + size)
         return data
 
     async def await_peer_close(self, timeout: float) -> None:
-        """Wait until the peer closes its end: closing first could reset the stream while the last frame is still
-        on its way through the daemons, and the peer would never read it."""
+        """Wait until the peer closes its end (reading and dropping anything more it sends, within the timeout)."""
         try:
-            while await asyncio.wait_for(self._reader.read(1 << 16), timeout):
-                pass
+            async with asyncio.timeout(timeout):
+                while await self._reader.read(1 << 16):
+                    pass
         except (asyncio.TimeoutError, ConnectionError, OSError):
             pass
 
@@ -72,27 +94,69 @@ Handler = Callable[[Stream], Awaitable[None]]
 
 
 class Transport:
-    def __init__(self, host: Host, accounting: Accounting, namespace: str = "demo-node"):
+    def __init__(self, host: Host, accounting: Accounting, namespace: str = "demo-node",
+                 allowlist: set[bytes] | None = None, swarm_key: bytes = b""):
         self.host, self.accounting, self.namespace = host, accounting, namespace
+        self.allowlist = allowlist
+        """Peers this node talks to (None: anyone)."""
+        self.swarm_key = swarm_key
         self._addresses: dict[bytes, list[str]] = {}
+        self._active: Counter[bytes] = Counter()
+        self._proven: set[bytes] = set()
+        """Peers that proved they hold the swarm key."""
+        self._proving: dict[bytes, asyncio.Future] = {}
+        self._auth_served = False
 
     def _protocol(self, kind: str) -> str:
         return f"/{self.namespace}/{kind}/1"
 
-    async def serve(self, kind: str, handler: Handler) -> None:
+    def admits(self, peer: bytes) -> str:
+        """Why this node will not serve ``peer`` ("" if it will)."""
+        if self.allowlist is not None and peer not in self.allowlist:
+            return "not_allowed"
+        if self.swarm_key and peer not in self._proven:
+            return "not_allowed"
+        return ""
+
+    async def serve(self, kind: str, handler: Handler, *, limit: int = DEFAULT_LIMIT,
+                    timeout: float = HANDLER_TIMEOUT) -> None:
+        """Run ``handler`` for every stream a peer opens on ``kind``: frames capped at ``limit`` bytes, the whole
+        exchange at ``timeout`` seconds; streams of peers this node does not admit, or beyond a peer's share of
+        open streams, are closed at once."""
+
         async def on_stream(info, reader, writer) -> None:
-            stream = Stream(info.peer_id.to_bytes(), kind, reader, writer, self.accounting)
+            peer = info.peer_id.to_bytes()
+            stream = Stream(peer, kind, reader, writer, self.accounting, limit)
+            refusal = self.admits(peer) if kind != "auth" else ""
+            if not refusal and self._active[peer] >= MAX_STREAMS_PER_PEER:
+                refusal = "busy"
+            if refusal:
+                self.accounting.refuse(refusal)
+                log.debug("%s stream from %s refused: %s", kind, stream.peer_b58, refusal)
+                await stream.close()
+                return
+            self._active[peer] += 1
             try:
-                await handler(stream)
+                await asyncio.wait_for(handler(stream), timeout)
+            except asyncio.TimeoutError:
+                self.accounting.refuse("timeout")
+                log.debug("%s handler for %s ran out of time", kind, stream.peer_b58)
             except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
                 log.debug("%s stream from %s ended: %r", kind, stream.peer_b58, exc)
             except Exception:
                 log.exception("%s handler failed for %s", kind, stream.peer_b58)
             finally:
-                await stream.await_peer_close(timeout=30)  # the requester closes once it has read the reply
+                self._active[peer] -= 1
+                if not self._active[peer]:
+                    del self._active[peer]
+                if stream.sent:
+                    await stream.await_peer_close(timeout=CLOSE_WAIT)
                 await stream.close()
 
         assert self.host.p2p is not None
+        if self.swarm_key and not self._auth_served:
+            self._auth_served = True
+            await self.serve("auth", self._on_auth, limit=1 << 10, timeout=AUTH_TIMEOUT)
         await self.host.p2p.add_binary_stream_handler(self._protocol(kind), on_stream)
 
     def remember(self, peer: bytes, maddrs: list[str]) -> None:
@@ -116,10 +180,62 @@ class Transport:
         return Stream(peer, kind, reader, writer, self.accounting)
 
     async def request(self, peer: bytes, kind: str, data: bytes, timeout: float, limit: int = DEFAULT_LIMIT) -> bytes:
-        """Open a stream, send one frame, wait for one frame back."""
+        """Open a stream, send one frame, wait for one frame back (proving the swarm key first, if there is one)."""
+        if self.allowlist is not None and peer not in self.allowlist:
+            raise PermissionError(f"{peer_b58(peer)} is not on the allowlist")
+        if self.swarm_key:
+            await asyncio.wait_for(self.prove(peer), timeout)
         stream = await asyncio.wait_for(self.open(peer, kind), timeout)
         try:
             await asyncio.wait_for(stream.send(data), timeout)
             return await asyncio.wait_for(stream.recv(limit), timeout)
         finally:
             await stream.close()
+
+    # -- the swarm key: a challenge-response that proves both ends hold it -------------------------------------------
+    def _mac(self, role: bytes, a: bytes, b: bytes, first: bytes, second: bytes) -> bytes:
+        return hmac.new(self.swarm_key, role + a + b + first + second, hashlib.sha256).digest()
+
+    async def prove(self, peer: bytes) -> None:
+        """Make sure ``peer`` and this node proved to each other that they hold the swarm key (once per peer)."""
+        if peer in self._proven:
+            return
+        if peer not in self._proving:
+            self._proving[peer] = asyncio.ensure_future(self._prove(peer))
+        try:
+            await asyncio.shield(self._proving[peer])
+        finally:
+            if self._proving.get(peer) is not None and self._proving[peer].done():
+                del self._proving[peer]
+
+    async def _prove(self, peer: bytes) -> None:
+        me = self.host.peer_id
+        stream = await self.open(peer, "auth")
+        try:
+            a = os.urandom(32)
+            await stream.send(a)
+            reply = await stream.recv(limit=96)
+            b, mac = reply[:32], reply[32:]
+            if len(b) != 32 or not hmac.compare_digest(mac, self._mac(b"responder", a, b, peer, me)):
+                raise PermissionError(f"{peer_b58(peer)} does not hold the swarm key")
+            await stream.send(self._mac(b"requester", a, b, me, peer))
+            if await stream.recv(limit=8) != b"ok":
+                raise PermissionError(f"{peer_b58(peer)} did not accept this node's proof of the swarm key")
+            self._proven.add(peer)
+        finally:
+            await stream.close()
+
+    async def _on_auth(self, stream: Stream) -> None:
+        me = self.host.peer_id
+        a = await stream.recv(limit=32)
+        if len(a) != 32:
+            return
+        b = os.urandom(32)
+        await stream.send(b + self._mac(b"responder", a, b, me, stream.peer))
+        mac = await stream.recv(limit=64)
+        if hmac.compare_digest(mac, self._mac(b"requester", a, b, stream.peer, me)):
+            self._proven.add(stream.peer)
+            await stream.send(b"ok")
+        else:
+            self.accounting.refuse("not_allowed")
+            await stream.send(b"no")

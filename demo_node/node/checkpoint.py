@@ -1,7 +1,12 @@
-"""Checkpoints written atomically (temporary file, fsync, rename, fsync of the folder), the newest good one found
-on start. A checkpoint holds the parameters, the optimizer's ``state_dict()`` (momentum, round, run identity) and
-what the program adds (a data stream's position, say); it is good when it loads and its parameters match the digest
-stored with them."""
+"""Checkpoints written atomically (temporary file, fsync, rename, fsync of the folder), and the newest good one found
+on start.
+
+A checkpoint holds the parameters, the optimizer's ``state_dict()`` (momentum, round, run identity) and what the
+program adds (a data stream's position, say); it is good when it loads and its parameters hash to the digest stored
+with it, else the one before is tried. The newest ``keep`` are kept, plus the newest one taken while this node's
+digest agreed with the swarm's (marked ``-m`` in its name), so a node that drifted can always go back to a state
+the swarm vouched for. Temporary files of interrupted writes are removed on start. Rounds of any size are fine.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +22,18 @@ import torch
 from demo_node.node.digest import digest
 
 log = logging.getLogger(__name__)
-KEEP = 2
-_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
+KEEP = 3
+_NAME = re.compile(r"^ckpt-(\d+)(-m)?\.pt$")
+_TEMP = re.compile(r"^\.ckpt-.*\.tmp$")
 
 
-def save(folder: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` (with "round" and "params", a list of tensors) as ckpt-<round>.pt; keep the newest few."""
+def _round_of(path: Path) -> int:
+    return int(_NAME.match(path.name).group(1))
+
+
+def save(folder: str | os.PathLike, state: dict[str, Any], matched: bool = False, keep: int = KEEP) -> Path:
+    """Write ``state`` (with "round" and "params", a list of tensors) as ckpt-<round>[-m].pt; keep the newest
+    ``keep`` and the newest matched one. OSError (disk full, not writable) leaves what was there untouched."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = dict(state, digest=digest(state["params"]).hex())
@@ -32,7 +43,7 @@ def save(folder: str | os.PathLike, state: dict[str, Any]) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        final = folder / f"ckpt-{int(state['round']):08d}.pt"
+        final = folder / f"ckpt-{int(state['round']):08d}{'-m' if matched else ''}.pt"
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -42,16 +53,38 @@ def save(folder: str | os.PathLike, state: dict[str, Any]) -> Path:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    for old in sorted(checkpoints(folder))[:-KEEP]:
-        old.unlink(missing_ok=True)
+    prune(folder, keep)
     return final
 
 
 def checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The checkpoints in ``folder``, oldest first (by round, then unmatched before matched)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+    return sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: (_round_of(p), p.name))
+
+
+def prune(folder: str | os.PathLike, keep: int = KEEP) -> None:
+    every = checkpoints(folder)
+    keepers = set(every[-keep:])
+    matched = [p for p in every if p.name.endswith("-m.pt")]
+    if matched:
+        keepers.add(matched[-1])
+    for old in every:
+        if old not in keepers:
+            old.unlink(missing_ok=True)
+
+
+def clean(folder: str | os.PathLike) -> int:
+    """Remove the temporary files of writes that a crash interrupted; how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.iterdir() if _TEMP.match(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def load_latest(folder: str | os.PathLike) -> dict[str, Any] | None:

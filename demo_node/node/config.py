@@ -11,8 +11,8 @@ from typing import Any
 
 from demo_node.core.config import DeMoConfig
 from demo_node.net.config import NetworkConfig
-from demo_node.options import OptionError, build, fields_of, positive
-from demo_node.swarm.config import RoundConfig
+from demo_node.options import LOCAL, OptionError, build, fields_of, positive
+from demo_node.swarm.config import DefenseConfig, RoundConfig
 
 
 @dataclass(kw_only=True)
@@ -29,10 +29,13 @@ class RunName:
 class ServiceConfig:
     SECTION = "node"
 
-    checkpoint_dir: str = ""
+    checkpoint_dir: str = field(default="", metadata=LOCAL)
     """Where checkpoints go (empty: none). On start the newest good one there is resumed from."""
     checkpoint_every: int = field(default=10, metadata=positive())
     """Rounds between checkpoints."""
+    keep_checkpoints: int = field(default=3, metadata=positive())
+    """Checkpoints kept: the newest this many, plus the newest taken while this node's digest agreed with the
+    swarm's."""
     metrics: str = ""
     """host:port of the Prometheus /metrics endpoint (port 0: any free one; empty: off)."""
     control: str = ""
@@ -42,6 +45,7 @@ class ServiceConfig:
 COMPONENTS: dict[str, type] = {
     "run": RunName,
     "optimizer": DeMoConfig,
+    "defense": DefenseConfig,
     "round": RoundConfig,
     "network": NetworkConfig,
     "service": ServiceConfig,
@@ -55,6 +59,7 @@ class SwarmConfig:
 
     run: RunName = field(default_factory=RunName)
     optimizer: DeMoConfig = field(default_factory=DeMoConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
     round: RoundConfig = field(default_factory=RoundConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)

@@ -14,7 +14,7 @@ from demo_node.node.replica import InstallError, Replica
 from demo_node.run_identity import check_same, differences, run_id
 from demo_node.swarm.discovery import PeerRecord
 from demo_node.swarm.plan import Member
-from demo_node.swarm.state_sync import fetch_state
+from demo_node.swarm.state_sync import fetch_state, vouched
 
 log = logging.getLogger(__name__)
 
@@ -52,36 +52,49 @@ class Downloaded:
     members: list[Member]
     """The members of that round."""
     source: str
+    demoted: set[bytes]
+    """Peers that own no shard (accused by two members or more)."""
+
+
+def _failed(errors: list[str], source: str, why: str) -> None:
+    log.warning("could not take the parameters of %s: %s", source, why)
+    errors.append(f"{source}: {why}")
 
 
 def download(peer: Peer, replica: Replica, sources: list[PeerRecord], min_round: int,
-             run_config: Mapping[str, Any]) -> Downloaded:
+             run_config: Mapping[str, Any], run: str) -> Downloaded:
     """Download the parameters from the first source that serves a state of this run at ``min_round`` or later
-    whose bytes match its digest, and install them (a bad download leaves the parameters untouched)."""
+    whose bytes hash to the digest most of its members signed, and install them (a bad download leaves the
+    parameters untouched). Sources are tried in order: the peers the user named come first."""
     errors = []
-    for p in sources:
-        if p.client:
-            continue
+    servers = [p for p in sources if not p.client]
+    # how many must vouch comes from what this node knows of the run (its members' records), not from the server
+    need = 2 if sum(p.state == "training" for p in sources) >= 2 else 1
+    for p in servers:
         try:
-            snap = peer.host.call(fetch_state(peer.transport, peer_from_b58(p.peer_b58), min_round, peer.limits),
-                                  timeout=peer.limits.state_total_timeout)
+            snap = peer.host.call(fetch_state(peer.transport, peer_from_b58(p.peer_b58), min_round, replica.sizes(),
+                                              peer.limits), timeout=peer.limits.state_total_timeout)
         except Exception as exc:
-            errors.append(f"{p.peer_b58}: {exc!r}")
+            _failed(errors, p.peer_b58, repr(exc))
             continue
         try:
             theirs = json.loads(snap.run_config)
         except ValueError:
             theirs = None
         if not isinstance(theirs, dict) or differences(run_config, theirs):
-            errors.append(f"{p.peer_b58}: another run config")
+            _failed(errors, p.peer_b58, "another run config")
             continue
         if snap.next_round < min_round:
-            errors.append(f"{p.peer_b58}: a state of round {snap.next_round}, needed {min_round}")
+            _failed(errors, p.peer_b58, f"a state of round {snap.next_round}, needed {min_round}")
+            continue
+        why = vouched(snap, run, need)
+        if why:
+            _failed(errors, p.peer_b58, why)
             continue
         try:
             replica.install(snap.tensors, snap.digest, snap.next_round)
         except InstallError as exc:
-            errors.append(f"{p.peer_b58}: {exc}")
+            _failed(errors, p.peer_b58, str(exc))
             continue
-        return Downloaded(snap.next_round, snap.members, p.peer_b58)
+        return Downloaded(snap.next_round, snap.members, p.peer_b58, set(snap.demoted))
     raise JoinError("could not get the parameters from any peer: " + ("; ".join(errors) or "no peer to ask"))

@@ -34,8 +34,9 @@ class _BytesCollector(Collector):
 class _CountersCollector(Collector):
     """Refused payloads and late contributions, read from the round protocol's counters at scrape time."""
 
-    def __init__(self, counters: SwarmCounters, own_late: Callable[[], int]):
-        self.counters, self.own_late = counters, own_late
+    def __init__(self, counters: SwarmCounters, accounting: Accounting, own_late: Callable[[], int],
+                 dht_rejected: Callable[[], dict[str, int]]):
+        self.counters, self.accounting, self.own_late, self.dht_rejected = counters, accounting, own_late, dht_rejected
 
     def collect(self) -> Iterable[Metric]:
         late = CounterMetricFamily("demo_node_late_contributions", "Contributions left out of a round for arriving "
@@ -47,15 +48,23 @@ class _CountersCollector(Collector):
         refused = CounterMetricFamily("demo_node_payloads_rejected", "Payloads and requests refused or dropped, by "
                                       "reason", labels=["reason"])
         counts = self.counters.refusals()
+        for reason, n in self.accounting.refusals().items():  # streams refused before any handler saw them
+            counts[reason] = counts.get(reason, 0) + n
         # every reason exists from the start (at 0), so dashboards and rate() see it before the first refusal
         for reason in sorted(set(REFUSALS) | set(counts)):
             refused.add_metric([reason], counts.get(reason, 0))
         yield refused
+        dht = CounterMetricFamily("demo_node_dht_records_rejected", "DHT records of this project dropped by the record "
+                                  "validator, by why (unsigned, bad_signature, schema, run_hash, ...)", labels=["why"])
+        rejected = self.dht_rejected()
+        for why in sorted(set(rejected) | {"bad_signature", "schema", "run_hash"}):
+            dht.add_metric([why], rejected.get(why, 0))
+        yield dht
 
 
 class NodeMetrics:
     def __init__(self, accounting: Accounting, counters: SwarmCounters, own_late: Callable[[], int],
-                 checkpoint_time: Callable[[], float]):
+                 checkpoint_time: Callable[[], float], dht_rejected: Callable[[], dict[str, int]] = dict):
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.rounds = Counter("demo_node_rounds_completed", "Rounds this node applied", registry=r)
         self.round_duration = Histogram("demo_node_round_duration_seconds", "From a round's opening to its outcome "
@@ -76,6 +85,15 @@ class NodeMetrics:
                                   registry=r)
         self.skipped = Counter("demo_node_skipped_shards", "Shards whose result no peer had (their blocks skipped)",
                                registry=r)
+        self.shard_checks = Counter("demo_node_shard_checks", "Shard results by how they were checked before they were "
+                                    "applied (verified, unverified: the verifier was silent, corrected: the owner "
+                                    "lied, recomputed, unverifiable)", ["check"], registry=r)
+        for check in ("verified", "unverified", "corrected", "recomputed", "unverifiable"):
+            self.shard_checks.labels(check)
+        self.accused = Gauge("demo_node_peers_accused", "Peers this node caught signing claims that contradict signed "
+                             "inputs", registry=r)
+        self.demoted = Gauge("demo_node_peers_demoted", "Peers that own no shard for the rest of the run (accused by "
+                             "two members or more)", registry=r)
         self.compression = Gauge("demo_node_compression_ratio", "Dense fp32 gradient bytes per byte of this node's "
                                  "full payload", registry=r)
         self.state_syncs = Counter("demo_node_state_syncs", "Parameter downloads (joins and resyncs)", registry=r)
@@ -87,7 +105,9 @@ class NodeMetrics:
         self.checkpoint_age.set_function(lambda: time.time() - checkpoint_time())
         self.info = Info("demo_node_build", "Version, run, peer and device of this node", registry=r)
         r.register(_BytesCollector(accounting))
-        r.register(_CountersCollector(counters, own_late))
+        r.register(_CountersCollector(counters, accounting, own_late, dht_rejected))
+        self.checkpoint_failures = Counter("demo_node_checkpoint_failures", "Checkpoints that could not be written (disk "
+                                           "full, folder not writable); training goes on", registry=r)
         self._server = None
 
     def serve(self, address: str) -> int:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from google.protobuf.message import DecodeError
 
+from demo_node.net.access import load_allowlist, load_swarm_key
 from demo_node.net.accounting import Accounting
 from demo_node.net.config import NetworkConfig
 from demo_node.net.host import Host, peer_b58, peer_from_b58
@@ -43,8 +44,9 @@ class Peer:
         self.config = build(NetworkConfig, values)
         self.limits = limits
         self.accounting = Accounting()
+        allowlist, swarm_key = load_allowlist(self.config.allowlist), load_swarm_key(self.config.swarm_key)
         self.host = Host(self.config).start()
-        self.transport = Transport(self.host, self.accounting)
+        self.transport = Transport(self.host, self.accounting, allowlist=allowlist, swarm_key=swarm_key)
         self._run_config = ""
         self._state_of: Callable[[], NodeState] = lambda: NodeState.STARTING
         self._round_of: Callable[[], int] = lambda: 0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from demo_node import __version__
 from demo_node.net.accounting import Accounting
@@ -16,7 +17,8 @@ from demo_node.wire.proto import demo_node_control_pb2 as cpb
 
 
 class NodeStats:
-    def __init__(self, reporter: Reporter, accounting: Accounting, counters: SwarmCounters):
+    def __init__(self, reporter: Reporter, accounting: Accounting, counters: SwarmCounters,
+                 dht_rejected: Callable[[], dict[str, int]] = dict):
         self.reporter, self.accounting, self.counters = reporter, accounting, counters
         self.started = time.monotonic()
         self.state = NodeState.STARTING
@@ -32,7 +34,8 @@ class NodeStats:
         self.last_members = 0
         self.peers_known = 0
         self.last_checkpoint_time = time.time()
-        self.metrics = NodeMetrics(accounting, counters, lambda: self.own_late, lambda: self.last_checkpoint_time)
+        self.metrics = NodeMetrics(accounting, counters, lambda: self.own_late, lambda: self.last_checkpoint_time,
+                                   dht_rejected)
         self._last_step = self._last_return = time.monotonic()
 
     # -- the training side -------------------------------------------------------------------------------------
@@ -69,11 +72,17 @@ class NodeStats:
         m.round.set(round_now)
         m.round_duration.observe(o.seconds)
         m.participants.set(len(o.plan.members))
-        m.contributors.set(len({i.sender for s in o.shards if s.result is not None for i in s.result.included}))
+        m.contributors.set(len({i.sender for s in o.shards if s.body is not None for i in s.body.included}))
         if a.left_out:
             self.own_late += 1
         if a.skipped:
             m.skipped.inc(a.skipped)
+        checks: dict[str, int] = {}
+        for s in o.shards:
+            if s.check:
+                checks[s.check] = checks.get(s.check, 0) + 1
+                m.shard_checks.labels(s.check).inc()
+        m.demoted.set(len(o.demoted))
         if o.member:
             self.rounds_applied += 1
             if self.joined_at is None and self.synced_at is not None:
@@ -85,14 +94,15 @@ class NodeStats:
             members=len(o.plan.members), owners=len(o.plan.owners), mode=o.plan.mode, round_seconds=round(o.seconds, 3),
             skipped_shards=a.skipped, left_out=a.left_out, contributed=o.contribution is not None, member=o.member,
             digest=a.digest.hex()[:16], bytes_sent=totals["sent"], bytes_received=totals["received"],
-            fetched=[s.owner.hex()[:12] for s in o.shards if s.source == "peer"],
-            refused=sorted(set(o.refusals.values())), rejects=self.counters.refusals(),
+            fetched=[s.owner.hex()[-12:] for s in o.shards if s.source == "peer"],
+            refused=sorted(set(o.refusals.values())), rejects=self.counters.refusals(), checks=checks,
+            demoted=sorted(p.hex()[-12:] for p in o.demoted),
         )
 
-    def evaluated(self, loss: float, round: int) -> None:
+    def evaluated(self, loss: float, round: int, **figures) -> None:
         self.held_out_loss = float(loss)
         self.metrics.held_out_loss.set(self.held_out_loss)
-        self.reporter.event("eval", round=round, held_out_loss=self.held_out_loss)
+        self.reporter.event("eval", round=round, held_out_loss=self.held_out_loss, **figures)
 
     def synced(self, round: int, source: str, seconds: float, nbytes: int) -> None:
         self.synced_at = time.monotonic()

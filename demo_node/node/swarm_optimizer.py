@@ -47,8 +47,9 @@ from demo_node.options import as_dict
 from demo_node.run_identity import canonical
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.discovery import PeerRecord
-from demo_node.swarm.driver import Handoff, RoundDriver, RunSettings, majority_digest
+from demo_node.swarm.driver import Handoff, RoundDriver, RunSettings
 from demo_node.swarm.limits import LIMITS, Limits
+from demo_node.swarm.membership import digest_majority
 from demo_node.swarm.outcome import RoundOutcome
 from demo_node.swarm.plan import Member
 from demo_node.swarm.shard_signs import ShardSigns
@@ -59,7 +60,7 @@ from demo_node.wire.proto import demo_node_control_pb2 as cpb
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1
 """Version of the ``swarm`` entry of :meth:`SwarmOptimizer.state_dict`."""
-RESERVED_SECTIONS = ("optimizer", "params")
+RESERVED_SECTIONS = ("optimizer", "defense", "params")
 """Sections of the run's config that the optimizer writes itself."""
 
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -105,6 +106,13 @@ class SwarmOptimizer(DeMo):
         self._running = False
         """The round loop was started (leaving then means finishing a round)."""
         self._member_next = False
+        self._last_catch_up = float("-inf")
+        self._synced_round = 0
+        """The round of the last downloaded state (digests this node signed before it describe replaced parameters)."""
+        self._epoch = 0
+        """Outcomes of an earlier epoch were produced before the round loop jumped to a downloaded state: ignored."""
+        self._digest_matched = False
+        """The last digest vote agreed with this node's digest (its checkpoints are then marked as vouched for)."""
         self._handoff: Handoff | None = None
         try:
             self._start(cfg, run_config, scheduler)
@@ -117,7 +125,13 @@ class SwarmOptimizer(DeMo):
             self.peer = Peer(cfg.network, self.limits)
         cfg.network = self.peer.config
         self.me = self.peer.peer_id
-        self.stats = NodeStats(self.reporter, self.peer.accounting, self.counters)
+        records = self.peer.host.records
+        self.stats = NodeStats(self.reporter, self.peer.accounting, self.counters, lambda: dict(records.rejected))
+        for what, address in (("control API", cfg.service.control), ("metrics", cfg.service.metrics)):
+            host = address.rpartition(":")[0].strip("[]")
+            if address and host not in ("127.0.0.1", "localhost", "::1"):
+                log.warning("the %s listens on %s: anyone who can reach that address can use it (%s)", what, address,
+                            "status, checkpoint, leave" if what == "control API" else "read this node's figures")
         if cfg.service.control:
             self.control = ControlServer(Controls(self._status, self.safepoints.request_checkpoint, self.request_leave))
             self.control_port = self.control.start(cfg.service.control)
@@ -130,10 +144,11 @@ class SwarmOptimizer(DeMo):
         self.reporter.bind(self.run_id, self.peer.peer_id_b58, lambda: max(0, self.replica.round - 1))
         self.scheduler = scheduler(self) if scheduler is not None else None
         run = RunSettings(run_id=self.run_id, values=cfg.optimizer.values, aggregation=cfg.optimizer.aggregation,
-                          client=cfg.network.client_mode, device=self.device)
+                          defense=cfg.defense, client=cfg.network.client_mode, device=self.device)
         self.driver = RoundDriver(self.peer.transport, self.layout, self.me, run, cfg.round, self.counters, self.limits)
-        self.applier = RoundApplier(self, self.replica, ShardSigns(self.layout, cfg.optimizer.aggregation, self.device),
-                                    self.counters, self.run_id, self.me, self._set_round_lr)
+        signs = ShardSigns(self.layout, cfg.optimizer.aggregation, self.device, robust=cfg.defense.robust_aggregation,
+                           max_sample_weight=cfg.defense.max_sample_weight)
+        self.applier = RoundApplier(self, self.replica, signs, self.counters, self.run_id, self.me, self._set_round_lr)
         self.announcer = Announcer(self.peer, self.run_id, canonical(self.run_config), lambda: self.stats.state,
                                    lambda: self.replica.round, self._peers_known, self.limits)
         m = self.stats.metrics
@@ -147,6 +162,7 @@ class SwarmOptimizer(DeMo):
         run: dict[str, dict[str, Any]] = {
             "run": {"run_name": self.swarm_config.run.run_name},
             "optimizer": as_dict(self.swarm_config.optimizer),
+            "defense": as_dict(self.swarm_config.defense),
             "params": {"count": sum(p.numel() for p in self.replica.params),
                        "shapes": hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]},
         }
@@ -168,6 +184,16 @@ class SwarmOptimizer(DeMo):
     def rounds_applied(self) -> int:
         """Rounds this optimizer applied as a member."""
         return self.stats.rounds_applied
+
+    @property
+    def members(self) -> int:
+        """Members of the last round this node applied."""
+        return self.stats.last_members
+
+    def wait_round(self, timeout: float) -> None:
+        """Apply the rounds that end within ``timeout`` seconds without contributing (joining first if need be)."""
+        self.join()
+        self._apply_ready(block=timeout)
 
     @property
     def leave_requested(self) -> bool:
@@ -202,16 +228,17 @@ class SwarmOptimizer(DeMo):
         if sources:
             self._set_state(NodeState.JOINING)
             begun = time.monotonic()
-            got = download(self.peer, self.replica, sources, 0, self.run_config)
+            got = download(self.peer, self.replica, sources, 0, self.run_config, self.run_id)
             self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
-            round, members, member = got.round, got.members, False
+            self._synced_round = got.round
+            round, members, member, demoted = got.round, got.members, False, got.demoted
         else:
             if client:
                 raise JoinError("a client-mode node cannot start a swarm: give the peers of a running one")
-            round, members, member = self.replica.round, [Member(self.me, client)], True
+            round, members, member, demoted = self.replica.round, [Member(self.me, client)], True, set()
         self._member_next = member
         self.driver.set_digest(self.replica.round, self.replica.digest())
-        self.peer.host.call(self.driver.start(round, members, member))
+        self.peer.host.call(self.driver.start(round, members, member, demoted))
         self._running = True
         self._set_state(NodeState.TRAINING if member else NodeState.JOINING)
         self.announcer.start()
@@ -251,9 +278,9 @@ class SwarmOptimizer(DeMo):
         self.stats.step_returned()
         return result
 
-    def report_eval(self, held_out_loss: float) -> None:
-        """Record a held-out loss the caller measured (metrics, status, an "eval" line)."""
-        self.stats.evaluated(held_out_loss, self.replica.round - 1)
+    def report_eval(self, held_out_loss: float, **figures) -> None:
+        """Record a held-out loss the caller measured (metrics, status, an "eval" line with ``figures`` too)."""
+        self.stats.evaluated(held_out_loss, self.replica.round - 1, **figures)
 
     def leave(self) -> None:
         """Finish the round in flight, checkpoint, mark this node left and stop (a second call does nothing)."""
@@ -319,8 +346,15 @@ class SwarmOptimizer(DeMo):
                 return
 
     def _apply_outcome(self, o: RoundOutcome) -> None:
-        if o.round < self.replica.round:
-            return  # already in the parameters (they came from a snapshot)
+        if o.epoch < self._epoch or o.round < self.replica.round:
+            return  # from before a jump, or already in the parameters (they came from a snapshot)
+        if o.out_of_step or (not o.member and any(s.body is None for s in o.shards)):
+            # most owners say this node is not in their round (it fell far behind, ran ahead alone on the other
+            # side of a partition, or planned another round), or, following the rounds it missed, it could not get
+            # all of one (a member skips a shard that nobody has, like every other member; a joiner does not know
+            # what the swarm did): it must not go on alone, so it downloads the swarm's state and continues there
+            self._catch_up(o.out_of_step or o.round + 1)
+            return
         if o.round > self.replica.round:
             log.warning("round %d outcome while at round %d: resyncing", o.round, self.replica.round)
             self._resync(o.round)
@@ -332,18 +366,25 @@ class SwarmOptimizer(DeMo):
         self._set_state(NodeState.TRAINING if o.member else NodeState.JOINING)
         self.driver.set_digest(self.replica.round, applied.digest)
         self.stats.applied(applied, self.replica.round)
+        self.stats.metrics.accused.set(len(self.driver.checker.accused))
         self._check_digest(o, applied.digest)
         service = self.swarm_config.service
         if service.checkpoint_dir and o.member and self.replica.round % service.checkpoint_every == 0:
             self._checkpoint()
 
     def _check_digest(self, o: RoundOutcome, mine: bytes) -> None:
-        reported = next((p for p in o.digests if p.peer == self.me), None)
-        if reported is None or not reported.digest:
+        """If the digest this node signed differs from the one most members signed for the same round, download the
+        parameters of those members."""
+        reported = o.statements.by_peer.get(self.me)
+        if reported is None or not reported.digest or reported.digest_round < self._synced_round:
+            return  # nothing said, or said of parameters that a download has replaced since
+        majority = digest_majority(o.statements, {m.peer for m in o.plan.members}, reported.digest_round)
+        if majority is None:
             return
-        majority = majority_digest(o.digests, reported.digest_round)
-        if majority is None or reported.digest == majority[0]:
+        if reported.digest == majority[0]:
+            self._digest_matched = len(majority[1]) >= min(2, len(o.plan.members))
             return
+        self._digest_matched = False
         self.stats.diverged(o.round, reported.digest_round, reported.digest, majority[0], len(majority[1]))
         self._resync(self.replica.round, sources=majority[1])
 
@@ -354,12 +395,34 @@ class SwarmOptimizer(DeMo):
             peers = self.peer.peers_of(self.run_id)
         begun = time.monotonic()
         try:
-            got = download(self.peer, self.replica, peers, min_round, self.run_config)
+            got = download(self.peer, self.replica, peers, min_round, self.run_config, self.run_id)
         except JoinError as exc:
             log.warning("resync failed: %s", exc)
             return
         self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
+        self._synced_round = got.round
         self.driver.set_digest(self.replica.round, self.replica.digest())
+
+    def _catch_up(self, swarm_round: int) -> None:
+        """Out of step with the swarm: download a state at least as new as the swarm's round and continue from there
+        (at most one try every few seconds)."""
+        now = time.monotonic()
+        if now - self._last_catch_up < self.limits.catch_up_interval:
+            return
+        self._last_catch_up = now
+        log.warning("round %d: the swarm is at round %d and this node is out of step: downloading its state",
+                    self.replica.round, swarm_round)
+        begun = time.monotonic()
+        try:
+            got = download(self.peer, self.replica, self.peer.peers_of(self.run_id), swarm_round, self.run_config,
+                           self.run_id)
+        except JoinError as exc:
+            log.warning("catching up failed: %s", exc)
+            return
+        self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
+        self._synced_round = got.round
+        self.driver.set_digest(self.replica.round, self.replica.digest())
+        self._epoch = self.driver.rejoin(got.round, got.members, got.demoted)
 
     def _withdraw(self) -> float:
         """Take back a hand-over no round has taken yet and put it back into the momentum; its sample weight."""
@@ -382,19 +445,38 @@ class SwarmOptimizer(DeMo):
 
     # -- serving peers and the operator ---------------------------------------------------------------------------
     async def _provide_snapshot(self, min_round: int) -> Snapshot | None:
+        """A snapshot for a peer: the parameters (one copy per round, shared), the round's members, and the
+        statements in which members signed their digest for that round (the joiner counts them)."""
         loop = asyncio.get_running_loop()
         snap = await loop.run_in_executor(None, self.replica.snapshot, min_round, self.limits.snapshot_wait)
         if snap is None:
             return None
+        deadline = time.monotonic() + self.limits.snapshot_wait
+        while self.driver.round <= snap.round + 2 and time.monotonic() < deadline and not self.driver.finished.is_set():
+            # the statements that vouch for the snapshot's round come with that round's results, and, from members
+            # that apply a little later, with the next two
+            await asyncio.sleep(0.05)
         members = self.driver.members.get(snap.round)
         if members is None:
             return None
-        return Snapshot(snap.round, snap.digest, list(members), snap.tensors, canonical(self.run_config))
+        vouching: dict[bytes, object] = {}
+        for r in (snap.round, snap.round + 1, snap.round + 2):
+            statements = self.driver.statements.get(r)
+            if statements is None:
+                continue
+            for peer, st in statements.by_peer.items():
+                if st.digest_round == snap.round and peer not in vouching:
+                    vouching[peer] = statements.signed[peer]
+        return Snapshot(snap.round, snap.digest, list(members), snap.tensors, canonical(self.run_config),
+                        list(vouching.values()), sorted(self.driver.demoted_at.get(snap.round, set())))
 
     def _resume(self) -> int | None:
         folder = self.swarm_config.service.checkpoint_dir
         if not folder:
             return None
+        stale = checkpoint.clean(folder)
+        if stale:
+            log.warning("removed %d temporary checkpoint files that an interrupted write left in %s", stale, folder)
         state = checkpoint.load_latest(folder)
         if state is None:
             return None
@@ -415,11 +497,19 @@ class SwarmOptimizer(DeMo):
         after = max(0, self.replica.round - 1)
         if not folder:
             return "", after
-        path = checkpoint.save(folder, {
-            "round": self.replica.round, "run_id": self.run_id, "run_config": canonical(self.run_config),
-            "params": [p.detach().cpu() for p in self.replica.params], "optimizer": self.state_dict(),
-            "extra": self._extra_state() if self._extra_state is not None else None,
-        })
+        service = self.swarm_config.service
+        try:
+            path = checkpoint.save(folder, {
+                "round": self.replica.round, "run_id": self.run_id, "run_config": canonical(self.run_config),
+                "params": [p.detach().cpu() for p in self.replica.params], "optimizer": self.state_dict(),
+                "extra": self._extra_state() if self._extra_state is not None else None,
+            }, matched=self._digest_matched, keep=service.keep_checkpoints)
+        except (OSError, RuntimeError) as exc:  # torch's archive writer turns a full disk into a RuntimeError
+            # a full disk or a folder gone read-only must not stop training: say so, count it, go on
+            log.error("checkpoint into %s failed (%s); training goes on without it", folder, exc)
+            self.stats.metrics.checkpoint_failures.inc()
+            self.reporter.event("checkpoint_failed", round=after, error=str(exc))
+            return "", after
         self.stats.checkpointed(str(path), after)
         return str(path), after
 

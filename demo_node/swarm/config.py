@@ -25,3 +25,20 @@ class RoundConfig:
     one for the round's size)."""
     overlap: bool = False
     """Compute the next round while this round's exchange is in flight (its update is applied one round later)."""
+
+
+@dataclass(kw_only=True)
+class DefenseConfig:
+    """What a run does against hostile peers; part of the run's definition (every node must do the same)."""
+
+    SECTION = "defense"
+
+    max_sample_weight: float = field(default=4096.0, metadata=positive())
+    """The most samples one contribution may weigh in an aggregate (robust aggregation also caps it at 4x the
+    round's lower median weight): set it to the largest batch an honest node trains on per round."""
+    robust_aggregation: bool = True
+    """Bound every contribution's weight and clip its values to the round's lower median norm before aggregating, and
+    reject what would still not be finite (see demo_node/core/robust.py)."""
+    verify_shards: bool = True
+    """In sign exchange with three members or more, a second owner recomputes every shard's update and signs a
+    verdict; a node applies an update only once it is verified (or its verifier is silent)."""

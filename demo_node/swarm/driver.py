@@ -1,12 +1,15 @@
-"""The round loop on the network thread: open a round, send this node's contribution to the round's owners, get
-every shard's result, and hand the round's outcome to the training side.
+"""The round loop on the network thread: open a round, send this node's signed statement and contribution to the
+round's owners (and, in verified sign exchange, to their verifiers), get every shard's signed result and verdict,
+and hand the round's outcome to the training side.
 
 The loop never waits for the training side longer than the swarm does: if this node's contribution is not ready
 when the other members' contributions have started to arrive (plus a grace), it asks for the results without one
 and its contribution goes into a later round. When an owner cannot be reached, the node asks the other members for
 that shard's result; a member answers "don't have" only once it has itself given up on the owner, and then never
 takes that result from the owner any more, so either some member has it and every node that asks gets it, or
-nobody applies it (the shard's blocks are skipped alike).
+nobody applies it (the shard's blocks are skipped alike). Requests from other nodes are served by
+:mod:`demo_node.swarm.handlers`; a shard result is checked (and, if need be, recomputed) by
+:mod:`demo_node.swarm.checking` before it becomes part of an outcome.
 """
 
 from __future__ import annotations
@@ -17,24 +20,28 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
-from google.protobuf.message import DecodeError
 
 from demo_node.core.contribution import Contribution
 from demo_node.core.layout import Layout
-from demo_node.net.transport import Stream, Transport
-from demo_node.swarm.config import RoundConfig
+from demo_node.net.transport import Transport
+from demo_node.swarm.checking import Checker, Received, Verdict
+from demo_node.swarm.config import DefenseConfig, RoundConfig
 from demo_node.swarm.counters import SwarmCounters
+from demo_node.swarm.handlers import Handlers
 from demo_node.swarm.limits import LIMITS, Limits
+from demo_node.swarm.membership import Statements, collect, next_members
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
 from demo_node.swarm.owner import OwnerRound
 from demo_node.swarm.plan import Member, RoundPlan, make_plan
 from demo_node.swarm.shard_signs import ShardSigns
+from demo_node.swarm.signing import BadSigned, open_body, open_verdict, sign
+from demo_node.swarm.verifier import VerifierRound
 from demo_node.wire.codec import encode, encoded_size, max_payload_bytes
-from demo_node.wire.errors import refusal_code, refusal_name
+from demo_node.wire.errors import refusal_name
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 from demo_node.wire.signs import pack_signs
 
@@ -49,11 +56,12 @@ class RunSettings:
     values: str
     """The run's value precision (the payload's size decides the exchange mode)."""
     aggregation: str
-    """The run's aggregation rule (an owner in sign exchange aggregates)."""
+    """The run's aggregation rule (owners and verifiers aggregate)."""
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
     client: bool = False
     """This node owns no shards."""
     device: torch.device | str = "cpu"
-    """Where an owner aggregates and inverts its shard."""
+    """Where an owner or verifier aggregates and inverts a shard."""
 
 
 @dataclass
@@ -67,39 +75,54 @@ class RoundDriver:
     def __init__(self, transport: Transport, layout: Layout, me: bytes, run: RunSettings, rounds: RoundConfig,
                  counters: SwarmCounters, limits: Limits = LIMITS):
         self.transport, self.layout, self.me = transport, layout, me
+        self.identity = transport.host.identity
         self.run, self.cfg, self.counters, self.limits = run, rounds, counters, limits
         self.payload_bytes = encoded_size(layout, run.values, run_id=run.run_id)
-        self.max_request = 2 * max_payload_bytes(layout) + (1 << 20)
+        self.max_payload = max_payload_bytes(layout)
         self.outcomes: "queue.Queue[RoundOutcome]" = queue.Queue()
         self.members: dict[int, list[Member]] = {}
         self.plans: dict[int, RoundPlan] = {}
         self.owner_rounds: dict[int, OwnerRound] = {}
+        self.verifier_rounds: dict[tuple[int, bytes], VerifierRound] = {}
         self.received: dict[tuple[int, bytes], spb.ShardResult] = {}
-        self._pending: dict[tuple[int, bytes], asyncio.Future] = {}
-        self._round_open: dict[int, asyncio.Event] = {}
+        self.pending: dict[tuple[int, bytes], asyncio.Future] = {}
+        self.round_open: dict[int, asyncio.Event] = {}
+        self.statements: dict[int, Statements] = {}
+        """Round -> the verified statements its results passed on (kept for state transfers)."""
+        self.demoted_at: dict[int, set[bytes]] = {}
+        """Round -> the peers that owned no shard in it."""
         self.round = 0
         """The round the loop has open (or opens next)."""
         self.member = True
-        self.digest_round, self.digest = 0, b""
+        self.demoted: set[bytes] = set()
+        self._digest: tuple[int, bytes] = (0, b"")
         self._handoff: Handoff | None = None
         self._handoff_event: asyncio.Event | None = None
         self._leave = False
+        self._out_of_step: dict[int, dict[bytes, int]] = {}
+        """Round -> owner -> the round it said it was at when it refused this one as not its own."""
+        self._jump: tuple[int, list[Member], set[bytes], int] | None = None
+        self.epoch = 0
+        self._epochs = 0
         self._stopped = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.deadline = rounds.deadline
         self._spreads: list[float] = []
-        self._signs = ShardSigns(layout, run.aggregation, run.device)
-        self._sign_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="demo-node-owner")
+        d = run.defense
+        self.signs = ShardSigns(layout, run.aggregation, run.device, robust=d.robust_aggregation,
+                                max_sample_weight=d.max_sample_weight)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="demo-node-shards")
+        self.checker = Checker(self)
+        self.handlers = Handlers(self)
         self.finished = threading.Event()
         """Set when the loop has ended (after leaving, or stopped)."""
 
     # -- lifecycle (network thread) ----------------------------------------------------------------------------
-    async def start(self, round: int, members: list[Member], member: bool) -> None:
-        self.round, self.member = round, member
+    async def start(self, round: int, members: list[Member], member: bool, demoted: set[bytes] = frozenset()) -> None:
+        self.round, self.member, self.demoted = round, member, set(demoted)
         self.members[round] = sorted(set(members))
         self._handoff_event = asyncio.Event()
-        await self.transport.serve("contribute", self._on_contribute)
-        await self.transport.serve("fetch", self._on_fetch)
+        await self.handlers.serve()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -110,7 +133,11 @@ class RoundDriver:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        self._sign_pool.shutdown(wait=False)
+        self._pool.shutdown(wait=False)
+
+    async def compute(self, fn: Callable[[], object]) -> object:
+        """Run shard arithmetic (aggregation, inverse transform) off the network thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     # -- calls from the training side (any thread) -------------------------------------------------------------
     def hand_over(self, contribution: Contribution) -> Handoff:
@@ -138,7 +165,22 @@ class RoundDriver:
         return self.transport.host.call(take_back(), timeout)
 
     def set_digest(self, round: int, digest: bytes) -> None:
-        self.digest_round, self.digest = round, digest
+        """The digest of this node's parameters after applying round ``round`` - 1 (what its statements report)."""
+        self._digest = (round, digest)
+
+    def rejoin(self, round: int, members: list[Member], demoted: set[bytes]) -> int:
+        """Continue from round ``round`` with these members, after the round in progress (a node out of step
+        downloaded the swarm's state); the new epoch: outcomes of older epochs come from before the jump."""
+        self._epochs += 1
+        epoch = self._epochs
+
+        def jump() -> None:
+            self._jump = (round, sorted(set(members)), set(demoted), epoch)
+            if self._handoff_event is not None:
+                self._handoff_event.set()
+
+        self.transport.host.loop.call_soon_threadsafe(jump)
+        return epoch
 
     def request_leave(self) -> None:
         self.transport.host.loop.call_soon_threadsafe(self._request_leave)
@@ -152,12 +194,24 @@ class RoundDriver:
     async def _run(self) -> None:
         try:
             while not self._stopped.is_set():
-                outcome = await self._one_round(self.round)
+                try:
+                    outcome = await self._one_round(self.round)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # nothing a peer sends may end the loop: this round is skipped here (the digest vote repairs it)
+                    log.exception("round %d failed on this node; it is skipped here", self.round)
+                    outcome = self._empty_outcome(self.round)
                 self.outcomes.put(outcome)
                 self._evict(self.round)
                 if outcome.leaving or (self._leave and not self.member):
                     break  # a member leaves after its leaving round; a node that is no member simply stops
-                self.round += 1
+                if self._jump is not None:
+                    self.round, members, self.demoted, self.epoch = self._jump
+                    self.members[self.round] = members
+                    self._jump = None
+                else:
+                    self.round += 1
                 self.member = any(m.peer == self.me for m in self.members[self.round])
         except asyncio.CancelledError:
             pass
@@ -166,64 +220,96 @@ class RoundDriver:
         finally:
             self.finished.set()
 
+    def _empty_outcome(self, r: int) -> RoundOutcome:
+        plan = self.plans.get(r) or make_plan(r, self.members[r], self.layout, self.payload_bytes, self.cfg.exchange)
+        self.members[r + 1] = list(plan.members)
+        return RoundOutcome(round=r, plan=plan, shards=[ShardOutcome(o, plan.ranges[o], None) for o in plan.owners],
+                            contribution=None, next_members=list(plan.members), statements=collect(plan, "", {})[0],
+                            seconds=0.0, leaving=self._leave and self.member, member=self.member,
+                            demoted=set(self.demoted), epoch=self.epoch)
+
+    def plan_of(self, r: int) -> RoundPlan:
+        self.demoted_at[r] = set(self.demoted)
+        members = [Member(m.peer, m.client or m.peer in self.demoted) for m in self.members[r]]
+        return make_plan(r, members, self.layout, self.payload_bytes, self.cfg.exchange, self.run.defense.verify_shards)
+
     async def _one_round(self, r: int) -> RoundOutcome:
         opened = time.monotonic()
-        plan = make_plan(r, self.members[r], self.layout, self.payload_bytes, self.cfg.exchange)
-        self.plans[r] = plan
-        if self.me in plan.owners:
-            self.owner_rounds[r] = OwnerRound(plan, self.me, self.layout, self.run.run_id, self.deadline,
-                                              self._packed_signs, self.counters)
+        plan = self.plans[r] = self.plan_of(r)
+        # a node that jumped back to a downloaded state may have served this round before the jump, under the same
+        # plan: what it served stands (the others applied it), so it is kept rather than made again
+        served = self.owner_rounds.get(r)
+        if self.me in plan.owners and (served is None or served.plan.fingerprint != plan.fingerprint):
+            self.owner_rounds[r] = OwnerRound(plan, self.me, self.identity, self.layout, self.run.run_id,
+                                              self.deadline, self.signs, self._packed_signs, self.counters)
+        for owner in plan.verified_by(self.me):
+            judged = self.verifier_rounds.get((r, owner))
+            if judged is None or judged.plan.fingerprint != plan.fingerprint:
+                self.verifier_rounds[(r, owner)] = VerifierRound(plan, owner, self.me, self.identity, self.layout,
+                                                                 self.run.run_id, self.signs, self.compute)
         loop = asyncio.get_running_loop()
         for owner in plan.owners:
-            self._pending[(r, owner)] = loop.create_future()  # resolved once this node got or gave up on it
-        self._round_open.setdefault(r, asyncio.Event()).set()
+            self.pending[(r, owner)] = loop.create_future()  # resolved once this node got or gave up on it
+        self.round_open.setdefault(r, asyncio.Event()).set()
         handoff = await self._wait_contribution(r, opened)
         contribution = handoff.contribution if handoff is not None else None
         if handoff is not None:
             handoff.taken.set()
         leaving = self._leave and self.member
-        payloads, slices = {}, {}
+        statement = self._statement(r, plan, leaving)
+        slices, payloads = {}, {}
         if contribution is not None:
             for owner in plan.owners:
                 slices[owner] = restrict(contribution, plan.ranges[owner])
-                payloads[owner] = encode(slices[owner], self.layout, run_id=self.run.run_id, round=r, sender=self.me)
-        requests = {
-            owner: spb.Contribute(round=r, payload=payloads.get(owner, b""), digest_round=self.digest_round,
-                                  digest=self.digest, leaving=leaving, joining=not self.member,
-                                  client=self.run.client, plan=plan.fingerprint if self.member else b"")
-            for owner in plan.owners
-        }
-        results = await asyncio.gather(*(self._ask_owner(r, o, requests[o], payloads.get(o, b""), slices.get(o))
-                                         for o in plan.owners))
+                data = encode(slices[owner], self.layout, run_id=self.run.run_id, round=r, sender=self.me)
+                payloads[owner] = sign(self.identity, data)
+        asking = {o: asyncio.ensure_future(self._ask_owner(r, plan, o, statement, payloads.get(o), slices.get(o)))
+                  for o in plan.owners}
+        settled = {o: asyncio.ensure_future(self._settle(r, plan, o, asking[o])) for o in plan.owners}
+        judging = [asyncio.ensure_future(self._judge(r, o, settled[o])) for o in plan.verified_by(self.me)]
+        verdicts = {o: asyncio.ensure_future(self._ask_verifier(r, plan, o, payloads.get(o), slices.get(o)))
+                    for o in plan.verifiers}
         shards, refusals = [], {}
-        missing = [o for o, res in zip(plan.owners, results) if res is None]
-        fetched = dict(zip(missing, await asyncio.gather(*(self._fetch(r, o, plan) for o in missing))))
-        for owner, res in zip(plan.owners, results):
-            source = "owner"
-            if res is None:
-                res = fetched[owner]
-                source = "peer" if res is not None else "none"
-            elif res.refusal:
-                refusals[owner] = refusal_name(res.refusal)
-            shards.append(ShardOutcome(owner, plan.ranges[owner], res, source))
-        next_members = self._next_members(plan, shards)
-        self.members[r + 1] = next_members
+        for owner in plan.owners:
+            got, source = await settled[owner]
+            own = asking[owner].result()
+            if own is not None and own.refusal:
+                refusals[owner] = own.refusal
+            verdict = await verdicts[owner] if owner in verdicts else None
+            shards.append(await self.checker.shard(r, plan, owner, got, verdict, source))
+        await asyncio.gather(*judging)
+        statements, lost = collect(plan, self.run.run_id, {s.owner: s.body for s in shards})
+        for _ in range(statements.rejected):
+            self.counters.refused("statement")
+        self.statements[r] = statements
+        next_members_, self.demoted = next_members(plan, statements, lost, self.demoted)
+        self.members[r + 1] = next_members_
         if self.cfg.adaptive_deadline and r in self.owner_rounds and self.owner_rounds[r].spread is not None:
             self._adapt(self.owner_rounds[r].spread)
-        digests = {p.peer: p for s in shards if s.result is not None for p in s.result.present}
         return RoundOutcome(
-            round=r, plan=plan, shards=shards, contribution=contribution, next_members=next_members,
-            digests=list(digests.values()), seconds=time.monotonic() - opened, leaving=leaving, member=self.member,
-            refusals=refusals,
+            round=r, plan=plan, shards=shards, contribution=contribution, next_members=next_members_,
+            statements=statements, seconds=time.monotonic() - opened, leaving=leaving, member=self.member,
+            refusals=refusals, demoted=set(self.demoted), out_of_step=self._step_of(r, plan), epoch=self.epoch,
         )
+
+    def _step_of(self, r: int, plan: RoundPlan) -> int:
+        """The swarm's round, when most other owners refused round ``r`` as not theirs (else 0)."""
+        said = self._out_of_step.pop(r, {})
+        others = [o for o in plan.owners if o != self.me]
+        if not others or 2 * len(said) <= len(others):
+            return 0
+        return max(said.values())
+
+    def _statement(self, r: int, plan: RoundPlan, leaving: bool) -> spb.Signed:
+        digest_round, digest = self._digest
+        st = spb.Statement(peer=self.me, run_id=self.run.run_id, round=r, digest_round=digest_round, digest=digest,
+                           client=self.run.client, joining=not self.member, leaving=leaving,
+                           plan=plan.fingerprint if self.member else b"", accused=sorted(self.checker.accused))
+        return sign(self.identity, st.SerializeToString())
 
     async def _packed_signs(self, contributions: list[Contribution], ranges: dict[int, tuple[int, int]]):
         """An owner's shard update in sign exchange, computed off the network thread."""
-
-        def compute() -> tuple[bytes, bytes]:
-            return pack_signs(self._signs.signs(contributions), ranges)
-
-        return await asyncio.get_running_loop().run_in_executor(self._sign_pool, compute)
+        return await self.compute(lambda: pack_signs(self.signs.signs(contributions), ranges))
 
     async def _wait_contribution(self, r: int, opened: float) -> Handoff | None:
         """This node's contribution for round r, or None if it is not ready in time (see the module docstring)."""
@@ -257,167 +343,197 @@ class RoundDriver:
         self._spreads = (self._spreads + [spread])[-lim.adaptive_window:]
         self.deadline = min(self.cfg.deadline, max(lim.adaptive_floor, lim.adaptive_factor * max(self._spreads)))
 
-    def _next_members(self, plan: RoundPlan, shards: list[ShardOutcome]) -> list[Member]:
-        present: dict[bytes, bool] = {}
-        leavers: set[bytes] = set()
-        for s in shards:
-            if s.result is None:
-                continue
-            for p in list(s.result.present) + list(s.result.joiners):
-                present[p.peer] = p.client
-            leavers.update(s.result.leavers)
-        if not present:
-            return list(plan.members)  # no shard result at all: nothing learnt, keep the members
-        return sorted(Member(p, c) for p, c in present.items() if p not in leavers)
+    # -- asking owners, verifiers and peers ------------------------------------------------------------------------
+    def result_limit(self, plan: RoundPlan) -> int:
+        """The largest shard result a round of this plan can give: a relay result holds every member's payload."""
+        return (len(plan.members) + 2) * (self.max_payload + 2048) + (1 << 20)
 
-    # -- asking owners and peers -------------------------------------------------------------------------------
-    async def _ask_owner(self, r: int, owner: bytes, request: spb.Contribute, payload: bytes,
-                         own_slice: Contribution | None) -> spb.ShardResult | None:
-        key = (r, owner)
-        fut = self._pending[key]
-        res = None
+    def owner_timeout(self) -> float:
+        return 2 * self.cfg.deadline + self.limits.owner_slack
+
+    def open_result(self, r: int, owner: bytes, data: bytes, plan: RoundPlan) -> Received | None:
+        """A shard result's bytes, checked: HAVE, signed by its owner, of this round and the plan's mode."""
         try:
+            res = spb.ShardResult.FromString(data)
+        except Exception:
+            self.counters.refused("malformed")
+            return None
+        if res.status != spb.ShardResult.HAVE:
+            reason = refusal_name(res.refusal)
+            if reason in ("plan_mismatch", "round_unknown") and res.current_round >= r:
+                # an owner at this round or ahead that does not know this node's round: this node is out of step
+                # (an owner behind it is the one that must catch up)
+                self._out_of_step.setdefault(r, {})[owner] = max(1, int(res.current_round))
+            log.warning("round %d: owner %s answered %s (%s)", r, owner.hex()[-12:],
+                        spb.ShardResult.Status.Name(res.status) if res.status in spb.ShardResult.Status.values()
+                        else res.status, refusal_name(res.refusal))
+            return None
+        try:
+            body = open_body(res.body, owner, r)
+        except BadSigned as exc:
+            log.warning("round %d: the result of %s does not check out (%s)", r, owner.hex()[-12:], exc)
+            self.counters.refused(exc.reason)
+            return None
+        if body.mode != (spb.EXCHANGE_RELAY if plan.mode == "relay" else spb.EXCHANGE_SIGN):
+            log.warning("round %d: owner %s answered in another exchange mode", r, owner.hex()[-12:])
+            return None
+        return Received(res.body, body, list(res.relayed), refusal_name(res.refusal))
+
+    async def _ask_owner(self, r: int, plan: RoundPlan, owner: bytes, statement: spb.Signed,
+                         payload: spb.Signed | None, own_slice: Contribution | None) -> Received | None:
+        key = (r, owner)
+        fut = self.pending[key]
+        got = None
+        try:
+            shares = plan.shares(self.me)
             if owner == self.me:
                 own = self.owner_rounds[r]
-                own.arrive(self.me, request, own_slice)
+                own.arrive(self.me, not self.member, statement if owner in shares else None, payload, own_slice)
                 data = await own.result_for(self.me)
             else:
-                timeout = 2 * self.cfg.deadline + self.limits.owner_slack
-                data = await self.transport.request(owner, "contribute", request.SerializeToString(), timeout,
-                                                    limit=self.max_request)
-            res = spb.ShardResult.FromString(data)
-            if res.round != r or res.owner != owner or res.status != spb.ShardResult.HAVE:
-                log.warning("round %d: owner %s answered %s (%s)", r, owner.hex()[:12],
-                            spb.ShardResult.Status.Name(res.status), refusal_name(res.refusal))
-                res = None
-            else:
-                kept = res
-                if res.mode == spb.EXCHANGE_RELAY and payload:
-                    # keep a complete copy to serve to peers that ask for this result (this node's own slot was
-                    # left empty by the owner: it has the payload)
-                    kept = spb.ShardResult()
-                    kept.CopyFrom(res)
-                    for i, inc in enumerate(kept.included):
-                        if inc.sender == self.me and not kept.relayed[i]:
-                            kept.relayed[i] = payload
-                self.received[key] = kept
-        except Exception as exc:  # timeouts, resets, undecodable replies, and the daemon's errors for unreachable peers
-            log.warning("round %d: no result from owner %s (%r)", r, owner.hex()[:12], exc)
-            res = None
+                request = spb.Contribute(round=r, payload=payload)
+                if owner in shares:
+                    request.statement.CopyFrom(statement)
+                else:
+                    request.plan, request.joining = (plan.fingerprint if self.member else b""), not self.member
+                data = await self.transport.request(owner, "contribute", request.SerializeToString(),
+                                                    self.owner_timeout(), limit=self.result_limit(plan))
+            got = self.open_result(r, owner, data, plan)
+            if got is not None:
+                if plan.mode == "relay" and payload is not None:
+                    # keep a complete copy to serve to peers that ask for this result (this node's own slot was left
+                    # empty by the owner: it has the payload)
+                    got.relayed = [payload if inc.sender == self.me and not s.body else s
+                                   for inc, s in zip(got.body.included, got.relayed)]
+                self.received[key] = spb.ShardResult(status=spb.ShardResult.HAVE, body=got.signed,
+                                                     relayed=got.relayed)
+        except Exception as exc:  # timeouts, resets, and the daemon's own errors for unreachable peers
+            log.warning("round %d: no result from owner %s (%r)", r, owner.hex()[-12:], exc)
+            got = None
         finally:
-            fut.set_result(res is not None)
-        return res
+            fut.set_result(got is not None)
+        return got
 
-    async def _fetch(self, r: int, owner: bytes, plan: RoundPlan) -> spb.ShardResult | None:
+    async def _settle(self, r: int, plan: RoundPlan, owner: bytes, asking: asyncio.Future) -> tuple[Received | None, str]:
+        """The owner's result, from the owner or, if it cannot be had there, from the peers; and where it came from."""
+        got = await asyncio.shield(asking)
+        if got is not None:
+            return got, "owner"
+        got = await self._fetch(r, owner, plan)
+        return got, ("peer" if got is not None else "none")
+
+    async def _judge(self, r: int, owner: bytes, settled: asyncio.Future) -> None:
+        """As the verifier of ``owner``'s shard: judge its result as soon as this node has it (or gave up on it)."""
+        got, _ = await asyncio.shield(settled)
+        await self.verifier_rounds[(r, owner)].judge(got.signed if got else None, got.body if got else None,
+                                                     lambda senders: self._inputs_from(r, owner, owner, senders))
+
+    async def _ask_verifier(self, r: int, plan: RoundPlan, owner: bytes, payload: spb.Signed | None,
+                            own_slice: Contribution | None) -> Verdict | None:
+        verifier = plan.verifiers[owner]
+        try:
+            if verifier == self.me:
+                vr = self.verifier_rounds[(r, owner)]
+                if payload is not None:
+                    vr.arrive(self.me, payload, own_slice)
+                signed = await vr.verdict_for(self.owner_timeout() + self.limits.fetch_timeout)
+                if signed is None:
+                    return None
+            else:
+                request = spb.Verify(round=r, owner=owner, payload=payload)
+                data = await self.transport.request(verifier, "verify", request.SerializeToString(),
+                                                    self.owner_timeout() + self.limits.fetch_timeout,
+                                                    limit=self.limits.small_message + (self.max_payload // 4))
+                reply = spb.VerdictReply.FromString(data)
+                if reply.status != spb.ShardResult.HAVE:
+                    return None
+                signed = reply.verdict
+            return Verdict(signed, open_verdict(signed, verifier, owner, r))
+        except Exception as exc:
+            log.info("round %d: no verdict on %s from %s (%r)", r, owner.hex()[-12:], verifier.hex()[-12:], exc)
+            return None
+
+    async def _inputs_from(self, r: int, peer: bytes, owner: bytes, senders: list[bytes]) -> list[spb.Signed]:
+        """Signed payloads (or, for no senders, the owner's judged body) that ``peer`` holds for ``owner``'s shard."""
+        if peer == self.me:
+            own, vr = self.owner_rounds.get(r), self.verifier_rounds.get((r, owner))
+            if owner == self.me and own is not None:
+                return own.inputs(senders) if senders else [own.body or spb.Signed()]
+            if vr is not None:
+                return vr.inputs(senders) if senders else [vr.owner_body or spb.Signed()]
+            return [spb.Signed() for _ in senders] if senders else [spb.Signed()]
+        request = spb.InputsRequest(round=r, owner=owner, senders=senders)
+        try:
+            data = await self.transport.request(peer, "inputs", request.SerializeToString(),
+                                                self.limits.fetch_timeout + self.cfg.deadline,
+                                                limit=(len(senders) + 2) * (self.max_payload + 2048))
+            reply = spb.Inputs.FromString(data)
+        except Exception as exc:
+            log.info("round %d: no inputs of %s's shard from %s (%r)", r, owner.hex()[-12:], peer.hex()[-12:], exc)
+            return [spb.Signed() for _ in senders]
+        if not senders:
+            return [reply.body]
+        out = list(reply.payloads)[: len(senders)]
+        return out + [spb.Signed()] * (len(senders) - len(out))
+
+    async def _fetch(self, r: int, owner: bytes, plan: RoundPlan) -> Received | None:
         """Ask every other member for a shard result this node could not get from its owner."""
         peers = [m.peer for m in plan.members if m.peer not in (self.me, owner) and not m.client]
         request = spb.FetchResult(round=r, owner=owner).SerializeToString()
         timeout = self.limits.fetch_timeout + self.cfg.deadline
 
-        async def ask(peer: bytes) -> spb.ShardResult | None:
+        async def ask(peer: bytes) -> Received | None:
             try:
-                data = await self.transport.request(peer, "fetch", request, timeout, limit=self.max_request)
-                res = spb.ShardResult.FromString(data)
-                if res.status == spb.ShardResult.HAVE and res.round == r and res.owner == owner:
-                    return res
+                data = await self.transport.request(peer, "fetch", request, timeout, limit=self.result_limit(plan))
+                return self.open_result(r, owner, data, plan)
             except Exception as exc:
-                log.debug("round %d: fetch of %s from %s failed: %r", r, owner.hex()[:12], peer.hex()[:12], exc)
+                log.debug("round %d: fetch of %s from %s failed: %r", r, owner.hex()[-12:], peer.hex()[-12:], exc)
             return None
 
         tasks = [asyncio.ensure_future(ask(p)) for p in peers]
         try:
             for done in asyncio.as_completed(tasks):
-                res = await done
-                if res is not None:
-                    self.received[(r, owner)] = res
-                    log.info("round %d: got the shard of unreachable %s from a peer", r, owner.hex()[:12])
-                    return res
+                got = await done
+                if got is not None:
+                    self.received[(r, owner)] = spb.ShardResult(status=spb.ShardResult.HAVE, body=got.signed,
+                                                                relayed=got.relayed)
+                    log.info("round %d: got the shard of unreachable %s from a peer", r, owner.hex()[-12:])
+                    return got
         finally:
             for t in tasks:
                 t.cancel()
-        log.info("round %d: nobody has the shard of %s: its blocks are skipped", r, owner.hex()[:12])
+        log.info("round %d: nobody has the shard of %s: its blocks are skipped", r, owner.hex()[-12:])
         return None
 
-    # -- handlers (requests from other nodes) ------------------------------------------------------------------
-    async def _owner_round(self, r: int) -> OwnerRound | None:
-        if r not in self.owner_rounds and r > self.round:
-            # the requester finished the previous round before this node did: wait for it to open here
-            event = self._round_open.setdefault(r, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), timeout=2 * self.cfg.deadline + self.limits.owner_slack)
-            except asyncio.TimeoutError:
-                return None
+    # -- bookkeeping -----------------------------------------------------------------------------------------------
+    async def owner_round(self, r: int) -> OwnerRound | None:
+        """This node's owner round ``r``, waiting for it to open if the requester is a round ahead."""
+        await self.wait_open(r)
         return self.owner_rounds.get(r)
 
-    def _refusal(self, round: int, reason: str) -> bytes:
-        self.counters.refused(reason)
-        return spb.ShardResult(round=round, owner=self.me, status=spb.ShardResult.REJECTED,
-                               refusal=refusal_code(reason)).SerializeToString()
+    async def wait_open(self, r: int) -> None:
+        if r > self.round and r not in self.round_open:
+            # the requester finished the previous round before this node did: wait for it to open here
+            event = self.round_open.setdefault(r, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout=self.owner_timeout())
+            except asyncio.TimeoutError:
+                pass
+        elif r in self.round_open:
+            try:
+                await asyncio.wait_for(self.round_open[r].wait(), timeout=self.owner_timeout())
+            except asyncio.TimeoutError:
+                pass
 
-    async def _on_contribute(self, stream: Stream) -> None:
-        data = await stream.recv(limit=self.max_request)
-        try:
-            msg = spb.Contribute.FromString(data)
-        except DecodeError:
-            await stream.send(self._refusal(0, "malformed"))
-            return
-        keep = self.limits.keep_rounds
-        if msg.round > self.round + keep or msg.round + keep < self.round:
-            await stream.send(self._refusal(msg.round, "round_unknown"))
-            return
-        own = await self._owner_round(msg.round)
-        if own is None:
-            await stream.send(self._refusal(msg.round, "not_owner"))
-            return
-        if msg.plan and msg.plan != own.plan.fingerprint:
-            log.warning("round %d: %s computed another plan (members or mode differ)", msg.round, stream.peer_b58)
-            await stream.send(self._refusal(msg.round, "plan_mismatch"))
-            return
-        own.arrive(stream.peer, msg)
-        await stream.send(await own.result_for(stream.peer))
-
-    async def _on_fetch(self, stream: Stream) -> None:
-        data = await stream.recv(limit=self.limits.small_message)
-        try:
-            msg = spb.FetchResult.FromString(data)
-        except DecodeError:
-            self.counters.refused("malformed")
-            return
-        key = (msg.round, msg.owner)
-        if msg.round > self.round:
-            await self._owner_round(msg.round)  # wait for this node to reach that round
-        pending = self._pending.get(key)
-        if pending is not None and not pending.done():
-            await asyncio.shield(pending)  # answer only once this node has got or given up on that result
-        reply = None
-        if key in self.received:
-            reply = self.received[key].SerializeToString()
-        elif msg.owner == self.me and msg.round in self.owner_rounds and self.owner_rounds[msg.round].closed.is_set():
-            reply = self.owner_rounds[msg.round].full_result()
-        if reply is None:
-            reply = spb.ShardResult(round=msg.round, owner=msg.owner, status=spb.ShardResult.DONT_HAVE).SerializeToString()
-        await stream.send(reply)
+    def in_window(self, r: int) -> bool:
+        """Rounds a peer may speak of: the few ahead this node may not have opened yet, and those it still keeps."""
+        return self.round - self.limits.keep_rounds <= r <= self.round + self.limits.rounds_ahead
 
     def _evict(self, r: int) -> None:
         old = r - self.limits.keep_rounds
-        for k in [k for k in self.owner_rounds if k < old]:
-            del self.owner_rounds[k]
-        for k in [k for k in self.received if k[0] < old]:
-            del self.received[k]
-        for k in [k for k in self._pending if k[0] < old]:
-            del self._pending[k]
-        for d in (self.plans, self.members, self._round_open):
+        for d in (self.owner_rounds, self.plans, self.members, self.round_open, self.statements, self.demoted_at):
             for k in [k for k in d if k < old]:
                 del d[k]
-
-
-def majority_digest(presence: list[spb.Presence], digest_round: int) -> tuple[bytes, list[bytes]] | None:
-    """The digest most peers reported for round ``digest_round`` (ties: the one of the smallest peer id), and the
-    peers that reported it."""
-    same = [p for p in presence if p.digest_round == digest_round and p.digest]
-    if not same:
-        return None
-    counts = Counter(p.digest for p in same)
-    top = max(counts.values())
-    best = min((p for p in same if counts[p.digest] == top), key=lambda p: p.peer).digest
-    return best, sorted(p.peer for p in same if p.digest == best)
+        for d in (self.verifier_rounds, self.received, self.pending):
+            for k in [k for k in d if k[0] < old]:
+                del d[k]

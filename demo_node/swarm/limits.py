@@ -13,7 +13,10 @@ from dataclasses import dataclass
 class Limits:
     keep_rounds: int = 16
     """Rounds of closed shards, received results, plans and members kept for peers that catch up or fetch late; a
-    request for a round further away than this from the current one is refused."""
+    request for a round further back than this from the current one is refused."""
+    rounds_ahead: int = 2
+    """A request for a round ahead of this node's may be kept waiting for that round to open, but not further
+    ahead than this (a peer cannot park requests for round 10**9)."""
     owner_slack: float = 30.0
     """A contributor waits for an owner's answer two deadlines plus this many seconds: the owner closes a deadline
     after its first arrival, and that arrival may itself come up to a deadline after the round opened here."""
@@ -54,6 +57,8 @@ class Limits:
     """Seconds a peer record lives unless refreshed: a crashed peer disappears from the DHT after this."""
     run_ttl: float = 120.0
     """Seconds a run record lives unless refreshed."""
+    catch_up_interval: float = 5.0
+    """Seconds between a lagging joiner's attempts to download a newer state."""
     leave_timeout: float = 10.0
     """Seconds a leaving node spends marking itself left in the DHT and stopping its round loop."""
 

@@ -9,9 +9,11 @@ import torch
 
 from demo_node.core.contribution import Contribution
 from demo_node.core.layout import Layout
+from demo_node.swarm.membership import Statements
+from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import Member, RoundPlan
 from demo_node.swarm.shard_signs import ShardSigns
-from demo_node.wire.codec import decode
+from demo_node.swarm.signing import BadSigned, body_hash
 from demo_node.wire.errors import PayloadError
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 from demo_node.wire.signs import unpack_signs
@@ -24,13 +26,24 @@ SignPiece = tuple[int, int, torch.Tensor]
 class ShardOutcome:
     owner: bytes
     ranges: dict[int, tuple[int, int]]
-    result: spb.ShardResult | None
-    """None: nobody had the shard's result, every node skips these blocks this round."""
+    body: spb.ShardBody | None
+    """The owner's signed body, opened; None: nobody had the shard's result, every node skips these blocks."""
+    relayed: list[spb.Signed] = field(default_factory=list)
+    """RELAY: the included signed payloads (this node's own one empty)."""
+    sign_bits: bytes = b""
+    nonzero_blocks: bytes = b""
+    """SIGN: the update to apply: the owner's, or its verifier's where the owner's was proven wrong."""
     source: str = "owner"
     """Where the result came from: the owner, another peer (the owner was unreachable), or none."""
+    check: str = ""
+    """SIGN with a verifier: verified, unverified (the verifier was silent), corrected (the owner lied)."""
 
     def included(self, peer: bytes) -> bool:
-        return self.result is not None and any(inc.sender == peer for inc in self.result.included)
+        return self.body is not None and any(inc.sender == peer for inc in self.body.included)
+
+    @property
+    def result(self) -> spb.ShardBody | None:
+        return self.body
 
 
 @dataclass
@@ -41,7 +54,7 @@ class RoundOutcome:
     contribution: Contribution | None
     """This node's contribution sent in this round (None: it sent none)."""
     next_members: list[Member]
-    digests: list[spb.Presence]
+    statements: Statements
     seconds: float
     """From the round's opening to its outcome, on this node."""
     leaving: bool = False
@@ -49,6 +62,13 @@ class RoundOutcome:
     """Whether this node was a member of the round (a joiner catching up is not)."""
     refusals: dict[bytes, str] = field(default_factory=dict)
     """Owner -> why it refused or dropped this node's contribution."""
+    demoted: set[bytes] = field(default_factory=set)
+    """Peers that own no shard from the next round on (accused by two members or more)."""
+    out_of_step: int = 0
+    """Not 0: most other owners refused this round as not theirs (too old, too far ahead, or planned otherwise) and
+    said they were at this round: the node must download the swarm's state and go on from there."""
+    epoch: int = 0
+    """The round loop's epoch: it changes when the loop jumps to a downloaded state."""
 
     def excluded_parts(self, me: bytes) -> Iterator[Contribution]:
         """The pieces of this node's contribution that no applied update included: to restore into the momentum."""
@@ -69,43 +89,46 @@ class RoundOutcome:
                     out: dict[int, torch.Tensor] | None = None) -> tuple[list[SignPiece], int]:
         """The update's signs of every shard that has a result, and how many shards were skipped.
 
-        Sign shards are unpacked; relay shards are decoded and turned into signs by the same function an owner uses
-        (this node's own slot is its own contribution, which it did not download), written into ``out`` where given
-        (see ShardSigns.signs). Raises PayloadError if a shard result does not hold what it claims."""
+        Sign shards are unpacked; relay shards are checked (each payload signed by its sender, its hash the one the
+        owner signed) and turned into signs by the same function an owner uses (this node's own slot is its own
+        contribution, which it did not download), written into ``out`` where given (see ShardSigns.signs). Raises
+        PayloadError if a shard result does not hold what it claims."""
         pieces: list[SignPiece] = []
         skipped = 0
         for shard in self.shards:
-            res = shard.result
-            if res is None or not shard.ranges:
-                skipped += res is None
+            body = shard.body
+            if body is None or not shard.ranges:
+                skipped += body is None
                 continue
-            if not res.included:
+            if not body.included:
                 continue  # nobody contributed to this shard: no sign step here (weight decay still applies)
-            if res.mode == spb.EXCHANGE_SIGN:
-                update = unpack_signs(res.sign_bits, res.nonzero_blocks, layout, shard.ranges)
+            if body.mode == spb.EXCHANGE_SIGN:
+                update = unpack_signs(shard.sign_bits, shard.nonzero_blocks, layout, shard.ranges)
             else:
                 update = signs.signs(self._relayed(shard, layout, run_id, me), out=out)
             pieces.extend((b, start, s) for b, (start, s) in update.items())
         return pieces, skipped
 
     def _relayed(self, shard: ShardOutcome, layout: Layout, run_id: str, me: bytes) -> list[Contribution]:
-        res = shard.result
-        assert res is not None
-        if len(res.relayed) != len(res.included):
-            raise PayloadError("coverage", f"shard of {shard.owner.hex()[:12]} relays {len(res.relayed)} payloads "
-                               f"for {len(res.included)} contributions")
+        body = shard.body
+        assert body is not None
+        if len(shard.relayed) != len(body.included):
+            raise PayloadError("coverage", f"shard of {shard.owner.hex()[-12:]} relays {len(shard.relayed)} payloads "
+                               f"for {len(body.included)} contributions")
         out = []
-        for inc, data in zip(res.included, res.relayed):
+        for inc, signed in zip(body.included, shard.relayed):
             if inc.sender == me:
                 if self.contribution is None:
-                    raise PayloadError("sender", f"shard of {shard.owner.hex()[:12]} includes a contribution this "
+                    raise PayloadError("sender", f"shard of {shard.owner.hex()[-12:]} includes a contribution this "
                                        "node did not send")
                 out.append(restrict(self.contribution, shard.ranges))
                 continue
-            decoded = decode(data, layout, run_id=run_id, round=self.round, expect=shard.ranges)
-            if decoded.sender != inc.sender:
-                raise PayloadError("sender", f"shard of {shard.owner.hex()[:12]} relays a payload of another sender")
-            out.append(decoded.contribution)
+            if body_hash(signed) != inc.payload_hash:
+                raise PayloadError("signature", f"shard of {shard.owner.hex()[-12:]} relays a payload it did not list")
+            try:
+                out.append(read_payload(signed, inc.sender, layout, run_id, self.round, shard.ranges))
+            except BadSigned as exc:
+                raise PayloadError("signature", f"shard of {shard.owner.hex()[-12:]} relays a payload {exc}") from None
         return out
 
 

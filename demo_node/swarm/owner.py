@@ -1,9 +1,14 @@
-"""One shard of one round, as its owner runs it: collect contributions, close, answer with the shard's result.
+"""One shard of one round, as its owner runs it: collect signed contributions, close, answer with a signed result.
 
 The owner closes when every member of the round has reached it (with a contribution or without one) or when the
-deadline after the first arrival has passed; whatever arrives after that is too late for this round. The result
-(who was included, who was present, who joins and leaves, and the update) is fixed at close, and every requester
-gets the same bytes (in relay mode, minus the requester's own payload, which it has).
+deadline after the first arrival has passed; whatever arrives after that is too late for this round. An owner that
+no other member reached before it closed includes nothing (its result still passes on statements): whoever gets the
+result later applies no update for that shard, the owner included, so an owner cut off from the swarm never trains
+alone on its own shard while the others skip it. The result is
+fixed at close and signed: which contributions went in (bounded by robust aggregation; a contribution it rejects is
+refused to its sender, who gets it back as left out), the statements of the owner's share of the round's peers, and,
+in sign exchange, the update's signs. Every requester gets the same signed body (in relay exchange with the included
+signed payloads, minus the requester's own, which it has).
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from typing import Awaitable, Callable
 
 from demo_node.core.contribution import Contribution
 from demo_node.core.layout import Layout
+from demo_node.crypto import Identity
 from demo_node.swarm.config import RELAY
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.plan import RoundPlan
+from demo_node.swarm.shard_signs import ShardSigns
+from demo_node.swarm.signing import BadSigned, body_hash, open_payload, sign
 from demo_node.wire.codec import decode
 from demo_node.wire.errors import PayloadError, refusal_code
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
@@ -31,77 +39,80 @@ PackedSignsFn = Callable[[list[Contribution], dict[int, tuple[int, int]]], Await
 
 @dataclass
 class Arrival:
-    payload: bytes
+    payload: spb.Signed
     contribution: Contribution
 
 
+def read_payload(signed: spb.Signed, sender: bytes, layout: Layout, run_id: str, round: int,
+                 ranges: dict[int, tuple[int, int]]) -> Contribution:
+    """A signed payload's contribution, once it is ``sender``'s, of this run and round, for exactly these blocks;
+    PayloadError (or BadSigned) otherwise."""
+    data = open_payload(signed, sender)
+    decoded = decode(data, layout, run_id=run_id, round=round, expect=ranges)
+    if decoded.sender != sender:
+        raise PayloadError("sender", "a payload that names another sender than its signer")
+    return decoded.contribution
+
+
 class OwnerRound:
-    def __init__(self, plan: RoundPlan, me: bytes, layout: Layout, run_id: str, deadline: float,
-                 packed_signs: PackedSignsFn, counters: SwarmCounters):
-        self.plan, self.me, self.layout, self.run_id = plan, me, layout, run_id
+    def __init__(self, plan: RoundPlan, me: bytes, identity: Identity, layout: Layout, run_id: str,
+                 deadline: float, signs: ShardSigns, packed_signs: PackedSignsFn, counters: SwarmCounters):
+        self.plan, self.me, self.identity, self.layout, self.run_id = plan, me, identity, layout, run_id
         self.round = plan.round
         self.ranges = plan.owner_ranges(me)
         self.deadline = deadline
-        self.packed_signs, self.counters = packed_signs, counters
+        self.signs, self.packed_signs, self.counters = signs, packed_signs, counters
         self.arrivals: dict[bytes, Arrival] = {}
-        self.present: dict[bytes, spb.Presence] = {}
-        self.joiners: dict[bytes, spb.Presence] = {}
-        self.leavers: set[bytes] = set()
+        self.statements: dict[bytes, spb.Signed] = {}
+        self.present: set[bytes] = set()
         self.refusals: dict[bytes, str] = {}
         self.opened = time.monotonic()
         self.first_arrival: float | None = None
         self.first_foreign: float | None = None
         self.last_arrival: float | None = None
         self.closed = asyncio.Event()
-        self._result: spb.ShardResult | None = None
+        self.body: spb.Signed | None = None
+        self.included: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
 
     # -- arrivals ----------------------------------------------------------------------------------------------
-    def arrive(self, sender: bytes, msg: spb.Contribute, contribution: Contribution | None = None) -> None:
-        """Take a member's (or joiner's) request for this round; a late one changes nothing. ``contribution`` is
-        this node's own, already restricted to the shard (it need not be decoded from its payload)."""
+    def arrive(self, sender: bytes, joining: bool, signed_statement: spb.Signed | None,
+               payload: spb.Signed | None, contribution: Contribution | None = None) -> None:
+        """Take a member's (or joiner's) request for this round (its statement, when this owner passes it on, was
+        checked to be its own); a late one changes nothing. ``contribution`` is this node's own (it need not be read
+        back from its payload)."""
         if self.closed.is_set() or self._closing:
-            if msg.payload:
+            if payload is not None:
                 self._refuse(sender, "round_closed")
                 self.counters.late()
             return
-        now = time.monotonic()
         member = sender in self.plan.peers
-        if not member and not msg.joining:
+        if not member and not joining:
             self._refuse(sender, "not_member")
             return
+        now = time.monotonic()
         if self.first_arrival is None:
             self.first_arrival = now
             self._timer = asyncio.get_running_loop().call_later(self.deadline, self._close_soon)
-        if sender != self.me and member and msg.payload and self.first_foreign is None:
+        if sender != self.me and member and payload is not None and self.first_foreign is None:
             self.first_foreign = now  # another member is ready: this node's own wait for its gradient is bounded
         self.last_arrival = now
-        presence = spb.Presence(peer=sender, digest_round=msg.digest_round, digest=msg.digest, client=msg.client)
+        if signed_statement is not None:
+            self.statements[sender] = signed_statement
         if member:
-            self.present[sender] = presence
-        if msg.joining and not member:
-            self.joiners[sender] = presence
-        if msg.leaving:
-            self.leavers.add(sender)
-        if msg.payload:
+            self.present.add(sender)
+        if payload is not None:
             # every payload is checked (a bad one is counted), but only a member's goes into the update
-            if sender == self.me and contribution is not None:
-                decoded_contribution = contribution
-            else:
-                try:
-                    decoded = decode(msg.payload, self.layout, run_id=self.run_id, round=self.round,
-                                     expect=self.ranges)
-                    if decoded.sender != sender:
-                        raise PayloadError("sender", "payload of another peer than the stream's")
-                    decoded_contribution = decoded.contribution
-                except PayloadError as exc:
-                    log.warning("round %d: dropped payload from %s: %s", self.round, sender.hex()[:12], exc)
-                    self._refuse(sender, exc.reason)
-                    decoded_contribution = None
-            if member and decoded_contribution is not None:
-                self.arrivals[sender] = Arrival(msg.payload, decoded_contribution)
-        if self.plan.peers <= self.present.keys():
+            try:
+                if contribution is None:
+                    contribution = read_payload(payload, sender, self.layout, self.run_id, self.round, self.ranges)
+                if member:
+                    self.arrivals[sender] = Arrival(payload, contribution)
+            except (PayloadError, BadSigned) as exc:
+                log.warning("round %d: dropped payload from %s: %s", self.round, sender.hex()[-12:], exc)
+                self._refuse(sender, exc.reason)
+        if self.plan.peers <= self.present:
             self._close_soon()
 
     def _refuse(self, sender: bytes, reason: str) -> None:
@@ -116,21 +127,32 @@ class OwnerRound:
     async def _close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        order = sorted(self.arrivals)
-        result = spb.ShardResult(round=self.round, owner=self.me, status=spb.ShardResult.HAVE, mode=self.mode)
-        result.included.extend(spb.Included(sender=s, samples=self.arrivals[s].contribution.samples) for s in order)
-        result.present.extend(self.present[p] for p in sorted(self.present))
-        result.joiners.extend(self.joiners[p] for p in sorted(self.joiners))
-        result.leavers.extend(sorted(self.leavers))
-        if self.mode != spb.EXCHANGE_RELAY and order and self.ranges:
+        cut_off = len(self.plan.peers) > 1 and not self.present - {self.me}
+        if cut_off:
+            log.info("round %d: no other member reached this owner: its shard carries no update", self.round)
+        order = [] if cut_off else sorted(self.arrivals)
+        contributions = [self.arrivals[s].contribution for s in order]
+        screened = self.signs.screen(contributions) if contributions else None
+        kept = [] if screened is None else screened.kept
+        for i, reason in ({} if screened is None else screened.rejected).items():
+            self._refuse(order[i], reason)
+        body = spb.ShardBody(round=self.round, owner=self.me, mode=self.mode)
+        body.included.extend(
+            spb.Included(sender=order[i], samples=screened.weights[j], payload_hash=body_hash(self.arrivals[order[i]].payload))
+            for j, i in enumerate(kept))
+        body.statements.extend(self.statements[p] for p in sorted(self.statements) if self.me in self.plan.shares(p))
+        self.included = [order[i] for i in kept]
+        if self.mode != spb.EXCHANGE_RELAY and self.included and self.ranges:
             try:
-                bits, nonzero = await self.packed_signs([self.arrivals[s].contribution for s in order], self.ranges)
-                result.sign_bits, result.nonzero_blocks = bits, nonzero
+                # the kept contributions with their sample counts: the sign function bounds them again, the same way
+                bits, nonzero = await self.packed_signs([contributions[i] for i in kept], self.ranges)
+                body.sign_bits, body.nonzero_blocks = bits, nonzero
             except Exception:
                 # no update for this shard rather than no result: every contributor restores its slice
                 log.exception("round %d: computing the shard's signs failed; the shard carries no update", self.round)
-                del result.included[:]
-        self._result = result
+                del body.included[:]
+                self.included = []
+        self.body = sign(self.identity, body.SerializeToString())
         self.closed.set()
 
     @property
@@ -141,16 +163,13 @@ class OwnerRound:
     async def result_for(self, requester: bytes) -> bytes:
         """The shard's result as ``requester`` gets it, once the shard is closed."""
         await self.closed.wait()
-        assert self._result is not None
         return self.serialize_for(requester)
 
     def serialize_for(self, requester: bytes) -> bytes:
-        assert self._result is not None
-        msg = spb.ShardResult()
-        msg.CopyFrom(self._result)
-        if msg.mode == spb.EXCHANGE_RELAY:
-            msg.relayed.extend(b"" if inc.sender == requester else self.arrivals[inc.sender].payload
-                               for inc in msg.included)
+        assert self.body is not None
+        msg = spb.ShardResult(status=spb.ShardResult.HAVE, body=self.body)
+        if self.mode == spb.EXCHANGE_RELAY:
+            msg.relayed.extend(spb.Signed() if s == requester else self.arrivals[s].payload for s in self.included)
         if requester in self.refusals:
             msg.refusal = refusal_code(self.refusals[requester])
         return msg.SerializeToString()
@@ -158,6 +177,10 @@ class OwnerRound:
     def full_result(self) -> bytes:
         """The result with every relayed payload (what a peer that did not contribute gets)."""
         return self.serialize_for(b"")
+
+    def inputs(self, senders: list[bytes]) -> list[spb.Signed]:
+        """The signed payloads of these senders that this owner holds (empty where it holds none)."""
+        return [self.arrivals[s].payload if s in self.arrivals else spb.Signed() for s in senders]
 
     @property
     def spread(self) -> float | None:

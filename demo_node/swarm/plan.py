@@ -7,7 +7,7 @@ r - 1, which are the same bytes everywhere), so every node computes the same pla
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from demo_node.core.layout import Layout
@@ -32,15 +32,36 @@ class RoundPlan:
     """Owner -> bucket -> [start, stop) blocks it owns."""
     mode: str
     """How owners return results: relay (forward payloads) or sign (send update signs)."""
+    verifiers: dict[bytes, bytes] = field(default_factory=dict)
+    """Owner -> the owner that verifies its shard (sign exchange with three members or more); empty otherwise."""
 
     @cached_property
     def fingerprint(self) -> bytes:
-        """Short hash of what every member must agree on: members, their roles, the exchange mode."""
+        """Short hash of what every member must agree on: members, their roles, the exchange mode, verification."""
         h = hashlib.blake2b(digest_size=8)
         for m in self.members:
             h.update(m.peer + (b"c" if m.client else b"s"))
-        h.update(self.mode.encode() + self.round.to_bytes(8, "little"))
+        h.update(self.mode.encode() + self.round.to_bytes(8, "little") + (b"v" if self.verifiers else b"-"))
         return h.digest()
+
+    def shares(self, peer: bytes) -> tuple[bytes, ...]:
+        """The owners that pass on ``peer``'s statement of this round: two (one when there is one owner), so that no
+        single owner can hide a peer by leaving its statement out. An owner's own statement goes to the next owners,
+        so that an owner's death never hides its own absence; other peers are spread by a hash of their id."""
+        n = len(self.owners)
+        if peer in self._owner_index:
+            first = (self._owner_index[peer] + 1) % n
+        else:
+            first = int.from_bytes(hashlib.sha256(peer).digest()[:8], "little") % n
+        return tuple(dict.fromkeys(self.owners[(first + i) % n] for i in range(min(2, n))))
+
+    @cached_property
+    def _owner_index(self) -> dict[bytes, int]:
+        return {o: i for i, o in enumerate(self.owners)}
+
+    def verified_by(self, verifier: bytes) -> list[bytes]:
+        """The owners whose shards ``verifier`` verifies."""
+        return [o for o, v in self.verifiers.items() if v == verifier]
 
     @property
     def peers(self) -> set[bytes]:
@@ -66,7 +87,10 @@ def choose_mode(n_members: int, payload_bytes: int, sign_bytes: int, setting: st
     return SIGN if sign_cost < relay_cost else RELAY
 
 
-def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: int, setting: str = AUTO) -> RoundPlan:
+def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: int, setting: str = AUTO,
+              verify: bool = True) -> RoundPlan:
+    """The plan of a round. ``verify``: in sign exchange with three members or more, each owner's shard gets the
+    next owner as its verifier."""
     members = sorted(set(members))
     owners = tuple(m.peer for m in members if not m.client)
     if not owners:
@@ -78,4 +102,7 @@ def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: 
                 ranges[owner][spec.index] = run
     sign_bytes = (layout.num_params + 7) // 8
     mode = choose_mode(len(members), payload_bytes, sign_bytes, setting)
-    return RoundPlan(round, tuple(members), owners, ranges, mode)
+    verifiers = {}
+    if verify and mode == SIGN and len(members) >= 3 and len(owners) >= 2:
+        verifiers = {o: owners[(i + 1) % len(owners)] for i, o in enumerate(owners)}
+    return RoundPlan(round, tuple(members), owners, ranges, mode, verifiers)

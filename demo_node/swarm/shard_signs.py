@@ -1,8 +1,9 @@
 """The one function that turns a shard's contributions into the update's signs: sign(IDCT(aggregate)).
 
-An owner in sign exchange runs it over the contributions it included and sends the bits; every receiver in relay
-exchange runs it over the relayed payloads of each shard. Both pass the contributions in the shard result's order
-(ascending sender), so both get the same signs from the same inputs, and replicas stay identical.
+An owner in sign exchange runs it over the contributions it included and sends the bits; a verifier runs it to check
+an owner; every receiver in relay exchange runs it over the relayed payloads of each shard. All pass the
+contributions in the shard result's order (ascending sender) and bound them by the same robust rule, so all get the
+same signs from the same inputs, and replicas stay identical.
 """
 
 from __future__ import annotations
@@ -14,28 +15,68 @@ import torch
 from demo_node.core.aggregate import aggregate
 from demo_node.core.contribution import BucketPart, Contribution
 from demo_node.core.layout import Layout
+from demo_node.core.robust import Screened, screen
 from demo_node.core.update import SignComputer, SignUpdate
 
 
 class ShardSigns:
-    """Aggregation rule and inverse transform of a run, with workspaces of its own: use one instance per thread."""
+    """Aggregation rule, robust bounds and inverse transform of a run, with workspaces of its own: one instance per
+    thread."""
 
-    def __init__(self, layout: Layout, aggregation: str, device: torch.device | str = "cpu"):
+    def __init__(self, layout: Layout, aggregation: str, device: torch.device | str = "cpu", *,
+                 robust: bool = True, max_sample_weight: float = float("inf")):
         self.layout, self.aggregation = layout, aggregation
+        self.robust, self.max_sample_weight = robust, max_sample_weight
         self.device = torch.device(device)
         self._block_sizes = {b.index: b.block_size for b in layout.buckets}
         self._computer = SignComputer(layout, self.device)
+
+    def screen(self, contributions: Sequence[Contribution]) -> Screened:
+        """What robust aggregation keeps of these contributions (all, unbounded, when it is off)."""
+        if not self.robust:
+            return Screened(list(range(len(contributions))), [c.samples for c in contributions],
+                            [1.0] * len(contributions))
+        return screen(contributions, self.max_sample_weight)
+
+    def _aggregate(self, contributions: Sequence[Contribution]):
+        kept = self.screen(contributions)
+        if not kept.kept:
+            return None
+        moved = [Contribution({b: BucketPart(p.start, p.indices.to(self.device), p.values.to(self.device))
+                               for b, p in contributions[i].parts.items()}, contributions[i].samples)
+                 for i in kept.kept]
+        return aggregate(moved, self.aggregation, self._block_sizes, kept.weights, kept.value_scales)
+
+    @torch.no_grad()
+    def values(self, contributions: Sequence[Contribution]) -> SignUpdate:
+        """IDCT(aggregate) of the blocks the contributions cover, before the sign (fresh tensors): what a verifier
+        compares an owner's signs with (a sign may differ only where the value is next to zero)."""
+        agg = self._aggregate(contributions)
+        if agg is None:
+            return self._zeros(contributions)
+        return {b: (part.start, self._computer.inverse(b, part).clone()) for b, part in agg.parts.items()}
 
     @torch.no_grad()
     def signs(self, contributions: Sequence[Contribution], out: dict[int, torch.Tensor] | None = None) -> SignUpdate:
         """Signs of the blocks the contributions cover (they must all cover the same ones): written into ``out``
         (bucket -> a whole bucket's (N, h, w) buffer, as DeMo.sign_buffers() gives) where given, else into fresh
-        tensors."""
-        moved = [Contribution({b: BucketPart(p.start, p.indices.to(self.device), p.values.to(self.device))
-                               for b, p in c.parts.items()}, c.samples) for c in contributions]
-        agg = aggregate(moved, self.aggregation, self._block_sizes)
+        tensors. All zero when robust aggregation keeps none of them."""
+        agg = self._aggregate(contributions)
+        if agg is None:
+            zeros = self._zeros(contributions)
+            if out is None:
+                return zeros
+            return {b: (start, out[b][start : start + z.shape[0]].zero_()) for b, (start, z) in zeros.items()}
         signs = self._computer.signs(agg, out=out)
         if out is not None:
             return signs
         # clone: the computer's workspaces are reused by the next call
         return {b: (start, s.clone()) for b, (start, s) in signs.items()}
+
+    def _zeros(self, contributions: Sequence[Contribution]) -> SignUpdate:
+        first = contributions[0]
+        out = {}
+        for b, part in first.parts.items():
+            spec = self.layout.buckets[b]
+            out[b] = (part.start, torch.zeros(part.num_blocks, spec.h, spec.w, device=self.device))
+        return out

@@ -1,19 +1,29 @@
 """Parameter transfer between peers: a node that joins, or whose digest differs from the majority's, downloads a
-peer's parameters (streamed in chunks) and checks them against the digest the peer announced."""
+peer's parameters (streamed in chunks, each frame capped) with the members' signed statements of that round.
+
+The downloader installs them only when they hash to the digest that most of those members signed, two at least
+(:func:`vouched`): one peer cannot make a joiner take parameters that nobody else holds. A server answers each peer
+with one transfer at a time and all requesters of one round with one shared snapshot.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from demo_node.net.transport import Stream, Transport
 from demo_node.swarm.limits import LIMITS, Limits
 from demo_node.swarm.plan import Member
+from demo_node.swarm.signing import BadSigned, open_statement
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 log = logging.getLogger(__name__)
+TRANSFERS_PER_MINUTE = 4
+"""Snapshots one peer may download from this node per minute (a joiner needs one, a resyncing node one more)."""
 
 
 @dataclass
@@ -25,6 +35,9 @@ class Snapshot:
     """Members of ``next_round``."""
     tensors: list[bytes]
     run_config: str
+    statements: list[spb.Signed] = field(default_factory=list)
+    """Signed statements of members that report their digest for ``next_round``."""
+    demoted: list[bytes] = field(default_factory=list)
 
 
 class StateError(RuntimeError):
@@ -32,49 +45,97 @@ class StateError(RuntimeError):
 
 
 class StateServer:
-    """Serves snapshots that ``provide`` produces (the training thread makes them at a safe point)."""
+    """Serves snapshots that ``provide`` produces; a peer gets one transfer at a time."""
 
     def __init__(self, transport: Transport, provide: Callable[[int], Awaitable[Snapshot | None]],
                  limits: Limits = LIMITS):
         self.transport, self.provide, self.limits = transport, provide, limits
+        self._serving: set[bytes] = set()
+        self._recent: dict[bytes, deque[float]] = {}
 
     async def start(self) -> None:
-        await self.transport.serve("state", self._on_state)
+        await self.transport.serve("state", self._on_state, limit=self.limits.small_message,
+                                   timeout=self.limits.snapshot_wait + self.limits.state_total_timeout)
 
     async def _on_state(self, stream: Stream) -> None:
-        req = spb.StateRequest.FromString(await stream.recv(limit=self.limits.small_message))
-        snap = await self.provide(req.min_round)
-        if snap is None:
-            await stream.send(spb.StateHeader(error="no state to serve yet").SerializeToString())
+        try:
+            req = spb.StateRequest.FromString(await stream.recv())
+        except Exception:
             return
-        header = spb.StateHeader(round=snap.next_round, digest=snap.digest, run_config=snap.run_config,
-                                 tensor_bytes=[len(t) for t in snap.tensors])
-        header.members.extend(spb.Presence(peer=m.peer, client=m.client) for m in snap.members)
-        await stream.send(header.SerializeToString())
-        chunk = self.limits.state_chunk
-        for blob in snap.tensors:
-            for offset in range(0, len(blob), chunk):
-                await stream.send(blob[offset : offset + chunk])
+        now = time.monotonic()
+        recent = self._recent.setdefault(stream.peer, deque())
+        while recent and now - recent[0] > 60:
+            recent.popleft()
+        if stream.peer in self._serving or len(recent) >= TRANSFERS_PER_MINUTE:
+            self.transport.accounting.refuse("busy")
+            await stream.send(spb.StateHeader(error="busy: one transfer at a time, a few a minute").SerializeToString())
+            return
+        recent.append(now)
+        self._serving.add(stream.peer)
+        try:
+            snap = await self.provide(req.min_round)
+            if snap is None:
+                await stream.send(spb.StateHeader(error="no state to serve yet").SerializeToString())
+                return
+            header = spb.StateHeader(round=snap.next_round, digest=snap.digest, run_config=snap.run_config,
+                                     tensor_bytes=[len(t) for t in snap.tensors], demoted=sorted(snap.demoted))
+            header.members.extend(spb.Member(peer=m.peer, client=m.client) for m in snap.members)
+            header.statements.extend(snap.statements)
+            await stream.send(header.SerializeToString())
+            chunk = self.limits.state_chunk
+            for blob in snap.tensors:
+                for offset in range(0, len(blob), chunk):
+                    await stream.send(blob[offset : offset + chunk])
+        finally:
+            self._serving.discard(stream.peer)
 
 
-async def fetch_state(transport: Transport, peer: bytes, min_round: int, limits: Limits = LIMITS) -> Snapshot:
-    """Download a peer's snapshot (not checked here: the caller compares its digest)."""
+async def fetch_state(transport: Transport, peer: bytes, min_round: int, expected_bytes: list[int],
+                      limits: Limits = LIMITS) -> Snapshot:
+    """Download a peer's snapshot; its header must announce exactly ``expected_bytes`` (this model's tensors), so
+    nothing larger is ever read. Not checked here: the caller checks the digest and the statements."""
     timeout = limits.state_read_timeout
     stream = await asyncio.wait_for(transport.open(peer, "state"), timeout)
     try:
         await stream.send(spb.StateRequest(min_round=max(0, min_round)).SerializeToString())
         header = spb.StateHeader.FromString(await asyncio.wait_for(stream.recv(limit=limits.state_header), timeout))
         if header.error:
-            raise StateError(header.error)
+            raise StateError(header.error[:200])
+        if list(header.tensor_bytes) != list(expected_bytes):
+            raise StateError("the snapshot's tensors are not this model's")
         tensors = []
         for size in header.tensor_bytes:
             buf = bytearray()
             while len(buf) < size:
-                buf += await asyncio.wait_for(stream.recv(limit=limits.state_chunk), timeout)
-            if len(buf) != size:
-                raise StateError(f"tensor of {len(buf)} bytes, announced {size}")
+                buf += await asyncio.wait_for(stream.recv(limit=min(limits.state_chunk, size - len(buf))), timeout)
             tensors.append(bytes(buf))
         members = [Member(p.peer, p.client) for p in header.members]
-        return Snapshot(int(header.round), header.digest, members, tensors, header.run_config)
+        return Snapshot(int(header.round), header.digest, members, tensors, header.run_config,
+                        list(header.statements), list(header.demoted))
     finally:
         await stream.close()
+
+
+def vouched(snap: Snapshot, run_id: str, need: int = 2) -> str:
+    """Why the snapshot's digest is not vouched for ("" if it is): at least ``need`` distinct members signed it for
+    its round, and more of those that signed a digest for that round signed this one than any other. ``need`` comes
+    from what the downloader knows, never from the server: 2 once it knows two peers of the run (so the server alone
+    cannot vouch for its own state), 1 when the server is the only peer it knows."""
+    reports: dict[bytes, bytes] = {}
+    conflicting: set[bytes] = set()
+    for signed in snap.statements:
+        try:
+            st = open_statement(signed, run_id=run_id)
+        except BadSigned:
+            continue
+        if st.digest_round != snap.next_round:
+            continue
+        if st.peer in reports and reports[st.peer] != st.digest:
+            conflicting.add(st.peer)
+        reports[st.peer] = st.digest
+    for p in conflicting:
+        del reports[p]
+    agree = sum(d == snap.digest for d in reports.values())
+    if agree < need or 2 * agree <= len(reports):
+        return f"{agree} of {len(reports)} members signed this digest for round {snap.next_round} (need {need} and most)"
+    return ""

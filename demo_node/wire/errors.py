@@ -28,10 +28,10 @@ def refusal_name(code: int) -> str:
 
 
 class PayloadError(ValueError):
-    """A payload that must be dropped; ``reason`` is one of :data:`REASONS`."""
+    """A payload that must be dropped; ``reason`` is one of :data:`REFUSALS` (the decoder's are :data:`REASONS`)."""
 
     def __init__(self, reason: str, detail: str):
-        assert reason in REASONS, reason
+        assert reason in REFUSALS, reason
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

@@ -24,35 +24,57 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64\x65mo_node_swarm.proto\x12\x0c\x64\x65mo_node.v1\"\x92\x01\n\nContribute\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x14\n\x0c\x64igest_round\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\x12\x0f\n\x07leaving\x18\x05 \x01(\x08\x12\x0f\n\x07joining\x18\x06 \x01(\x08\x12\x0e\n\x06\x63lient\x18\x07 \x01(\x08\x12\x0c\n\x04plan\x18\x08 \x01(\x0c\"N\n\x08Presence\x12\x0c\n\x04peer\x18\x01 \x01(\x0c\x12\x14\n\x0c\x64igest_round\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0e\n\x06\x63lient\x18\x04 \x01(\x08\"+\n\x08Included\x12\x0e\n\x06sender\x18\x01 \x01(\x0c\x12\x0f\n\x07samples\x18\x02 \x01(\x01\"\xce\x03\n\x0bShardResult\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .demo_node.v1.ShardResult.Status\x12&\n\x07refusal\x18\r \x01(\x0e\x32\x15.demo_node.v1.Refusal\x12(\n\x08included\x18\x05 \x03(\x0b\x32\x16.demo_node.v1.Included\x12\'\n\x07present\x18\x06 \x03(\x0b\x32\x16.demo_node.v1.Presence\x12\'\n\x07joiners\x18\x07 \x03(\x0b\x32\x16.demo_node.v1.Presence\x12\x0f\n\x07leavers\x18\x08 \x03(\x0c\x12(\n\x04mode\x18\t \x01(\x0e\x32\x1a.demo_node.v1.ExchangeMode\x12\x0f\n\x07relayed\x18\n \x03(\x0c\x12\x11\n\tsign_bits\x18\x0b \x01(\x0c\x12\x16\n\x0enonzero_blocks\x18\x0c \x01(\x0c\"G\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x08\n\x04HAVE\x10\x01\x12\r\n\tDONT_HAVE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03J\x04\x08\x04\x10\x05R\x05\x65rror\"+\n\x0b\x46\x65tchResult\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\"!\n\x0cStateRequest\x12\x11\n\tmin_round\x18\x01 \x01(\x04\"\x8e\x01\n\x0bStateHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\'\n\x07members\x18\x03 \x03(\x0b\x32\x16.demo_node.v1.Presence\x12\x14\n\x0ctensor_bytes\x18\x04 \x03(\x04\x12\x12\n\nrun_config\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"r\n\x05Hello\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.demo_node.v1.NodeState\x12\x12\n\nrun_config\x18\x02 \x01(\t\x12\x0e\n\x06maddrs\x18\x03 \x03(\t\x12\x0e\n\x06\x63lient\x18\x04 \x01(\x08\x12\r\n\x05round\x18\x05 \x01(\x04*T\n\x0c\x45xchangeMode\x12\x1d\n\x19\x45XCHANGE_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45XCHANGE_RELAY\x10\x01\x12\x11\n\rEXCHANGE_SIGN\x10\x02*\xd0\x04\n\x07Refusal\x12\x10\n\x0cREFUSAL_NONE\x10\x00\x12\x15\n\x11REFUSAL_TOO_LARGE\x10\x01\x12\x15\n\x11REFUSAL_MALFORMED\x10\x02\x12\x13\n\x0fREFUSAL_VERSION\x10\x03\x12\x12\n\x0eREFUSAL_RUN_ID\x10\x04\x12\x11\n\rREFUSAL_ROUND\x10\x05\x12\x12\n\x0eREFUSAL_SENDER\x10\x06\x12\x13\n\x0fREFUSAL_SAMPLES\x10\x07\x12\x12\n\x0eREFUSAL_TENSOR\x10\x08\x12\x17\n\x13REFUSAL_BLOCK_RANGE\x10\t\x12\r\n\tREFUSAL_K\x10\n\x12\x18\n\x14REFUSAL_INDEX_FORMAT\x10\x0b\x12\x18\n\x14REFUSAL_INDEX_LENGTH\x10\x0c\x12\x17\n\x13REFUSAL_INDEX_RANGE\x10\r\x12\x17\n\x13REFUSAL_INDEX_ORDER\x10\x0e\x12\x17\n\x13REFUSAL_INDEX_COUNT\x10\x0f\x12\x18\n\x14REFUSAL_VALUE_FORMAT\x10\x10\x12\x18\n\x14REFUSAL_VALUE_LENGTH\x10\x11\x12\x1c\n\x18REFUSAL_VALUE_NOT_FINITE\x10\x12\x12\x14\n\x10REFUSAL_COVERAGE\x10\x13\x12\x18\n\x14REFUSAL_ROUND_CLOSED\x10\x14\x12\x16\n\x12REFUSAL_NOT_MEMBER\x10\x15\x12\x15\n\x11REFUSAL_NOT_OWNER\x10\x16\x12\x19\n\x15REFUSAL_PLAN_MISMATCH\x10\x17\x12\x19\n\x15REFUSAL_ROUND_UNKNOWN\x10\x18*g\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x0b\n\x07JOINING\x10\x02\x12\x0c\n\x08TRAINING\x10\x03\x12\x0b\n\x07LEAVING\x10\x04\x12\x08\n\x04LEFT\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64\x65mo_node_swarm.proto\x12\x0c\x64\x65mo_node.v1\"=\n\x06Signed\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"\xaf\x01\n\tStatement\x12\x0c\n\x04peer\x18\x01 \x01(\x0c\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x14\n\x0c\x64igest_round\x18\x04 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\x12\x0e\n\x06\x63lient\x18\x06 \x01(\x08\x12\x0f\n\x07joining\x18\x07 \x01(\x08\x12\x0f\n\x07leaving\x18\x08 \x01(\x08\x12\x0c\n\x04plan\x18\t \x01(\x0c\x12\x0f\n\x07\x61\x63\x63used\x18\n \x03(\x0c\"\x8a\x01\n\nContribute\x12\r\n\x05round\x18\x01 \x01(\x04\x12\'\n\tstatement\x18\x02 \x01(\x0b\x32\x14.demo_node.v1.Signed\x12%\n\x07payload\x18\x03 \x01(\x0b\x32\x14.demo_node.v1.Signed\x12\x0c\n\x04plan\x18\x04 \x01(\x0c\x12\x0f\n\x07joining\x18\x05 \x01(\x08\"A\n\x08Included\x12\x0e\n\x06sender\x18\x01 \x01(\x0c\x12\x0f\n\x07samples\x18\x02 \x01(\x01\x12\x14\n\x0cpayload_hash\x18\x03 \x01(\x0c\"\xd2\x01\n\tShardBody\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12(\n\x04mode\x18\x03 \x01(\x0e\x32\x1a.demo_node.v1.ExchangeMode\x12(\n\x08included\x18\x04 \x03(\x0b\x32\x16.demo_node.v1.Included\x12(\n\nstatements\x18\x05 \x03(\x0b\x32\x14.demo_node.v1.Signed\x12\x11\n\tsign_bits\x18\x06 \x01(\x0c\x12\x16\n\x0enonzero_blocks\x18\x07 \x01(\x0c\"\x92\x02\n\x0bShardResult\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .demo_node.v1.ShardResult.Status\x12&\n\x07refusal\x18\x02 \x01(\x0e\x32\x15.demo_node.v1.Refusal\x12\"\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x14.demo_node.v1.Signed\x12%\n\x07relayed\x18\x04 \x03(\x0b\x32\x14.demo_node.v1.Signed\x12\x15\n\rcurrent_round\x18\x05 \x01(\x04\"G\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x08\n\x04HAVE\x10\x01\x12\r\n\tDONT_HAVE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"+\n\x0b\x46\x65tchResult\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\"M\n\x06Verify\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12%\n\x07payload\x18\x03 \x01(\x0b\x32\x14.demo_node.v1.Signed\"\xfb\x01\n\x0bVerdictBody\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\x10\n\x08verifier\x18\x03 \x01(\x0c\x12\x11\n\tbody_hash\x18\x04 \x01(\x0c\x12\x32\n\x07\x66inding\x18\x05 \x01(\x0e\x32!.demo_node.v1.VerdictBody.Finding\x12\x11\n\tsign_bits\x18\x06 \x01(\x0c\x12\x16\n\x0enonzero_blocks\x18\x07 \x01(\x0c\"J\n\x07\x46inding\x12\x17\n\x13\x46INDING_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x43ORRECT\x10\x01\x12\t\n\x05WRONG\x10\x02\x12\x0e\n\nUNVERIFIED\x10\x03\"\x8f\x01\n\x0cVerdictReply\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .demo_node.v1.ShardResult.Status\x12&\n\x07refusal\x18\x02 \x01(\x0e\x32\x15.demo_node.v1.Refusal\x12%\n\x07verdict\x18\x03 \x01(\x0b\x32\x14.demo_node.v1.Signed\">\n\rInputsRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\x0c\x12\x0f\n\x07senders\x18\x03 \x03(\x0c\"T\n\x06Inputs\x12&\n\x08payloads\x18\x01 \x03(\x0b\x32\x14.demo_node.v1.Signed\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.demo_node.v1.Signed\"\"\n\x0f\x45videnceRequest\x12\x0f\n\x07\x61\x63\x63used\x18\x01 \x01(\x0c\"\x9b\x01\n\x08\x45vidence\x12\x0f\n\x07\x61\x63\x63used\x18\x01 \x01(\x0c\x12\r\n\x05round\x18\x02 \x01(\x04\x12#\n\x05\x63laim\x18\x03 \x01(\x0b\x32\x14.demo_node.v1.Signed\x12$\n\x06judged\x18\x04 \x01(\x0b\x32\x14.demo_node.v1.Signed\x12$\n\x06inputs\x18\x05 \x03(\x0b\x32\x14.demo_node.v1.Signed\"!\n\x0cStateRequest\x12\x11\n\tmin_round\x18\x01 \x01(\x04\"&\n\x06Member\x12\x0c\n\x04peer\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63lient\x18\x02 \x01(\x08\"\xc7\x01\n\x0bStateHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12%\n\x07members\x18\x03 \x03(\x0b\x32\x14.demo_node.v1.Member\x12\x14\n\x0ctensor_bytes\x18\x04 \x03(\x04\x12\x12\n\nrun_config\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12(\n\nstatements\x18\x07 \x03(\x0b\x32\x14.demo_node.v1.Signed\x12\x0f\n\x07\x64\x65moted\x18\x08 \x03(\x0c\"r\n\x05Hello\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.demo_node.v1.NodeState\x12\x12\n\nrun_config\x18\x02 \x01(\t\x12\x0e\n\x06maddrs\x18\x03 \x03(\t\x12\x0e\n\x06\x63lient\x18\x04 \x01(\x08\x12\r\n\x05round\x18\x05 \x01(\x04*T\n\x0c\x45xchangeMode\x12\x1d\n\x19\x45XCHANGE_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45XCHANGE_RELAY\x10\x01\x12\x11\n\rEXCHANGE_SIGN\x10\x02*\xf9\x05\n\x07Refusal\x12\x10\n\x0cREFUSAL_NONE\x10\x00\x12\x15\n\x11REFUSAL_TOO_LARGE\x10\x01\x12\x15\n\x11REFUSAL_MALFORMED\x10\x02\x12\x13\n\x0fREFUSAL_VERSION\x10\x03\x12\x12\n\x0eREFUSAL_RUN_ID\x10\x04\x12\x11\n\rREFUSAL_ROUND\x10\x05\x12\x12\n\x0eREFUSAL_SENDER\x10\x06\x12\x13\n\x0fREFUSAL_SAMPLES\x10\x07\x12\x12\n\x0eREFUSAL_TENSOR\x10\x08\x12\x17\n\x13REFUSAL_BLOCK_RANGE\x10\t\x12\r\n\tREFUSAL_K\x10\n\x12\x18\n\x14REFUSAL_INDEX_FORMAT\x10\x0b\x12\x18\n\x14REFUSAL_INDEX_LENGTH\x10\x0c\x12\x17\n\x13REFUSAL_INDEX_RANGE\x10\r\x12\x17\n\x13REFUSAL_INDEX_ORDER\x10\x0e\x12\x17\n\x13REFUSAL_INDEX_COUNT\x10\x0f\x12\x18\n\x14REFUSAL_VALUE_FORMAT\x10\x10\x12\x18\n\x14REFUSAL_VALUE_LENGTH\x10\x11\x12\x1c\n\x18REFUSAL_VALUE_NOT_FINITE\x10\x12\x12\x14\n\x10REFUSAL_COVERAGE\x10\x13\x12\x18\n\x14REFUSAL_ROUND_CLOSED\x10\x14\x12\x16\n\x12REFUSAL_NOT_MEMBER\x10\x15\x12\x15\n\x11REFUSAL_NOT_OWNER\x10\x16\x12\x19\n\x15REFUSAL_PLAN_MISMATCH\x10\x17\x12\x19\n\x15REFUSAL_ROUND_UNKNOWN\x10\x18\x12\x15\n\x11REFUSAL_SIGNATURE\x10\x19\x12\x15\n\x11REFUSAL_STATEMENT\x10\x1a\x12\x15\n\x11REFUSAL_UNBOUNDED\x10\x1b\x12\x18\n\x14REFUSAL_NOT_VERIFIER\x10\x1c\x12\x17\n\x13REFUSAL_NOT_ALLOWED\x10\x1d\x12\x10\n\x0cREFUSAL_BUSY\x10\x1e\x12\x1d\n\x19REFUSAL_MESSAGE_TOO_LARGE\x10\x1f*g\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x0b\n\x07JOINING\x10\x02\x12\x0c\n\x08TRAINING\x10\x03\x12\x0b\n\x07LEAVING\x10\x04\x12\x08\n\x04LEFT\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'demo_node_swarm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXCHANGEMODE']._serialized_start=1119
-  _globals['_EXCHANGEMODE']._serialized_end=1203
-  _globals['_REFUSAL']._serialized_start=1206
-  _globals['_REFUSAL']._serialized_end=1798
-  _globals['_NODESTATE']._serialized_start=1800
-  _globals['_NODESTATE']._serialized_end=1903
-  _globals['_CONTRIBUTE']._serialized_start=40
-  _globals['_CONTRIBUTE']._serialized_end=186
-  _globals['_PRESENCE']._serialized_start=188
-  _globals['_PRESENCE']._serialized_end=266
-  _globals['_INCLUDED']._serialized_start=268
-  _globals['_INCLUDED']._serialized_end=311
-  _globals['_SHARDRESULT']._serialized_start=314
-  _globals['_SHARDRESULT']._serialized_end=776
-  _globals['_SHARDRESULT_STATUS']._serialized_start=692
-  _globals['_SHARDRESULT_STATUS']._serialized_end=763
-  _globals['_FETCHRESULT']._serialized_start=778
-  _globals['_FETCHRESULT']._serialized_end=821
-  _globals['_STATEREQUEST']._serialized_start=823
-  _globals['_STATEREQUEST']._serialized_end=856
-  _globals['_STATEHEADER']._serialized_start=859
-  _globals['_STATEHEADER']._serialized_end=1001
-  _globals['_HELLO']._serialized_start=1003
-  _globals['_HELLO']._serialized_end=1117
+  _globals['_EXCHANGEMODE']._serialized_start=2239
+  _globals['_EXCHANGEMODE']._serialized_end=2323
+  _globals['_REFUSAL']._serialized_start=2326
+  _globals['_REFUSAL']._serialized_end=3087
+  _globals['_NODESTATE']._serialized_start=3089
+  _globals['_NODESTATE']._serialized_end=3192
+  _globals['_SIGNED']._serialized_start=39
+  _globals['_SIGNED']._serialized_end=100
+  _globals['_STATEMENT']._serialized_start=103
+  _globals['_STATEMENT']._serialized_end=278
+  _globals['_CONTRIBUTE']._serialized_start=281
+  _globals['_CONTRIBUTE']._serialized_end=419
+  _globals['_INCLUDED']._serialized_start=421
+  _globals['_INCLUDED']._serialized_end=486
+  _globals['_SHARDBODY']._serialized_start=489
+  _globals['_SHARDBODY']._serialized_end=699
+  _globals['_SHARDRESULT']._serialized_start=702
+  _globals['_SHARDRESULT']._serialized_end=976
+  _globals['_SHARDRESULT_STATUS']._serialized_start=905
+  _globals['_SHARDRESULT_STATUS']._serialized_end=976
+  _globals['_FETCHRESULT']._serialized_start=978
+  _globals['_FETCHRESULT']._serialized_end=1021
+  _globals['_VERIFY']._serialized_start=1023
+  _globals['_VERIFY']._serialized_end=1100
+  _globals['_VERDICTBODY']._serialized_start=1103
+  _globals['_VERDICTBODY']._serialized_end=1354
+  _globals['_VERDICTBODY_FINDING']._serialized_start=1280
+  _globals['_VERDICTBODY_FINDING']._serialized_end=1354
+  _globals['_VERDICTREPLY']._serialized_start=1357
+  _globals['_VERDICTREPLY']._serialized_end=1500
+  _globals['_INPUTSREQUEST']._serialized_start=1502
+  _globals['_INPUTSREQUEST']._serialized_end=1564
+  _globals['_INPUTS']._serialized_start=1566
+  _globals['_INPUTS']._serialized_end=1650
+  _globals['_EVIDENCEREQUEST']._serialized_start=1652
+  _globals['_EVIDENCEREQUEST']._serialized_end=1686
+  _globals['_EVIDENCE']._serialized_start=1689
+  _globals['_EVIDENCE']._serialized_end=1844
+  _globals['_STATEREQUEST']._serialized_start=1846
+  _globals['_STATEREQUEST']._serialized_end=1879
+  _globals['_MEMBER']._serialized_start=1881
+  _globals['_MEMBER']._serialized_end=1919
+  _globals['_STATEHEADER']._serialized_start=1922
+  _globals['_STATEHEADER']._serialized_end=2121
+  _globals['_HELLO']._serialized_start=2123
+  _globals['_HELLO']._serialized_end=2237
 # @@protoc_insertion_point(module_scope)

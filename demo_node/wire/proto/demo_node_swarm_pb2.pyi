@@ -40,6 +40,13 @@ class Refusal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFUSAL_NOT_OWNER: _ClassVar[Refusal]
     REFUSAL_PLAN_MISMATCH: _ClassVar[Refusal]
     REFUSAL_ROUND_UNKNOWN: _ClassVar[Refusal]
+    REFUSAL_SIGNATURE: _ClassVar[Refusal]
+    REFUSAL_STATEMENT: _ClassVar[Refusal]
+    REFUSAL_UNBOUNDED: _ClassVar[Refusal]
+    REFUSAL_NOT_VERIFIER: _ClassVar[Refusal]
+    REFUSAL_NOT_ALLOWED: _ClassVar[Refusal]
+    REFUSAL_BUSY: _ClassVar[Refusal]
+    REFUSAL_MESSAGE_TOO_LARGE: _ClassVar[Refusal]
 
 class NodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -77,6 +84,13 @@ REFUSAL_NOT_MEMBER: Refusal
 REFUSAL_NOT_OWNER: Refusal
 REFUSAL_PLAN_MISMATCH: Refusal
 REFUSAL_ROUND_UNKNOWN: Refusal
+REFUSAL_SIGNATURE: Refusal
+REFUSAL_STATEMENT: Refusal
+REFUSAL_UNBOUNDED: Refusal
+REFUSAL_NOT_VERIFIER: Refusal
+REFUSAL_NOT_ALLOWED: Refusal
+REFUSAL_BUSY: Refusal
+REFUSAL_MESSAGE_TOO_LARGE: Refusal
 NODE_STATE_UNSPECIFIED: NodeState
 STARTING: NodeState
 JOINING: NodeState
@@ -84,48 +98,84 @@ TRAINING: NodeState
 LEAVING: NodeState
 LEFT: NodeState
 
-class Contribute(_message.Message):
-    __slots__ = ("round", "payload", "digest_round", "digest", "leaving", "joining", "client", "plan")
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
-    DIGEST_ROUND_FIELD_NUMBER: _ClassVar[int]
-    DIGEST_FIELD_NUMBER: _ClassVar[int]
-    LEAVING_FIELD_NUMBER: _ClassVar[int]
-    JOINING_FIELD_NUMBER: _ClassVar[int]
-    CLIENT_FIELD_NUMBER: _ClassVar[int]
-    PLAN_FIELD_NUMBER: _ClassVar[int]
-    round: int
-    payload: bytes
-    digest_round: int
-    digest: bytes
-    leaving: bool
-    joining: bool
-    client: bool
-    plan: bytes
-    def __init__(self, round: _Optional[int] = ..., payload: _Optional[bytes] = ..., digest_round: _Optional[int] = ..., digest: _Optional[bytes] = ..., leaving: _Optional[bool] = ..., joining: _Optional[bool] = ..., client: _Optional[bool] = ..., plan: _Optional[bytes] = ...) -> None: ...
+class Signed(_message.Message):
+    __slots__ = ("body", "signature", "public_key")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    body: bytes
+    signature: bytes
+    public_key: bytes
+    def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., public_key: _Optional[bytes] = ...) -> None: ...
 
-class Presence(_message.Message):
-    __slots__ = ("peer", "digest_round", "digest", "client")
+class Statement(_message.Message):
+    __slots__ = ("peer", "run_id", "round", "digest_round", "digest", "client", "joining", "leaving", "plan", "accused")
     PEER_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
     DIGEST_ROUND_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
+    JOINING_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    ACCUSED_FIELD_NUMBER: _ClassVar[int]
     peer: bytes
+    run_id: str
+    round: int
     digest_round: int
     digest: bytes
     client: bool
-    def __init__(self, peer: _Optional[bytes] = ..., digest_round: _Optional[int] = ..., digest: _Optional[bytes] = ..., client: _Optional[bool] = ...) -> None: ...
+    joining: bool
+    leaving: bool
+    plan: bytes
+    accused: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, peer: _Optional[bytes] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., digest_round: _Optional[int] = ..., digest: _Optional[bytes] = ..., client: _Optional[bool] = ..., joining: _Optional[bool] = ..., leaving: _Optional[bool] = ..., plan: _Optional[bytes] = ..., accused: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Contribute(_message.Message):
+    __slots__ = ("round", "statement", "payload", "plan", "joining")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    JOINING_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    statement: Signed
+    payload: Signed
+    plan: bytes
+    joining: bool
+    def __init__(self, round: _Optional[int] = ..., statement: _Optional[_Union[Signed, _Mapping]] = ..., payload: _Optional[_Union[Signed, _Mapping]] = ..., plan: _Optional[bytes] = ..., joining: _Optional[bool] = ...) -> None: ...
 
 class Included(_message.Message):
-    __slots__ = ("sender", "samples")
+    __slots__ = ("sender", "samples", "payload_hash")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_HASH_FIELD_NUMBER: _ClassVar[int]
     sender: bytes
     samples: float
-    def __init__(self, sender: _Optional[bytes] = ..., samples: _Optional[float] = ...) -> None: ...
+    payload_hash: bytes
+    def __init__(self, sender: _Optional[bytes] = ..., samples: _Optional[float] = ..., payload_hash: _Optional[bytes] = ...) -> None: ...
+
+class ShardBody(_message.Message):
+    __slots__ = ("round", "owner", "mode", "included", "statements", "sign_bits", "nonzero_blocks")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDED_FIELD_NUMBER: _ClassVar[int]
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    SIGN_BITS_FIELD_NUMBER: _ClassVar[int]
+    NONZERO_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    owner: bytes
+    mode: ExchangeMode
+    included: _containers.RepeatedCompositeFieldContainer[Included]
+    statements: _containers.RepeatedCompositeFieldContainer[Signed]
+    sign_bits: bytes
+    nonzero_blocks: bytes
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., mode: _Optional[_Union[ExchangeMode, str]] = ..., included: _Optional[_Iterable[_Union[Included, _Mapping]]] = ..., statements: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ...) -> None: ...
 
 class ShardResult(_message.Message):
-    __slots__ = ("round", "owner", "status", "refusal", "included", "present", "joiners", "leavers", "mode", "relayed", "sign_bits", "nonzero_blocks")
+    __slots__ = ("status", "refusal", "body", "relayed", "current_round")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[ShardResult.Status]
@@ -136,31 +186,17 @@ class ShardResult(_message.Message):
     HAVE: ShardResult.Status
     DONT_HAVE: ShardResult.Status
     REJECTED: ShardResult.Status
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    OWNER_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
-    INCLUDED_FIELD_NUMBER: _ClassVar[int]
-    PRESENT_FIELD_NUMBER: _ClassVar[int]
-    JOINERS_FIELD_NUMBER: _ClassVar[int]
-    LEAVERS_FIELD_NUMBER: _ClassVar[int]
-    MODE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
     RELAYED_FIELD_NUMBER: _ClassVar[int]
-    SIGN_BITS_FIELD_NUMBER: _ClassVar[int]
-    NONZERO_BLOCKS_FIELD_NUMBER: _ClassVar[int]
-    round: int
-    owner: bytes
+    CURRENT_ROUND_FIELD_NUMBER: _ClassVar[int]
     status: ShardResult.Status
     refusal: Refusal
-    included: _containers.RepeatedCompositeFieldContainer[Included]
-    present: _containers.RepeatedCompositeFieldContainer[Presence]
-    joiners: _containers.RepeatedCompositeFieldContainer[Presence]
-    leavers: _containers.RepeatedScalarFieldContainer[bytes]
-    mode: ExchangeMode
-    relayed: _containers.RepeatedScalarFieldContainer[bytes]
-    sign_bits: bytes
-    nonzero_blocks: bytes
-    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., status: _Optional[_Union[ShardResult.Status, str]] = ..., refusal: _Optional[_Union[Refusal, str]] = ..., included: _Optional[_Iterable[_Union[Included, _Mapping]]] = ..., present: _Optional[_Iterable[_Union[Presence, _Mapping]]] = ..., joiners: _Optional[_Iterable[_Union[Presence, _Mapping]]] = ..., leavers: _Optional[_Iterable[bytes]] = ..., mode: _Optional[_Union[ExchangeMode, str]] = ..., relayed: _Optional[_Iterable[bytes]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ...) -> None: ...
+    body: Signed
+    relayed: _containers.RepeatedCompositeFieldContainer[Signed]
+    current_round: int
+    def __init__(self, status: _Optional[_Union[ShardResult.Status, str]] = ..., refusal: _Optional[_Union[Refusal, str]] = ..., body: _Optional[_Union[Signed, _Mapping]] = ..., relayed: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., current_round: _Optional[int] = ...) -> None: ...
 
 class FetchResult(_message.Message):
     __slots__ = ("round", "owner")
@@ -170,27 +206,125 @@ class FetchResult(_message.Message):
     owner: bytes
     def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ...) -> None: ...
 
+class Verify(_message.Message):
+    __slots__ = ("round", "owner", "payload")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    owner: bytes
+    payload: Signed
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., payload: _Optional[_Union[Signed, _Mapping]] = ...) -> None: ...
+
+class VerdictBody(_message.Message):
+    __slots__ = ("round", "owner", "verifier", "body_hash", "finding", "sign_bits", "nonzero_blocks")
+    class Finding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        FINDING_UNSPECIFIED: _ClassVar[VerdictBody.Finding]
+        CORRECT: _ClassVar[VerdictBody.Finding]
+        WRONG: _ClassVar[VerdictBody.Finding]
+        UNVERIFIED: _ClassVar[VerdictBody.Finding]
+    FINDING_UNSPECIFIED: VerdictBody.Finding
+    CORRECT: VerdictBody.Finding
+    WRONG: VerdictBody.Finding
+    UNVERIFIED: VerdictBody.Finding
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    VERIFIER_FIELD_NUMBER: _ClassVar[int]
+    BODY_HASH_FIELD_NUMBER: _ClassVar[int]
+    FINDING_FIELD_NUMBER: _ClassVar[int]
+    SIGN_BITS_FIELD_NUMBER: _ClassVar[int]
+    NONZERO_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    owner: bytes
+    verifier: bytes
+    body_hash: bytes
+    finding: VerdictBody.Finding
+    sign_bits: bytes
+    nonzero_blocks: bytes
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., verifier: _Optional[bytes] = ..., body_hash: _Optional[bytes] = ..., finding: _Optional[_Union[VerdictBody.Finding, str]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ...) -> None: ...
+
+class VerdictReply(_message.Message):
+    __slots__ = ("status", "refusal", "verdict")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    status: ShardResult.Status
+    refusal: Refusal
+    verdict: Signed
+    def __init__(self, status: _Optional[_Union[ShardResult.Status, str]] = ..., refusal: _Optional[_Union[Refusal, str]] = ..., verdict: _Optional[_Union[Signed, _Mapping]] = ...) -> None: ...
+
+class InputsRequest(_message.Message):
+    __slots__ = ("round", "owner", "senders")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SENDERS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    owner: bytes
+    senders: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., senders: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Inputs(_message.Message):
+    __slots__ = ("payloads", "body")
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    payloads: _containers.RepeatedCompositeFieldContainer[Signed]
+    body: Signed
+    def __init__(self, payloads: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., body: _Optional[_Union[Signed, _Mapping]] = ...) -> None: ...
+
+class EvidenceRequest(_message.Message):
+    __slots__ = ("accused",)
+    ACCUSED_FIELD_NUMBER: _ClassVar[int]
+    accused: bytes
+    def __init__(self, accused: _Optional[bytes] = ...) -> None: ...
+
+class Evidence(_message.Message):
+    __slots__ = ("accused", "round", "claim", "judged", "inputs")
+    ACCUSED_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    accused: bytes
+    round: int
+    claim: Signed
+    judged: Signed
+    inputs: _containers.RepeatedCompositeFieldContainer[Signed]
+    def __init__(self, accused: _Optional[bytes] = ..., round: _Optional[int] = ..., claim: _Optional[_Union[Signed, _Mapping]] = ..., judged: _Optional[_Union[Signed, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ...) -> None: ...
+
 class StateRequest(_message.Message):
     __slots__ = ("min_round",)
     MIN_ROUND_FIELD_NUMBER: _ClassVar[int]
     min_round: int
     def __init__(self, min_round: _Optional[int] = ...) -> None: ...
 
+class Member(_message.Message):
+    __slots__ = ("peer", "client")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    peer: bytes
+    client: bool
+    def __init__(self, peer: _Optional[bytes] = ..., client: _Optional[bool] = ...) -> None: ...
+
 class StateHeader(_message.Message):
-    __slots__ = ("round", "digest", "members", "tensor_bytes", "run_config", "error")
+    __slots__ = ("round", "digest", "members", "tensor_bytes", "run_config", "error", "statements", "demoted")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     TENSOR_BYTES_FIELD_NUMBER: _ClassVar[int]
     RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    DEMOTED_FIELD_NUMBER: _ClassVar[int]
     round: int
     digest: bytes
-    members: _containers.RepeatedCompositeFieldContainer[Presence]
+    members: _containers.RepeatedCompositeFieldContainer[Member]
     tensor_bytes: _containers.RepeatedScalarFieldContainer[int]
     run_config: str
     error: str
-    def __init__(self, round: _Optional[int] = ..., digest: _Optional[bytes] = ..., members: _Optional[_Iterable[_Union[Presence, _Mapping]]] = ..., tensor_bytes: _Optional[_Iterable[int]] = ..., run_config: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    statements: _containers.RepeatedCompositeFieldContainer[Signed]
+    demoted: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, round: _Optional[int] = ..., digest: _Optional[bytes] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., tensor_bytes: _Optional[_Iterable[int]] = ..., run_config: _Optional[str] = ..., error: _Optional[str] = ..., statements: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., demoted: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("state", "run_config", "maddrs", "client", "round")

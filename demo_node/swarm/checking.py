@@ -1,0 +1,139 @@
+"""Whether a shard's result may be applied, and which update: the owner's, or the one its signed inputs give.
+
+In verified sign exchange every shard has a verifier that recomputes the owner's update and signs a verdict. A node
+applies the owner's signed update when the verdict says CORRECT about the very body the node got. When the verdict
+says WRONG, the node fetches the signed inputs, recomputes, and believes whichever of the two the inputs back: the
+other one signed a claim that contradicts signed inputs, and is accused, with those messages as the evidence (served
+to anyone who asks). When the verdict judged another body than the one this node got, the owner signed two results
+for one shard: that is evidence too, and the verified one is applied. A silent verifier leaves the update
+unverified (applied, and counted); an owner this node has already caught is never applied unverified.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from demo_node.swarm.outcome import ShardOutcome
+from demo_node.swarm.owner import read_payload
+from demo_node.swarm.plan import RoundPlan
+from demo_node.swarm.signing import BadSigned, body_hash, open_body
+from demo_node.swarm.verifier import judge_signs
+from demo_node.wire.errors import PayloadError
+from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+if TYPE_CHECKING:
+    from demo_node.swarm.driver import RoundDriver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Received:
+    """A shard result as this node got it, its owner's signature checked."""
+
+    signed: spb.Signed
+    body: spb.ShardBody
+    relayed: list[spb.Signed] = field(default_factory=list)
+    refusal: str = ""
+
+
+@dataclass
+class Verdict:
+    signed: spb.Signed
+    body: spb.VerdictBody
+
+
+class Checker:
+    def __init__(self, driver: "RoundDriver"):
+        self.driver = driver
+        self.accused: dict[bytes, spb.Evidence] = {}
+        """Peers this node caught, with the evidence (what its statements accuse, what it serves on request)."""
+
+    def accuse(self, evidence: spb.Evidence) -> None:
+        if evidence.accused not in self.accused:
+            self.accused[evidence.accused] = evidence
+            self.driver.counters.refused("signature")
+            log.warning("round %d: %s signed a claim its inputs contradict: accused", evidence.round,
+                        evidence.accused.hex()[-12:])
+
+    async def shard(self, r: int, plan: RoundPlan, owner: bytes, got: Received | None, verdict: Verdict | None,
+                    source: str) -> ShardOutcome:
+        ranges = plan.ranges[owner]
+        if got is None:
+            return ShardOutcome(owner, ranges, None, source="none")
+        verifier = plan.verifiers.get(owner)
+        if verifier is None or plan.mode != "sign":
+            return self._outcome(owner, ranges, got, source)
+        if verdict is not None and verdict.body.body_hash != body_hash(got.signed):
+            copy = await self._judged_copy(r, owner, verifier, verdict)
+            if copy is None:
+                verdict = None  # the verifier cannot show what it judged: its verdict counts for nothing
+            else:
+                self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, judged=copy.signed))
+                got = copy
+        if verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED:
+            if owner in self.accused:
+                return await self._recompute(r, plan, owner, None, got, None, source)
+            return self._outcome(owner, ranges, got, source, check="unverified")
+        if verdict.body.finding == spb.VerdictBody.CORRECT:
+            return self._outcome(owner, ranges, got, source, check="verified")
+        return await self._recompute(r, plan, owner, verifier, got, verdict, source)
+
+    def _outcome(self, owner: bytes, ranges, got: Received, source: str, check: str = "",
+                 bits: tuple[bytes, bytes] | None = None) -> ShardOutcome:
+        sign_bits, nonzero = bits if bits is not None else (got.body.sign_bits, got.body.nonzero_blocks)
+        return ShardOutcome(owner, ranges, got.body, list(got.relayed), sign_bits, nonzero, source, check)
+
+    async def _judged_copy(self, r: int, owner: bytes, verifier: bytes, verdict: Verdict) -> Received | None:
+        """The owner's signed body the verifier judged, if it can show one with the hash its verdict names."""
+        copy = (await self.driver._inputs_from(r, verifier, owner, []))[0]
+        try:
+            body = open_body(copy, owner, r)
+        except BadSigned:
+            return None
+        if body_hash(copy) != verdict.body.body_hash or body.mode != spb.EXCHANGE_SIGN:
+            return None
+        return Received(copy, body)
+
+    async def _recompute(self, r: int, plan: RoundPlan, owner: bytes, verifier: bytes | None, got: Received,
+                         verdict: Verdict | None, source: str) -> ShardOutcome:
+        """Fetch the signed inputs, recompute, and apply what they back (see the module docstring)."""
+        d = self.driver
+        ranges = plan.ranges[owner]
+        body = got.body
+        senders = [inc.sender for inc in body.included]
+        inputs = await d._inputs_from(r, verifier, owner, senders) if verifier else [spb.Signed()] * len(senders)
+        lacking = [s for s, signed in zip(senders, inputs) if not signed.body]
+        if lacking:
+            from_owner = dict(zip(lacking, await d._inputs_from(r, owner, owner, lacking)))
+            inputs = [signed if signed.body else from_owner.get(s, spb.Signed()) for s, signed in zip(senders, inputs)]
+        contributions = []
+        try:
+            if len(inputs) != len(body.included):
+                raise PayloadError("coverage", "not every input could be had")
+            for inc, signed in zip(body.included, inputs):
+                if body_hash(signed) != inc.payload_hash:
+                    raise PayloadError("signature", "an input that is not the one the owner listed")
+                contributions.append(read_payload(signed, inc.sender, d.layout, d.run.run_id, r, ranges))
+        except (PayloadError, BadSigned) as exc:
+            log.warning("round %d: cannot check the shard of %s (%s): its blocks are skipped here", r,
+                        owner.hex()[-12:], exc)
+            return ShardOutcome(owner, ranges, None, source=source, check="unverifiable")
+        owner_ok, bits, blocks = await d.compute(
+            lambda: judge_signs(d.signs, contributions, d.layout, ranges, body.sign_bits, body.nonzero_blocks))
+        if owner_ok:
+            if verdict is not None:
+                self.accuse(spb.Evidence(accused=verifier, round=r, claim=verdict.signed, judged=got.signed,
+                                         inputs=inputs))
+            return self._outcome(owner, ranges, got, source, check="verified")
+        self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, inputs=inputs))
+        if verdict is not None:
+            claimed = (verdict.body.sign_bits, verdict.body.nonzero_blocks)
+            verifier_ok, _, _ = await d.compute(
+                lambda: judge_signs(d.signs, contributions, d.layout, ranges, *claimed))
+            if verifier_ok:
+                # every honest node that checks applies the verifier's signed bits: the same ones everywhere
+                return self._outcome(owner, ranges, got, source, check="corrected", bits=claimed)
+        return self._outcome(owner, ranges, got, source, check="recomputed", bits=(bits, blocks))

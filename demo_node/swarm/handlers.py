@@ -1,0 +1,157 @@
+"""What a node answers other nodes during rounds: contributions to its shards, payloads for the shards it verifies,
+requests for results it got, for inputs it holds, and for the evidence behind its accusations.
+
+Every request is checked before anything is done with it: its size (the transport caps each kind's frames before
+reading them), its round (only rounds this node keeps, or a few ahead), its statement (signed by the stream's own,
+authenticated peer). Nothing a peer sends ends a handler other than with a refusal, and every handler has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from demo_node.net.transport import Stream
+from demo_node.swarm.signing import BadSigned, open_statement
+from demo_node.wire.errors import refusal_code
+from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+if TYPE_CHECKING:
+    from demo_node.swarm.driver import RoundDriver
+
+log = logging.getLogger(__name__)
+
+
+def _parse(cls, data: bytes):
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+    except Exception:
+        return None
+    return msg
+
+
+class Handlers:
+    def __init__(self, driver: "RoundDriver"):
+        self.d = driver
+
+    async def serve(self) -> None:
+        d, t = self.d, self.d.transport
+        wait = d.owner_timeout() + d.limits.fetch_timeout + d.cfg.deadline
+        small = d.limits.small_message
+        await t.serve("contribute", self._on_contribute, limit=2 * d.max_payload + (1 << 20), timeout=wait)
+        await t.serve("verify", self._on_verify, limit=d.max_payload + (1 << 16), timeout=wait)
+        await t.serve("fetch", self._on_fetch, limit=small, timeout=wait)
+        await t.serve("inputs", self._on_inputs, limit=small, timeout=wait)
+        await t.serve("evidence", self._on_evidence, limit=small, timeout=wait)
+
+    def _refusal(self, round: int, reason: str) -> bytes:
+        self.d.counters.refused(reason)
+        return spb.ShardResult(status=spb.ShardResult.REJECTED, refusal=refusal_code(reason),
+                               current_round=self.d.round).SerializeToString()
+
+    async def _on_contribute(self, stream: Stream) -> None:
+        d = self.d
+        msg = _parse(spb.Contribute, await stream.recv())
+        if msg is None:
+            await stream.send(self._refusal(0, "malformed"))
+            return
+        if not d.in_window(msg.round):
+            await stream.send(self._refusal(msg.round, "round_unknown"))
+            return
+        signed = msg.statement if msg.HasField("statement") else None
+        joining, plan = msg.joining, msg.plan
+        if signed is not None:
+            try:
+                statement = open_statement(signed, run_id=d.run.run_id, round=msg.round, peer=stream.peer)
+            except BadSigned as exc:
+                await stream.send(self._refusal(msg.round, exc.reason))
+                return
+            joining, plan = statement.joining, statement.plan
+        own = await d.owner_round(msg.round)
+        if own is None:
+            await stream.send(self._refusal(msg.round, "not_owner"))
+            return
+        if plan and plan != own.plan.fingerprint:
+            log.warning("round %d: %s computed another plan (members or mode differ)", msg.round, stream.peer_b58)
+            await stream.send(self._refusal(msg.round, "plan_mismatch"))
+            return
+        if signed is not None and d.me not in own.plan.shares(stream.peer):
+            signed = None  # not this owner's to pass on
+        own.arrive(stream.peer, joining, signed, msg.payload if msg.HasField("payload") else None)
+        await stream.send(await own.result_for(stream.peer))
+
+    async def _on_verify(self, stream: Stream) -> None:
+        d = self.d
+        msg = _parse(spb.Verify, await stream.recv())
+        if msg is None or not d.in_window(msg.round):
+            reason = "malformed" if msg is None else "round_unknown"
+            d.counters.refused(reason)
+            await stream.send(spb.VerdictReply(status=spb.ShardResult.REJECTED,
+                                               refusal=refusal_code(reason)).SerializeToString())
+            return
+        await d.wait_open(msg.round)
+        vr = d.verifier_rounds.get((msg.round, msg.owner))
+        if vr is None:
+            d.counters.refused("not_verifier")
+            await stream.send(spb.VerdictReply(status=spb.ShardResult.REJECTED,
+                                               refusal=refusal_code("not_verifier")).SerializeToString())
+            return
+        refusal = vr.arrive(stream.peer, msg.payload) if msg.HasField("payload") else ""
+        if refusal:
+            d.counters.refused(refusal)
+        verdict = await vr.verdict_for(d.owner_timeout() + d.limits.fetch_timeout)
+        reply = spb.VerdictReply(status=spb.ShardResult.HAVE if verdict is not None else spb.ShardResult.DONT_HAVE,
+                                 refusal=refusal_code(refusal) if refusal else spb.REFUSAL_NONE)
+        if verdict is not None:
+            reply.verdict.CopyFrom(verdict)
+        await stream.send(reply.SerializeToString())
+
+    async def _on_fetch(self, stream: Stream) -> None:
+        d = self.d
+        msg = _parse(spb.FetchResult, await stream.recv())
+        if msg is None or not d.in_window(msg.round):
+            await stream.send(self._refusal(0 if msg is None else msg.round,
+                                            "malformed" if msg is None else "round_unknown"))
+            return
+        key = (msg.round, msg.owner)
+        if msg.round > d.round:
+            await d.wait_open(msg.round)  # wait for this node to reach that round
+        pending = d.pending.get(key)
+        if pending is not None and not pending.done():
+            await asyncio.shield(pending)  # answer only once this node has got or given up on that result
+        reply = None
+        if key in d.received:
+            reply = d.received[key].SerializeToString()
+        elif msg.owner == d.me and msg.round in d.owner_rounds and d.owner_rounds[msg.round].closed.is_set():
+            reply = d.owner_rounds[msg.round].full_result()
+        if reply is None:
+            reply = spb.ShardResult(status=spb.ShardResult.DONT_HAVE).SerializeToString()
+        await stream.send(reply)
+
+    async def _on_inputs(self, stream: Stream) -> None:
+        d = self.d
+        msg = _parse(spb.InputsRequest, await stream.recv())
+        plan = d.plans.get(msg.round) if msg is not None else None
+        if msg is None or plan is None or len(msg.senders) > len(plan.members):
+            d.counters.refused("malformed" if msg is None else "round_unknown")
+            await stream.send(spb.Inputs().SerializeToString())
+            return
+        senders = list(msg.senders)
+        reply = spb.Inputs()
+        own = d.owner_rounds.get(msg.round)
+        vr = d.verifier_rounds.get((msg.round, msg.owner))
+        if msg.owner == d.me and own is not None and own.closed.is_set():
+            reply.payloads.extend(own.inputs(senders))
+        elif vr is not None:
+            if senders:
+                reply.payloads.extend(vr.inputs(senders))
+            elif vr.owner_body is not None:
+                reply.body.CopyFrom(vr.owner_body)
+        await stream.send(reply.SerializeToString())
+
+    async def _on_evidence(self, stream: Stream) -> None:
+        msg = _parse(spb.EvidenceRequest, await stream.recv())
+        evidence = self.d.checker.accused.get(msg.accused) if msg is not None else None
+        await stream.send((evidence or spb.Evidence()).SerializeToString())

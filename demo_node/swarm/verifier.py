@@ -1,0 +1,134 @@
+"""One shard of one round, as its verifier checks it (sign exchange, three members or more).
+
+Contributors send the verifier the same signed payloads they send the shard's owner. Once the verifier has the
+owner's signed result, it recomputes the update from the inputs the result lists (asking the owner for any it
+lacks: the owner must hold them, and they are signed by their senders), compares, and signs a verdict: CORRECT,
+WRONG (with the signs the inputs give) or UNVERIFIED. A sign may differ only where the update is next to zero
+(hardware rounds differently at exact ties); anything else is a lie, and the owner's signed result with the signed
+inputs is the evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+import torch
+
+from demo_node.core.contribution import Contribution
+from demo_node.core.layout import Layout
+from demo_node.crypto import Identity
+from demo_node.swarm.owner import read_payload
+from demo_node.swarm.plan import RoundPlan
+from demo_node.swarm.shard_signs import ShardSigns
+from demo_node.swarm.signing import BadSigned, body_hash, sign
+from demo_node.wire.errors import PayloadError
+from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+from demo_node.wire.signs import pack_signs, unpack_signs
+
+log = logging.getLogger(__name__)
+TIE = 1e-4
+"""A sign may differ from the recomputation where |value| <= TIE x the largest |value| of its block."""
+
+FetchInputs = Callable[[list[bytes]], Awaitable[list[spb.Signed]]]
+ComputeFn = Callable[[Callable[[], object]], Awaitable[object]]
+
+
+def judge_signs(signs: ShardSigns, contributions: list[Contribution], layout: Layout,
+                ranges: dict[int, tuple[int, int]], sign_bits: bytes, nonzero: bytes) -> tuple[bool, bytes, bytes]:
+    """Whether ``sign_bits``/``nonzero`` are the update of ``contributions`` (up to ties), and the packed signs the
+    contributions give."""
+    values = signs.values(contributions) if contributions else {}
+    truth = {b: (start, torch.sign(v)) for b, (start, v) in values.items()}
+    bits, blocks = pack_signs(truth, ranges) if truth else (b"", b"")
+    if (bits, blocks) == (sign_bits, nonzero):
+        return True, bits, blocks
+    try:
+        claimed = unpack_signs(sign_bits, nonzero, layout, ranges)
+    except PayloadError:
+        return False, bits, blocks
+    for b, (start, v) in values.items():
+        c = claimed.get(b)
+        if c is None or c[0] != start or c[1].shape != v.shape:
+            return False, bits, blocks
+        scale = v.abs().flatten(1).amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny).view(-1, 1, 1)
+        differs = c[1].to(v.device) != torch.sign(v)
+        if bool((differs & (v.abs() > TIE * scale)).any()):
+            return False, bits, blocks
+    return True, bits, blocks
+
+
+class VerifierRound:
+    def __init__(self, plan: RoundPlan, owner: bytes, me: bytes, identity: Identity, layout: Layout, run_id: str,
+                 signs: ShardSigns, compute: ComputeFn):
+        self.plan, self.owner, self.me, self.identity = plan, owner, me, identity
+        self.layout, self.run_id, self.round = layout, run_id, plan.round
+        self.ranges = plan.owner_ranges(owner)
+        self.signs, self.compute = signs, compute
+        self.payloads: dict[bytes, spb.Signed] = {}
+        self.contributions: dict[bytes, Contribution] = {}
+        self.judged = asyncio.Event()
+        self.verdict: spb.Signed | None = None
+        self.owner_body: spb.Signed | None = None
+        self._judging = False
+
+    def arrive(self, sender: bytes, payload: spb.Signed, contribution: Contribution | None = None) -> str:
+        """Keep a contributor's signed payload for the owner's blocks; the refusal reason if it is bad, else ""."""
+        if sender not in self.plan.peers:
+            return "not_member"
+        try:
+            if contribution is None:
+                contribution = read_payload(payload, sender, self.layout, self.run_id, self.round, self.ranges)
+        except (PayloadError, BadSigned) as exc:
+            return exc.reason
+        self.payloads[sender], self.contributions[sender] = payload, contribution
+        return ""
+
+    async def judge(self, body_signed: spb.Signed | None, body: spb.ShardBody | None, fetch: FetchInputs) -> None:
+        """Judge the owner's result (None: nobody got it, or it did not check out), once."""
+        if self._judging:
+            return
+        self._judging = True
+        try:
+            finding, bits, blocks = await self._find(body, fetch)
+        except Exception:
+            log.exception("round %d: verifying the shard of %s failed", self.round, self.owner.hex()[-12:])
+            finding, bits, blocks = spb.VerdictBody.UNVERIFIED, b"", b""
+        self.owner_body = body_signed
+        verdict = spb.VerdictBody(round=self.round, owner=self.owner, verifier=self.me, finding=finding,
+                                  body_hash=body_hash(body_signed) if body_signed is not None else b"")
+        if finding == spb.VerdictBody.WRONG:
+            verdict.sign_bits, verdict.nonzero_blocks = bits, blocks
+            log.warning("round %d: the shard result of %s contradicts its inputs", self.round, self.owner.hex()[-12:])
+        self.verdict = sign(self.identity, verdict.SerializeToString())
+        self.judged.set()
+
+    async def _find(self, body: spb.ShardBody | None, fetch: FetchInputs) -> tuple[int, bytes, bytes]:
+        if body is None or body.mode != spb.EXCHANGE_SIGN:
+            return spb.VerdictBody.UNVERIFIED, b"", b""
+        senders = [inc.sender for inc in body.included]
+        missing = [s for s in senders if s not in self.payloads]
+        if missing:
+            for sender, signed in zip(missing, await fetch(missing)):
+                if signed.body:
+                    self.arrive(sender, signed)
+        inputs = []
+        for inc in body.included:
+            signed = self.payloads.get(inc.sender)
+            if signed is None or body_hash(signed) != inc.payload_hash:
+                return spb.VerdictBody.UNVERIFIED, b"", b""
+            inputs.append(self.contributions[inc.sender])
+        ok, bits, blocks = await self.compute(lambda: judge_signs(self.signs, inputs, self.layout, self.ranges,
+                                                                  body.sign_bits, body.nonzero_blocks))
+        return (spb.VerdictBody.CORRECT if ok else spb.VerdictBody.WRONG), bits, blocks
+
+    async def verdict_for(self, timeout: float) -> spb.Signed | None:
+        try:
+            await asyncio.wait_for(self.judged.wait(), timeout)
+        except asyncio.TimeoutError:
+            return None
+        return self.verdict
+
+    def inputs(self, senders: list[bytes]) -> list[spb.Signed]:
+        return [self.payloads.get(s, spb.Signed()) for s in senders]

@@ -1,0 +1,197 @@
+"""Faults a real network and real disks make: a partition that heals, a link limited with tc, a node killed while it
+writes a checkpoint, a full disk. The network faults run the nodes in network namespaces this test creates (as
+root; skipped otherwise), joined by a bridge in a namespace of their own: nothing touches the host's interfaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.swarm_harness import Cluster, NodeProc
+
+pytestmark = [pytest.mark.swarm, pytest.mark.faults]
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None,
+                                reason="network namespaces, tc and tmpfs mounts need root and iproute2")
+FLAT = ["--eval-every", "5", "--compute-seconds", "0.15", "--deadline", "4"]
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), check=check, capture_output=True, text=True)
+
+
+class Net:
+    """Namespaces n0..n{k-1}, each with one veth into a bridge namespace; host i has 10.77.0.(i+1)/24."""
+
+    def __init__(self, k: int):
+        self.tag = f"dn{os.getpid() % 10000}"
+        self.bridge_ns = f"{self.tag}br"
+        self.hosts = [f"{self.tag}n{i}" for i in range(k)]
+        sh("ip", "netns", "add", self.bridge_ns)
+        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "add", "br0", "type", "bridge")
+        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", "br0", "up")
+        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", "lo", "up")
+        for i, ns in enumerate(self.hosts):
+            sh("ip", "netns", "add", ns)
+            # created inside the bridge namespace, one end moved into the host's: the host's own stack is untouched
+            sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "add", f"v{i}", "type", "veth", "peer", "name",
+               f"h{i}")
+            sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", f"h{i}", "netns", ns)
+            sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", f"v{i}", "master", "br0", "up")
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"10.77.0.{i + 1}/24", "dev", f"h{i}")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", f"h{i}", "up")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+    def prefix(self, i: int) -> list[str]:
+        return ["ip", "netns", "exec", self.hosts[i]]
+
+    def address(self, i: int) -> str:
+        return f"/ip4/10.77.0.{i + 1}/tcp/0"
+
+    def cut(self, i: int, up: bool = False) -> None:
+        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", f"v{i}", "up" if up else "down")
+
+    def link_bytes(self, i: int) -> dict[str, int]:
+        out = json.loads(sh("ip", "netns", "exec", self.hosts[i], "ip", "-s", "-j", "link", "show", f"h{i}").stdout)
+        stats = out[0]["stats64"]
+        return {"sent": stats["tx"]["bytes"], "received": stats["rx"]["bytes"]}
+
+    def close(self) -> None:
+        for ns in [*self.hosts, self.bridge_ns]:
+            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh("ip", "netns", "delete", ns, check=False)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    c.close()
+
+
+def start_in(net: Net, cluster: Cluster, names: list[str], args: list[str]) -> list[NodeProc]:
+    nodes = []
+    for i, name in enumerate(names):
+        peers = nodes[0].maddrs if nodes else []
+        node = cluster.start(name, peers, args=[*args, "--listen", net.address(i)], prefix=net.prefix(i))
+        if not nodes:
+            node.wait_started()
+        nodes.append(node)
+    for n in nodes:
+        n.wait(lambda n=n: any(e["members"] == len(nodes) for e in n.rounds()), 180, "all members")
+    return nodes
+
+
+def same_digests_from(nodes: list[NodeProc], start: int, rounds: int) -> int:
+    matched = 0
+    for r in range(start, start + rounds):
+        digests = {n.name: n.digest_at(r) for n in nodes}
+        if None not in digests.values():
+            assert len(set(digests.values())) == 1, f"round {r}: {digests}"
+            matched += 1
+    return matched
+
+
+@needs_root
+def test_a_partition_heals_and_the_cut_off_node_resyncs(cluster):
+    net = Net(3)
+    try:
+        a, b, c = start_in(net, cluster, ["a", "b", "c"], FLAT)
+        before = max(n.last_round() for n in (a, b, c))
+        net.cut(2)  # c alone on its side
+        for n in (a, b):
+            n.wait(lambda n=n: any(e["members"] == 2 and e["round"] > before for e in n.rounds()), 120,
+                   "going on without c")
+        time.sleep(5)
+        net.cut(2, up=True)
+        healed = max(a.last_round(), b.last_round())
+
+        def back_in_step() -> bool:
+            """Six rounds in a row after the heal in which c was a member of three and held a's and b's digest."""
+            run = 0
+            for e in c.rounds():
+                if e["round"] <= healed:
+                    continue
+                same = e["members"] == 3 and a.digest_at(e["round"]) == e["digest"] == b.digest_at(e["round"])
+                run = run + 1 if same else 0
+                if run >= 6:
+                    return True
+            return False
+
+        c.wait(back_in_step, 240, "c back in step with a and b")
+        assert c.of("synced")[-1]["round"] > before  # it took the swarm's state after the heal
+    finally:
+        net.close()
+
+
+@needs_root
+def test_a_limited_link_trains_and_its_accounting_agrees_with_the_link(cluster):
+    net = Net(2)
+    try:
+        # 2 mbit/s out of node b's namespace
+        sh(*net.prefix(1), "tc", "qdisc", "add", "dev", "h1", "root", "tbf", "rate", "2mbit", "burst", "32kbit",
+           "latency", "400ms")
+        a, b = start_in(net, cluster, ["a", "b"], FLAT)
+        r0 = b.last_round()
+        link0 = net.link_bytes(1)
+        acct0 = b.last_round_event()
+        b.wait_round(r0 + 15, timeout=240)
+        link1 = net.link_bytes(1)
+        acct1 = [e for e in b.rounds() if e["round"] >= r0 + 15][0]
+        sent_link = link1["sent"] - link0["sent"]
+        sent_acct = acct1["bytes_sent"] - acct0["bytes_sent"]
+        # the link carries our frames plus libp2p's encryption and multiplexing, TCP/IP headers and the DHT
+        assert sent_acct <= sent_link <= 1.5 * sent_acct + 200_000, (sent_acct, sent_link)
+        assert same_digests_from([a, b], r0, 15) >= 13
+        qdisc = sh(*net.prefix(1), "tc", "-s", "qdisc", "show", "dev", "h1").stdout
+        assert "tbf" in qdisc
+    finally:
+        net.close()
+
+
+def test_a_node_killed_while_it_writes_a_checkpoint_restarts_from_the_previous_good_one(cluster):
+    args = [*FLAT, "--checkpoint-every", "3"]
+    a = cluster.start("a", args=args).wait_started()
+    b = cluster.start("b", a.maddrs, args=args, attack="slow-checkpoint")
+    b.wait(lambda: bool(b.of("checkpoint")), 180, "a finished checkpoint")
+    b.wait(lambda: bool(b.of("checkpoint_writing")), 180, "a checkpoint being written")
+    b.kill9()
+    folder = b.folder / "ckpt"
+    assert any(p.name.startswith(".ckpt-") for p in folder.iterdir())  # the torn write's temporary file
+    b2 = cluster.start("b", a.maddrs, args=args)
+    b2.wait(lambda: bool(b2.of("joined")), 180, "rejoined")
+    resumed = b2.of("started")[-1]["resumed_round"]
+    assert resumed is not None and resumed <= b.of("checkpoint")[-1]["round"] + 1
+    assert not any(p.name.startswith(".ckpt-") for p in folder.iterdir())  # cleaned on start
+    back = b2.rounds()[0]["round"]
+    for n in (a, b2):
+        n.wait_round(back + 6, timeout=180)
+    assert same_digests_from([a, b2], back, 6) >= 5
+
+
+@needs_root
+def test_a_full_disk_fails_checkpoints_loudly_and_training_goes_on(cluster, tmp_path):
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk))
+    try:
+        args = [*FLAT, "--checkpoint-every", "2", "--checkpoint-dir", str(disk)]
+        a = cluster.start("a", args=[*FLAT]).wait_started()
+        b = cluster.start("b", a.maddrs, args=args)
+        b.wait(lambda: len(b.of("checkpoint_failed")) >= 2, 180, "failed checkpoints")
+        failed_at = b.last_round()
+        b.wait_round(failed_at + 6, timeout=120)  # it goes on
+        assert any(w in b.of("checkpoint_failed")[0]["error"] for w in ("No space left", "unexpected pos"))
+        assert not [p for p in disk.iterdir() if p.name.startswith(".ckpt-")]  # nothing half-written left
+        assert same_digests_from([a, b], failed_at, 6) >= 5
+    finally:
+        sh("umount", str(disk), check=False)

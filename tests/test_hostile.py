@@ -1,0 +1,252 @@
+"""Hostile peers against a real swarm: two honest nodes and one attacker (tests/adversary.py patches one attack into
+an ordinary node), or a raw libp2p peer that sends what no node would. For every attack the honest nodes must go
+on: no crash, no hang (rounds within the deadline), no eviction, identical digests, finite parameters, and, where
+the attack is on the update, a held-out loss within 5% of a clean run's after the same rounds."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.swarm_harness import RUN_ARGS, Cluster, NodeProc
+
+pytestmark = pytest.mark.swarm
+DEADLINE = 6.0
+ROUNDS = 30
+FLAT = ["--eval-every", "5", "--compute-seconds", "0.15", "--min-members", "3"]
+"""Rounds of a steady length, with training from the first round with all three: a run's rounds are comparable to
+a clean run's."""
+RUN = [*RUN_ARGS, "--lr-schedule", "constant"]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    c.close()
+
+
+def three(cluster: Cluster, attack: str = "", args: list[str] = (), attacker_joins_first: bool = False):
+    """Two honest nodes and a third (the attacker, if ``attack``); returns (honest, attacker, round all three are in)."""
+    args = [*FLAT, *args]
+    a = cluster.start("a", args=args, run_args=RUN).wait_started()
+    b = cluster.start("b", a.maddrs, args=args, run_args=RUN)
+    m = cluster.start("m", a.maddrs, args=args, run_args=RUN, attack=attack)
+    honest = [a, b]
+    for n in (a, b, m):
+        n.wait(lambda n=n: any(e["members"] == 3 for e in n.rounds()), 180, "a round with 3 members")
+    return honest, m, max(n.last_round() for n in honest)
+
+
+def assert_unharmed(honest: list[NodeProc], start: int, rounds: int = ROUNDS) -> None:
+    """The honest nodes went on together from ``start`` for ``rounds`` rounds."""
+    for n in honest:
+        n.wait_round(start + rounds, timeout=60 + 4 * rounds * DEADLINE)
+    for n in honest:
+        assert n.proc.poll() is None, f"{n.name} died"
+        window = [e for e in n.rounds(member_only=False) if start <= e["round"] < start + rounds]
+        assert all(e["member"] for e in window), f"{n.name} was evicted"
+        assert max(e["round_seconds"] for e in window) <= DEADLINE + 10, f"{n.name} hung in a round"
+        evals = [e for e in n.of("eval") if e["round"] >= start]
+        assert evals and all(e["finite"] for e in evals), f"{n.name} has non-finite parameters"
+    matched = 0
+    for r in range(start, start + rounds):
+        digests = {n.name: n.digest_at(r) for n in honest}
+        if None not in digests.values():
+            assert len(set(digests.values())) == 1, f"round {r}: {digests}"
+            matched += 1
+    assert matched >= rounds - 2
+
+
+def peer_hex(node: NodeProc) -> str:
+    from demo_node.net.host import peer_from_b58
+
+    return peer_from_b58(node.peer).hex()[-12:]
+
+
+LOSS_ROUNDS = (30, 50)
+"""Held-out losses of these rounds (absolute: every run trains from its first round with three members, a few rounds
+in) are averaged to compare a run with a clean one."""
+
+
+def held_out(node: NodeProc) -> float:
+    node.wait_round(LOSS_ROUNDS[1], timeout=600)
+    evals = [e["held_out_loss"] for e in node.of("eval") if LOSS_ROUNDS[0] <= e["round"] < LOSS_ROUNDS[1]]
+    return sum(evals) / len(evals)
+
+
+@pytest.fixture(scope="module")
+def clean_loss(tmp_path_factory):
+    """Held-out loss of a clean three-node swarm after ROUNDS rounds, per exchange mode (computed once)."""
+    cache: dict[str, float] = {}
+
+    def get(mode: str) -> float:
+        if mode not in cache:
+            c = Cluster(tmp_path_factory.mktemp(f"clean-{mode}"))
+            try:
+                honest, third, start = three(c, args=["--exchange", mode])
+                assert_unharmed(honest + [third], start)
+                cache[mode] = sum(held_out(n) for n in honest) / 2
+            finally:
+                c.close()
+        return cache[mode]
+
+    return get
+
+
+def loss_close_to_clean(honest, start, clean: float) -> None:
+    attacked = sum(held_out(n) for n in honest) / len(honest)
+    assert attacked <= clean * 1.05, f"held-out loss {attacked:.3f} against a clean run's {clean:.3f}"
+
+
+def test_an_owner_that_rewrites_statements_evicts_nobody_and_moves_no_digest(cluster):
+    honest, m, start = three(cluster, "forge-statements")
+    assert_unharmed(honest, start)
+    for n in honest:
+        assert not n.of("diverged") and len(n.of("synced")) <= 1  # nobody "repaired" itself towards the attacker
+        assert all(e["members"] == 3 for e in n.rounds() if start <= e["round"] < start + ROUNDS)
+    assert sum(honest[0].rounds()[-1]["rejects"].values()) > 0
+
+
+def test_a_lying_owner_is_caught_corrected_and_demoted(cluster, clean_loss):
+    honest, m, start = three(cluster, "flip-signs", args=["--exchange", "sign"])
+    assert_unharmed(honest, start)
+    for n in honest:
+        window = [e for e in n.rounds() if start <= e["round"] < start + ROUNDS]
+        assert any(e["checks"].get("corrected") for e in window), "the lie was never caught"
+        assert window[-1]["demoted"] == [peer_hex(m)]
+    loss_close_to_clean(honest, start, clean_loss("sign"))
+
+
+def test_a_verifier_that_calls_correct_updates_wrong_is_demoted(cluster, clean_loss):
+    honest, m, start = three(cluster, "false-verdicts", args=["--exchange", "sign"])
+    assert_unharmed(honest, start)
+    for n in honest:
+        assert n.rounds()[-1]["demoted"] == [peer_hex(m)], "the false accuser kept its shard"
+    loss_close_to_clean(honest, start, clean_loss("sign"))
+
+
+@pytest.mark.parametrize("attack,mode", [("extreme-weight", "relay"), ("extreme-scale", "sign")])
+def test_extreme_weights_and_scales_are_bounded(cluster, clean_loss, attack, mode):
+    honest, m, start = three(cluster, attack, args=["--exchange", mode])
+    assert_unharmed(honest, start)
+    loss_close_to_clean(honest, start, clean_loss(mode))
+
+
+def test_junk_dht_records_are_dropped_and_a_joiner_still_joins(cluster):
+    honest, m, start = three(cluster, "dht-junk")
+    time.sleep(3)  # a few heartbeats of junk
+    late = cluster.start("late", honest[1].maddrs, args=FLAT, run_args=[])  # adopts the run's config from peers
+    late.wait(lambda: bool(late.of("joined")), 180, "joined")
+    assert late.of("started")[0]["run_config"]["run"]["model"] == "tiny"
+    assert_unharmed(honest + [late], late.rounds()[0]["round"], rounds=10)
+
+
+def test_a_poisoned_state_is_refused_and_the_joiner_takes_a_vouched_one(cluster):
+    honest, m, start = three(cluster, "poison-state")
+    late = cluster.start("late", m.maddrs, args=FLAT, run_args=RUN)  # told the attacker: it is asked first
+    late.wait(lambda: bool(late.of("joined")), 180, "joined")
+    synced = late.of("synced")[0]
+    assert synced["source"] != m.peer
+    assert "members signed this digest" in late.tail(200)
+    assert_unharmed(honest + [late], late.rounds()[0]["round"], rounds=10)
+
+
+def test_floods_of_streams_frames_and_requests_do_not_stall_the_swarm(cluster):
+    """A raw libp2p peer opens many streams that never send, announces frames of gigabytes, asks for rounds far
+    away and for snapshots again and again, and sends garbage on every protocol."""
+    import asyncio
+
+    from demo_node.net.accounting import Accounting
+    from demo_node.net.config import NetworkConfig
+    from demo_node.net.host import Host, peer_from_b58
+    from demo_node.net.transport import Transport
+    from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+    honest, _, start = three(cluster)
+    attacker = Host(NetworkConfig(peers=honest[0].maddrs, listen=["/ip4/127.0.0.1/tcp/0"])).start()
+    transport = Transport(attacker, Accounting())
+    target = peer_from_b58(honest[0].peer)
+
+    async def flood():
+        opened = []
+        for kind in ("contribute", "verify", "fetch", "inputs", "evidence", "state", "hello"):
+            for _ in range(12):  # more than a peer may have open at once: the rest are reset
+                try:
+                    opened.append(await transport.open(target, kind))
+                except Exception:
+                    pass
+        for s in opened[:20]:  # frames that announce 4 GB
+            try:
+                s._writer.write((2**32 - 1).to_bytes(4, "big"))
+                await s._writer.drain()
+            except Exception:
+                pass
+        for _ in range(20):
+            for kind, msg in (("fetch", spb.FetchResult(round=10**15, owner=target)),
+                              ("contribute", spb.Contribute(round=10**15)),
+                              ("state", spb.StateRequest(min_round=0)), ("inputs", spb.InputsRequest(round=1)),
+                              ("evidence", spb.EvidenceRequest(accused=b"x")), ("hello", None)):
+                try:
+                    await transport.request(target, kind, b"\xff\x00garbage" if msg is None else
+                                            msg.SerializeToString(), timeout=5, limit=1 << 20)
+                except Exception:
+                    pass
+        await asyncio.sleep(8)  # hold the idle streams open past a few rounds
+        for s in opened:
+            await s.close()
+
+    try:
+        attacker.call(flood(), timeout=300)
+    finally:
+        attacker.shutdown()
+    assert_unharmed(honest, start, rounds=15)
+    rejects = honest[0].rounds()[-1]["rejects"]
+    assert rejects.get("busy", 0) + rejects.get("round_unknown", 0) + rejects.get("malformed", 0) > 0, rejects
+
+
+def test_payloads_of_another_sender_or_garbage_are_dropped_and_counted(cluster):
+    """A raw peer with a valid signed statement sends garbage payloads and payloads signed by nobody or naming
+    another sender; the node refuses each with its reason, and its parameters stay the honest swarm's."""
+    from demo_node.net.accounting import Accounting
+    from demo_node.net.config import NetworkConfig
+    from demo_node.net.host import Host, peer_from_b58
+    from demo_node.net.transport import Transport
+    from demo_node.swarm.signing import sign
+    from demo_node.wire.errors import refusal_name
+    from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+    honest, third, start = three(cluster)
+    attacker = Host(NetworkConfig(peers=honest[0].maddrs, listen=["/ip4/127.0.0.1/tcp/0"])).start()
+    run_id = honest[0].of("started")[0]["run_id"]
+    try:
+        transport = Transport(attacker, Accounting())
+        target = peer_from_b58(honest[0].peer)
+
+        def send(round: int, payload: spb.Signed | None, statement: spb.Statement | None = None) -> str:
+            st = statement or spb.Statement(peer=attacker.peer_id, run_id=run_id, round=round, joining=True)
+            msg = spb.Contribute(round=round, statement=sign(attacker.identity, st.SerializeToString()),
+                                 payload=payload)
+            reply = spb.ShardResult.FromString(attacker.call(transport.request(target, "contribute",
+                                                                               msg.SerializeToString(), 60), 90))
+            return refusal_name(reply.refusal)
+
+        seen = set()
+        cases = [sign(attacker.identity, b"\xff" * 100),                           # not a payload
+                 spb.Signed(body=b"\x08\x01", signature=b"\x00" * 64),             # signed by nobody
+                 sign(attacker.identity, b"\x08\x01\x12\x03abc")]                  # another run
+        for payload in cases:
+            for _ in range(20):  # aim at the round about to open (a closed one does not look at payloads)
+                reason = send(honest[0].last_round() + 2, payload)
+                if reason != "round_closed":
+                    break
+                time.sleep(0.3)
+            seen.add(reason)
+        assert seen <= {"malformed", "signature", "run_id", "sender"} and len(seen) >= 2, seen
+        # a statement of another peer, signed by the attacker, is refused before anything else
+        other = spb.Statement(peer=peer_from_b58(honest[1].peer), run_id=run_id, round=honest[0].last_round() + 1)
+        assert send(other.round, None, other) in ("statement", "signature")
+    finally:
+        attacker.shutdown()
+    assert_unharmed(honest + [third], start, rounds=10)
