@@ -144,7 +144,7 @@ def _bench_swarm(args: argparse.Namespace) -> int:
     node_args = list(args.node_args or [])
     result = swarm_bench.run(nodes, rounds=args.rounds, model=args.model, workdir=args.workdir, modes=modes,
                              averager=not args.skip_averager, node_args=node_args,
-                             defenses=tuple(args.defenses.split(",")))
+                             defenses=tuple(args.defenses.split(",")), baseline=args.baseline)
     _emit(result, swarm_bench.format_result(result), args.json)
     return 0
 
@@ -244,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--skip-averager", action="store_true", help="do not run hivemind's DecentralizedAverager")
     sw.add_argument("--defenses", default="on", help="on, off or on,off: the run-level defenses (verified shards, "
                     "robust aggregation) switched on, off, or both side by side")
+    sw.add_argument("--baseline", metavar="DIR", help="also run the nodes of another demo-node checkout (an older "
+                    "version: PYTHONPATH=DIR), with the same options")
     sw.add_argument("--workdir", help="where logs go (default: a new temp dir)")
     sw.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     sw.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")

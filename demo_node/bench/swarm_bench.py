@@ -71,10 +71,13 @@ DEFENSES = {"on": [], "off": ["--no-verify-shards", "--no-robust-aggregation"]}
 
 
 def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_args: list[str] = (),
-             defenses: str = "on") -> dict:
+             defenses: str = "on", baseline: str | None = None) -> dict:
+    """One swarm of ``n`` nodes; ``defenses="baseline"``: the nodes of another checkout (``baseline``), as they are."""
     extra = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0", "--exchange", mode,
-             "--deadline", "15", "--checkpoint-every", "100000", *DEFENSES[defenses], *node_args]
-    swarm = Swarm(n, workdir, extra, out=open(os.devnull, "w"))
+             "--deadline", "15", "--checkpoint-every", "100000", *DEFENSES.get(defenses, []), *node_args]
+    other = defenses == "baseline"
+    swarm = Swarm(n, workdir, extra, out=open(os.devnull, "w"), env={"PYTHONPATH": baseline} if other else None,
+                  cwd=baseline if other else None)
     try:
         first = swarm.start_node(0, [])
         _wait(lambda: bool(first.maddrs), 120, "the first node to start")
@@ -163,14 +166,14 @@ def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: st
 
 def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | None = None,
         modes: tuple[str, ...] = ("relay", "sign"), averager: bool = True, node_args: list[str] = (),
-        defenses: tuple[str, ...] = ("on",)) -> dict:
+        defenses: tuple[str, ...] = ("on",), baseline: str | None = None) -> dict:
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-swarm-"))
     result: dict = {"model": model, "rounds": rounds, "workdir": str(root), "ours": [], "averager": []}
     for n in nodes:
         for mode in modes:
-            for d in defenses:
+            for d in (*defenses, *(["baseline"] if baseline else [])):
                 folder = root / f"ours-{n}-{mode}-{d}"
-                result["ours"].append(run_ours(n, mode, rounds, folder, model, node_args, d))
+                result["ours"].append(run_ours(n, mode, rounds, folder, model, node_args, d, baseline))
         if averager:
             folder = root / f"averager-{n}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -185,6 +188,22 @@ def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | 
                 "nodes": on["nodes"], "mode": on["mode"],
                 "round_time_on_over_off": on["round_seconds"] / off["round_seconds"],
                 "bytes_on_over_off": (b_on["up_mean"] + b_on["down_mean"]) / (b_off["up_mean"] + b_off["down_mean"]),
+            })
+    result["baseline"] = baseline
+    result["against_baseline"] = []
+    for on in (o for o in result["ours"] if o["defenses"] == "on"):
+        old = next((o for o in result["ours"] if o["defenses"] == "baseline" and o["nodes"] == on["nodes"]
+                    and o["mode"] == on["mode"]), None)
+        if old is not None:
+            b_on, b_old = on["wire_bytes_per_node_round"], old["wire_bytes_per_node_round"]
+            a_on, a_old = on["accounted_bytes_per_node_round"], old["accounted_bytes_per_node_round"]
+            result["against_baseline"].append({
+                "nodes": on["nodes"], "mode": on["mode"],
+                "round_time_now_over_baseline": on["round_seconds"] / old["round_seconds"],
+                "wire_bytes_now_over_baseline": (b_on["up_mean"] + b_on["down_mean"])
+                / (b_old["up_mean"] + b_old["down_mean"]),
+                "accounted_bytes_now_over_baseline": (a_on["up_mean"] + a_on["down_mean"])
+                / (a_old["up_mean"] + a_old["down_mean"]),
             })
     result["ratios"] = []
     for avg in result["averager"]:
@@ -204,7 +223,7 @@ def format_result(r: dict) -> str:
              f"{'wire down':>11}"]
     for o in r["ours"]:
         a, w = o["accounted_bytes_per_node_round"], o["wire_bytes_per_node_round"]
-        name = f"ours N={o['nodes']} {o['mode']}" + ("" if o["defenses"] == "on" else " (off)")
+        name = f"ours N={o['nodes']} {o['mode']}" + {"on": "", "off": " off", "baseline": " old"}[o["defenses"]]
         lines.append(f"{name:<22}{o['round_seconds']:>9.3f}"
                      f"{o['tokens_per_s_per_node']:>8.0f}{o['contributed_fraction']:>9.2f}{a['up_mean']:>10.0f}"
                      f"{a['down_mean']:>11.0f}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
@@ -217,6 +236,12 @@ def format_result(r: dict) -> str:
         for q in r["defense_cost"]:
             lines.append(f"  N={q['nodes']} {q['mode']:<6} round time {q['round_time_on_over_off']:.3f}   "
                          f"bytes {q['bytes_on_over_off']:.3f}")
+    if r.get("against_baseline"):
+        lines += ["", f"now (defenses on) / the checkout in {r['baseline']}:"]
+        for q in r["against_baseline"]:
+            lines.append(f"  N={q['nodes']} {q['mode']:<6} round time {q['round_time_now_over_baseline']:.3f}   "
+                         f"bytes at the wire {q['wire_bytes_now_over_baseline']:.3f}   accounted "
+                         f"{q['accounted_bytes_now_over_baseline']:.3f}")
     lines += ["", "bytes per node and round (up + down, at the wire) and round time, ours / averager:"]
     for q in r["ratios"]:
         lines.append(f"  N={q['nodes']} {q['mode']:<6} bytes {q['bytes_ours_over_averager']:.4f}   "

@@ -30,8 +30,11 @@ def node_args(folder: Path, peers: list[str], extra: list[str]) -> list[str]:
 
 
 class Swarm:
-    def __init__(self, nodes: int, workdir: Path, extra: list[str], out: TextIO = sys.stdout):
+    def __init__(self, nodes: int, workdir: Path, extra: list[str], out: TextIO = sys.stdout,
+                 env: dict | None = None, cwd: str | None = None):
         self.n, self.workdir, self.extra, self.out = nodes, workdir, extra, out
+        self.env, self.cwd = env, cwd
+        """For nodes of another demo-node checkout (benchmarks): its folder first on PYTHONPATH, run from there."""
         self.children: list[NodeProcess] = []
         self.live = out.isatty()
         self._lock = threading.Lock()
@@ -41,7 +44,7 @@ class Swarm:
     def start_node(self, index: int, peers: list[str], extra: list[str] | None = None) -> NodeProcess:
         folder = self.workdir / f"node-{index}"
         child = NodeProcess(join_command(node_args(folder, peers, self.extra + (extra or []))), folder,
-                            name=f"node {index}", on_event=self._show)
+                            name=f"node {index}", on_event=self._show, env=self.env, cwd=self.cwd)
         self.children.append(child)
         return child
 
