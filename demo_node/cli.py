@@ -136,6 +136,15 @@ def _bench_payload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _netns(choice: str) -> bool:
+    from demo_node.bench import netns
+
+    why = netns.available()
+    if choice == "on" and why:
+        raise SystemExit(f"--netns on: {why}")
+    return choice == "on" or (choice == "auto" and not why)
+
+
 def _bench_swarm(args: argparse.Namespace) -> int:
     from demo_node.bench import swarm_bench
 
@@ -144,7 +153,8 @@ def _bench_swarm(args: argparse.Namespace) -> int:
     node_args = list(args.node_args or [])
     result = swarm_bench.run(nodes, rounds=args.rounds, model=args.model, workdir=args.workdir, modes=modes,
                              averager=not args.skip_averager, node_args=node_args,
-                             defenses=tuple(args.defenses.split(",")), baseline=args.baseline)
+                             defenses=tuple(args.defenses.split(",")), baseline=args.baseline,
+                             netns=_netns(args.netns))
     _emit(result, swarm_bench.format_result(result), args.json)
     return 0
 
@@ -244,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--skip-averager", action="store_true", help="do not run hivemind's DecentralizedAverager")
     sw.add_argument("--defenses", default="on", help="on, off or on,off: the run-level defenses (verified shards, "
                     "robust aggregation) switched on, off, or both side by side")
+    sw.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
+                    help="run each node in a network namespace of its own and read its bytes at the wire from its "
+                    "link (needs root; auto: when possible), else from the TCP counters of its sockets")
     sw.add_argument("--baseline", metavar="DIR", help="also run the nodes of another demo-node checkout (an older "
                     "version: PYTHONPATH=DIR), with the same options")
     sw.add_argument("--workdir", help="where logs go (default: a new temp dir)")

@@ -4,71 +4,19 @@ root; skipped otherwise), joined by a bridge in a namespace of their own: nothin
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import subprocess
 import time
 
 import pytest
 
+from demo_node.bench.netns import Net, sh
 from tests.swarm_harness import Cluster, NodeProc
 
 pytestmark = [pytest.mark.swarm, pytest.mark.faults]
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None,
                                 reason="network namespaces, tc and tmpfs mounts need root and iproute2")
 FLAT = ["--eval-every", "5", "--compute-seconds", "0.15", "--deadline", "4"]
-
-
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), check=check, capture_output=True, text=True)
-
-
-class Net:
-    """Namespaces n0..n{k-1}, each with one veth into a bridge namespace; host i has 10.77.0.(i+1)/24."""
-
-    def __init__(self, k: int):
-        self.tag = f"dn{os.getpid() % 10000}"
-        self.bridge_ns = f"{self.tag}br"
-        self.hosts = [f"{self.tag}n{i}" for i in range(k)]
-        sh("ip", "netns", "add", self.bridge_ns)
-        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "add", "br0", "type", "bridge")
-        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", "br0", "up")
-        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", "lo", "up")
-        for i, ns in enumerate(self.hosts):
-            sh("ip", "netns", "add", ns)
-            # created inside the bridge namespace, one end moved into the host's: the host's own stack is untouched
-            sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "add", f"v{i}", "type", "veth", "peer", "name",
-               f"h{i}")
-            sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", f"h{i}", "netns", ns)
-            sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", f"v{i}", "master", "br0", "up")
-            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"10.77.0.{i + 1}/24", "dev", f"h{i}")
-            sh("ip", "netns", "exec", ns, "ip", "link", "set", f"h{i}", "up")
-            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-
-    def prefix(self, i: int) -> list[str]:
-        return ["ip", "netns", "exec", self.hosts[i]]
-
-    def address(self, i: int) -> str:
-        return f"/ip4/10.77.0.{i + 1}/tcp/0"
-
-    def cut(self, i: int, up: bool = False) -> None:
-        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", f"v{i}", "up" if up else "down")
-
-    def link_bytes(self, i: int) -> dict[str, int]:
-        out = json.loads(sh("ip", "netns", "exec", self.hosts[i], "ip", "-s", "-j", "link", "show", f"h{i}").stdout)
-        stats = out[0]["stats64"]
-        return {"sent": stats["tx"]["bytes"], "received": stats["rx"]["bytes"]}
-
-    def close(self) -> None:
-        for ns in [*self.hosts, self.bridge_ns]:
-            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            sh("ip", "netns", "delete", ns, check=False)
 
 
 @pytest.fixture
@@ -138,8 +86,7 @@ def test_a_limited_link_trains_and_its_accounting_agrees_with_the_link(cluster):
     net = Net(2)
     try:
         # 2 mbit/s out of node b's namespace
-        sh(*net.prefix(1), "tc", "qdisc", "add", "dev", "h1", "root", "tbf", "rate", "2mbit", "burst", "32kbit",
-           "latency", "400ms")
+        net.limit(1, "2mbit")
         a, b = start_in(net, cluster, ["a", "b"], FLAT)
         r0 = b.last_round()
         link0 = net.link_bytes(1)
@@ -152,8 +99,7 @@ def test_a_limited_link_trains_and_its_accounting_agrees_with_the_link(cluster):
         # the link carries our frames plus libp2p's encryption and multiplexing, TCP/IP headers and the DHT
         assert sent_acct <= sent_link <= 1.5 * sent_acct + 200_000, (sent_acct, sent_link)
         assert same_digests_from([a, b], r0, 15) >= 13
-        qdisc = sh(*net.prefix(1), "tc", "-s", "qdisc", "show", "dev", "h1").stdout
-        assert "tbf" in qdisc
+        assert "tbf" in net.qdisc(1)
     finally:
         net.close()
 

@@ -131,13 +131,13 @@ def target():
     opt.leave()
 
 
-KINDS = ["contribute", "verify", "fetch", "inputs", "evidence", "state", "hello"]
+KINDS = ["contribute", "fetch", "inputs", "evidence", "state", "hello"]
 
 
 def valid_request(kind: str, opt) -> bytes:
     r = opt.round
-    return {"contribute": spb.Contribute(round=r, plan=b"x", joining=True),
-            "verify": spb.Verify(round=r, owner=opt.me), "fetch": spb.FetchResult(round=r, owner=opt.me),
+    return {"contribute": spb.Contribute(round=r, plan=b"x", joining=True, verify=spb.Verify(round=r, owner=opt.me)),
+            "fetch": spb.FetchResult(round=r, owner=opt.me),
             "inputs": spb.InputsRequest(round=r, owner=opt.me), "evidence": spb.EvidenceRequest(accused=opt.me),
             "state": spb.StateRequest(min_round=0), "hello": spb.StateRequest()}[kind].SerializeToString()
 

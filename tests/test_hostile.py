@@ -171,7 +171,7 @@ def test_floods_of_streams_frames_and_requests_do_not_stall_the_swarm(cluster):
 
     async def flood():
         opened = []
-        for kind in ("contribute", "verify", "fetch", "inputs", "evidence", "state", "hello"):
+        for kind in ("contribute", "fetch", "inputs", "evidence", "state", "hello"):
             for _ in range(12):  # more than a peer may have open at once: the rest are reset
                 try:
                     opened.append(await transport.open(target, kind))

@@ -10,6 +10,7 @@ from demo_node.core import DeMo
 from demo_node.crypto import Identity
 from demo_node.swarm.config import RELAY, SIGN
 from demo_node.swarm.counters import SwarmCounters
+from demo_node.swarm.included import inputs_hash, mask_of, senders_of
 from demo_node.swarm.membership import Statements, collect, digest_majority, next_members
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
 from demo_node.swarm.owner import OwnerRound
@@ -19,7 +20,7 @@ from demo_node.swarm.signing import BadSigned, open_body, open_statement, sign
 from demo_node.swarm.state_sync import Snapshot, vouched
 from demo_node.swarm.verifier import judge_signs
 from demo_node.wire.codec import encode
-from demo_node.wire.errors import refusal_code
+from demo_node.wire.errors import PayloadError, refusal_code
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 from demo_node.wire.signs import pack_signs, unpack_signs
 
@@ -224,9 +225,10 @@ def test_shard_results_apply_the_sample_weighted_aggregate(mode):
         replicas.append((params, opt))
     opt0 = replicas[0][1]
     plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1])], opt0.layout, 1000, mode)
-    results = {}
+    results, sent = {}, {}
     for owner in plan.owners:
         reqs = [(PEERS[i], signed_payload(c, plan, owner, PEERS[i], opt0.layout)) for i, c in enumerate(contributions)]
+        sent[owner] = dict(reqs)
         _, results[owner] = run_owner(plan, owner, replicas[plan.owners.index(owner)][1], reqs, robust=False)
     # what the math says: the aggregate of the two contributions, weighted by samples (robust aggregation off: it
     # would clip the larger contribution to the other's norm, see test_robust_aggregation_bounds_weights_and_norms)
@@ -239,9 +241,14 @@ def test_shard_results_apply_the_sample_weighted_aggregate(mode):
         for o in plan.owners:
             res = results[o][PEERS[i]]
             body = open_body(res.body, o, 0)
-            shards.append(ShardOutcome(o, plan.ranges[o], body, list(res.relayed), body.sign_bits, body.nonzero_blocks))
+            senders = senders_of(plan.order, body.included)
+            # the requester's own slot comes back empty: it has its payload (as the round driver fills it in)
+            relayed = [sent[o][p] if p == PEERS[i] else r for p, r in zip(senders, res.relayed)]
+            shards.append(ShardOutcome(o, plan.ranges[o], body, relayed, body.sign_bits, body.nonzero_blocks,
+                                       senders=senders))
         outcome = RoundOutcome(0, plan, shards, contributions[i], [], Statements(), 0.0)
-        assert [inc.samples for inc in shards[0].body.included] == [8.0, 24.0]
+        assert shards[0].senders == list(plan.order) and shards[0].body.inputs_hash == inputs_hash(
+            [sent[shards[0].owner][p] for p in plan.order])
         pieces, skipped = outcome.sign_pieces(ShardSigns(opt.layout, "selected", robust=False), opt.layout, RUN,
                                               PEERS[i])
         assert skipped == 0
@@ -266,13 +273,14 @@ def test_owner_closes_at_deadline_without_a_dead_member_and_excludes_late_ones()
     reqs = [(PEERS[0], data), (PEERS[1], None)]
     shard, results = run_owner(plan, owner, opt, reqs, deadline=0.5)  # PEERS[2] never comes
     body = open_body(results[PEERS[0]].body, owner, 0)
-    assert [i.sender for i in body.included] == [PEERS[0]]
+    assert senders_of(plan.order, body.included) == [PEERS[0]]
     # a late arrival changes nothing and is told so
     st = statement(PEERS[2], plan=plan.fingerprint)
     shard.arrive(PEERS[2], False, st, signed_payload(c, plan, owner, PEERS[2], opt.layout))
     late = spb.ShardResult.FromString(shard.serialize_for(PEERS[2]))
     assert late.refusal == refusal_code("round_closed") and late.body == results[PEERS[0]].body
-    outcome = RoundOutcome(0, plan, [ShardOutcome(owner, plan.ranges[owner], body)], c, [], Statements(), 0.0)
+    outcome = RoundOutcome(0, plan, [ShardOutcome(owner, plan.ranges[owner], body, senders=[PEERS[0]])], c, [],
+                           Statements(), 0.0)
     assert len(list(outcome.excluded_parts(PEERS[2]))) == 1  # its contribution goes back into its momentum
 
 
@@ -287,7 +295,7 @@ def test_an_owner_refuses_a_payload_signed_by_another_peer():
     theirs = signed_payload(c, plan, owner, PEERS[1], opt.layout)  # PEERS[1]'s payload, sent as PEERS[0]'s
     _, results = run_owner(plan, owner, opt, [(PEERS[0], theirs), (PEERS[1], None)])
     assert results[PEERS[0]].refusal in (refusal_code("signature"), refusal_code("sender"))
-    assert not open_body(results[PEERS[0]].body, owner, 0).included
+    assert senders_of(plan.order, open_body(results[PEERS[0]].body, owner, 0).included) == []
 
 
 def test_a_verifier_catches_a_flipped_sign_but_forgives_rounding_at_ties():
@@ -377,3 +385,13 @@ def test_robust_aggregation_bounds_weights_and_norms():
     signs = ShardSigns(make_opt()[1].layout, "selected")
     update = signs.signs(contributions)
     assert all(torch.isfinite(s).all() and s.abs().max() <= 1 for _, s in update.values())
+
+
+def test_inclusion_bits_name_members_in_order_and_refuse_stray_bits():
+    order = sorted(PEERS)
+    assert senders_of(order, mask_of(order, [order[2], order[0]])) == [order[0], order[2]]
+    assert senders_of(order, mask_of(order, [])) == []
+    with pytest.raises(PayloadError):
+        senders_of(order, b"\x01\x00")  # a byte too many
+    with pytest.raises(PayloadError):
+        senders_of(order, bytes([1 << len(order)]))  # a bit past the last member

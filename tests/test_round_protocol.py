@@ -114,7 +114,7 @@ def test_every_node_gets_the_same_shard_results_and_parameters(hosts, mode):
             for shard in range(3):
                 results = [o.shards[shard].result for o in outcomes]
                 assert all(res is not None for res in results)
-                assert len({tuple(i.sender for i in res.included) for res in results}) == 1
+                assert len({(res.included, res.inputs_hash) for res in results}) == 1
                 assert len({(res.sign_bits, res.nonzero_blocks) for res in results}) == 1
             for n, o in zip(nodes, outcomes):
                 assert n.apply(o) == []  # everything this node sent went into an update
@@ -137,7 +137,7 @@ def test_a_node_without_a_gradient_is_left_out_and_gets_its_contribution_back(ho
         outcomes = [n.next_outcome() for n in nodes]
         assert all(o.contribution is None for o in outcomes[2:]) and outcomes[0].contribution is not None
         for o in outcomes:
-            senders = {i.sender for s in o.shards for i in s.result.included}
+            senders = {p for s in o.shards for p in s.senders}
             assert senders == {hosts[0].peer_id, hosts[1].peer_id}
         for n, o in zip(nodes, outcomes):
             assert n.apply(o) == []

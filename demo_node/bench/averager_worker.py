@@ -1,7 +1,8 @@
 """One peer of the dense baseline: hivemind's DecentralizedAverager averaging a GPT's parameters every round.
 
 Run by ``demo-node bench swarm`` as a separate process per peer (a second averager in one process stalls). Prints
-one JSON line per averaging step and a final summary; NAT port mapping is off and it listens on 127.0.0.1 only.
+one JSON line per averaging step and a final summary; NAT port mapping is off and it listens on 127.0.0.1 (or on
+the address a benchmark gives it inside a network namespace of its own).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="tiny")
     p.add_argument("--compression", default="fp16", choices=["fp16", "fp32"])
     p.add_argument("--prefix", default="demo-node-bench")
+    p.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0")
     args = p.parse_args(argv)
 
     import torch
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     model = build(args.model)
     tensors = [p.detach().clone() for p in model.parameters()]
-    dht = DHT(initial_peers=args.peers or None, host_maddrs=["/ip4/127.0.0.1/tcp/0"], start=True,
+    dht = DHT(initial_peers=args.peers or None, host_maddrs=[args.listen], start=True,
               nat_port_map=False, check_if_identity_free=False)
     maddrs = [str(a) for a in dht.get_visible_maddrs()]
     compression = Float16Compression() if args.compression == "fp16" else NoCompression()

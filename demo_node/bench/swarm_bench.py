@@ -2,9 +2,11 @@
 beside the same model averaged densely by hivemind's DecentralizedAverager, on this machine, in one run.
 
 Bytes are counted twice for our nodes: by their own accounting (what they write to and read from streams) and at
-the wire (the TCP counters of their p2pd daemons' sockets, from ``ss``), which adds libp2p's framing and encryption
-and the DHT's traffic. The averager's bytes are counted at the wire only. Every process started here is stopped
-here, by pid.
+the wire, which adds libp2p's framing and encryption and the DHT's traffic. At the wire means, with ``--netns``
+(root), each node's own link: every node runs in a network namespace of its own, and its veth counters see every
+packet of every connection (the TCP payload is the frames less their headers); without it, the TCP counters of the
+nodes' p2pd sockets (``ss``), which count only the connections open at both ends of the window. The averager's
+bytes are counted at the wire only. Every process started here is stopped here, by pid.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from demo_node.bench.netns import Net
+from demo_node.bench.payload_size import payload_sizes
 from demo_node.daemon.children import NodeProcess, stop_all
 from demo_node.daemon.launcher import Swarm
 
@@ -43,6 +47,19 @@ def wire_bytes(pids: set[int]) -> dict[int, dict[str, int]]:
     return totals
 
 
+def cpu_seconds(pids: set[int]) -> dict[int, float]:
+    """CPU time (user + system, all threads) each of these processes has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15 of stat)
+    return out
+
+
 def children_named(pid: int, name: str) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -59,58 +76,89 @@ def children_named(pid: int, name: str) -> list[int]:
     return found
 
 
-def _per_node(w0: dict, w1: dict, rounds: int) -> dict[str, float]:
-    ups = [(w1[p]["sent"] - w0[p]["sent"]) / rounds for p in w0]
-    downs = [(w1[p]["received"] - w0[p]["received"]) / rounds for p in w0]
+def _per_node(w0: dict, w1: dict, rounds: float, up: str = "sent", down: str = "received") -> dict[str, float]:
+    ups = [(w1[p][up] - w0[p][up]) / rounds for p in w0]
+    downs = [(w1[p][down] - w0[p][down]) / rounds for p in w0]
     return {"up_mean": statistics.mean(ups), "down_mean": statistics.mean(downs), "up_max": max(ups),
             "down_max": max(downs)}
 
+
+def _wire(w0: dict, w1: dict, rounds: float, at_link: bool) -> dict:
+    """Bytes at the wire per node and round: TCP payload (from the link, or the sockets' counters), and with
+    ``at_link`` also whole frames (``link_bytes_per_node_round``)."""
+    if not at_link:
+        return {"wire_bytes_per_node_round": _per_node(w0, w1, rounds)}
+    return {"wire_bytes_per_node_round": _per_node(w0, w1, rounds, "sent_payload", "received_payload"),
+            "link_bytes_per_node_round": _per_node(w0, w1, rounds)}
+
+
+MIN_SECONDS = 15.0
+"""The shortest measuring window (see run_ours)."""
 
 DEFENSES = {"on": [], "off": ["--no-verify-shards", "--no-robust-aggregation"]}
 """Options that switch the run-level defenses off (signatures stay: every message of the protocol is signed)."""
 
 
 def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_args: list[str] = (),
-             defenses: str = "on", baseline: str | None = None) -> dict:
-    """One swarm of ``n`` nodes; ``defenses="baseline"``: the nodes of another checkout (``baseline``), as they are."""
+             defenses: str = "on", baseline: str | None = None, netns: bool = False) -> dict:
+    """One swarm of ``n`` nodes; ``defenses="baseline"``: the nodes of another checkout (``baseline``), as they are;
+    ``netns``: each node in a network namespace of its own, its bytes at the wire read from its link."""
     extra = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0", "--exchange", mode,
              "--deadline", "15", "--checkpoint-every", "100000", *DEFENSES.get(defenses, []), *node_args]
     other = defenses == "baseline"
     swarm = Swarm(n, workdir, extra, out=open(os.devnull, "w"), env={"PYTHONPATH": baseline} if other else None,
                   cwd=baseline if other else None)
+    net = Net(n) if netns else None
+
+    def place(i: int) -> dict:
+        return {"prefix": net.prefix(i), "listen": net.address(i)} if net is not None else {}
+
     try:
-        first = swarm.start_node(0, [])
+        first = swarm.start_node(0, [], **place(0))
         _wait(lambda: bool(first.maddrs), 120, "the first node to start")
         for i in range(1, n):
-            swarm.start_node(i, first.maddrs)
+            swarm.start_node(i, first.maddrs, **place(i))
         _wait(lambda: all(c.last_round_event().get("members") == n for c in swarm.children), 300, f"{n} members")
         r0 = max(c.last_round_event()["round"] for c in swarm.children) + 1
         _wait(lambda: all(c.last_round_event().get("round", -1) >= r0 for c in swarm.children), 120, f"round {r0}")
         pids = {c.p2pd_pids[-1] for c in swarm.children}
-        w0, acc0, t0 = wire_bytes(pids), _accounted(swarm), time.monotonic()
+        # a node's CPU: its Python process and its libp2p daemon (on this machine all nodes share the cores, so the
+        # round time follows the swarm's total CPU; this figure is what a node costs on a machine of its own)
+        cpu_pids = pids | {c.proc.pid for c in swarm.children}
+        read_wire = (lambda: {i: net.link_bytes(i) for i in range(n)}) if net is not None else (lambda: wire_bytes(pids))
+        w0, acc0, c0, t0 = read_wire(), _accounted(swarm), cpu_seconds(cpu_pids), time.monotonic()
         start_rounds = {c.name: c.last_round_event()["round"] for c in swarm.children}
         r1 = r0 + rounds
-        _wait(lambda: all(c.last_round_event().get("round", -1) >= r1 for c in swarm.children), 60 + 30 * rounds, f"round {r1}")
-        w1, acc1, t1 = wire_bytes(pids), _accounted(swarm), time.monotonic()
+        # round events reach this process a little late (a pipe and a reader thread on busy cores) while the wire
+        # counters are read at once: over a window of a few fast rounds that lag alone moved the two byte figures
+        # apart by tens of percent, so the window is also at least MIN_SECONDS long
+        _wait(lambda: all(c.last_round_event().get("round", -1) >= r1 for c in swarm.children)
+              and time.monotonic() - t0 >= MIN_SECONDS, 60 + 30 * rounds + MIN_SECONDS, f"round {r1}")
+        w1, acc1, c1, t1 = read_wire(), _accounted(swarm), cpu_seconds(cpu_pids), time.monotonic()
         done = statistics.mean(c.last_round_event()["round"] - start_rounds[c.name] for c in swarm.children)
         events = [e for c in swarm.children for e in c.events if e["event"] == "round" and r0 < e["round"] <= r1]
         contributed = sum(e["contributed"] for e in events) / max(1, len(events))
         tokens = statistics.mean(e["tokens_per_s"] for e in events)
         return {
             "nodes": n, "mode": mode, "defenses": defenses, "rounds": rounds, "node_args": list(node_args),
+            "wire_measured_at": "link" if net is not None else "sockets",
             "tokens_per_s_per_node": tokens,
             "round_seconds": (t1 - t0) / done,
             "round_seconds_median_reported": statistics.median(e["round_seconds"] for e in events),
             "members": statistics.mode(e["members"] for e in events),
+            "exchange": statistics.mode(e["mode"] for e in events),
             "contributed_fraction": contributed,
             "accounted_bytes_per_node_round": {
                 "up_mean": statistics.mean((acc1[i][0] - acc0[i][0]) / done for i in acc0),
                 "down_mean": statistics.mean((acc1[i][1] - acc0[i][1]) / done for i in acc0),
             },
-            "wire_bytes_per_node_round": _per_node(w0, w1, done),
+            **_wire(w0, w1, done, net is not None),
+            "cpu_seconds_per_node_round": sum(c1[p] - c0[p] for p in c1 if p in c0) / n / done,
         }
     finally:
         swarm.stop(grace=30)
+        if net is not None:
+            net.close()
 
 
 def _accounted(swarm: Swarm) -> dict[int, tuple[int, int]]:
@@ -126,32 +174,41 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: str = "fp16") -> dict:
+def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: str = "fp16",
+                 netns: bool = False) -> dict:
     workers: list[NodeProcess] = []
     base = [sys.executable, "-m", "demo_node.bench.averager_worker", "--group", str(n), "--model", model,
             "--rounds", str(rounds + 2), "--compression", compression]
     daemons: set[int] = set()
     helpers: set[int] = set()
+    net = Net(n) if netns else None
+
+    def start(i: int, peers: list[str]) -> NodeProcess:
+        where = ["--listen", net.address(i)] if net is not None else []
+        return NodeProcess(base + where + (["--peers", *peers] if peers else []), workdir / f"averager-{i}",
+                           name=f"averager {i}", prefix=net.prefix(i) if net is not None else ())
+
     try:
-        workers.append(NodeProcess(base, workdir / "averager-0", name="averager 0"))
+        workers.append(start(0, []))
         _wait(lambda: bool(workers[0].of("started")), 120, "the first averager")
         peers = workers[0].of("started")[0]["maddrs"]
         for i in range(1, n):
-            workers.append(NodeProcess(base + ["--peers", *peers], workdir / f"averager-{i}", name=f"averager {i}"))
+            workers.append(start(i, peers))
         _wait(lambda: all(w.of("started") for w in workers), 180, "averagers to start")
         for w in workers:
             dht_pid = w.of("started")[0]["dht_pid"]
             helpers.add(dht_pid)  # hivemind's DHT runs in a forked process of its own
             daemons.update(children_named(dht_pid, "p2pd"))
         _wait(lambda: all(len(w.of("round")) >= 2 for w in workers), 300, "two averaging rounds")
-        w0, c0 = wire_bytes(daemons), {id(w): len(w.of("round")) for w in workers}
+        read_wire = (lambda: {i: net.link_bytes(i) for i in range(n)}) if net is not None else (lambda: wire_bytes(daemons))
+        w0, c0 = read_wire(), {id(w): len(w.of("round")) for w in workers}
         _wait(lambda: all(len(w.of("round")) >= rounds + 2 for w in workers), 120 + 30 * rounds, "averaging rounds")
-        w1, c1 = wire_bytes(daemons), {id(w): len(w.of("round")) for w in workers}
+        w1, c1 = read_wire(), {id(w): len(w.of("round")) for w in workers}
         done = statistics.mean(c1[k] - c0[k] for k in c0)
         seconds = [e["seconds"] for w in workers for e in w.of("round")[2:]]
         return {"nodes": n, "compression": compression, "rounds": rounds,
                 "round_seconds": statistics.median(seconds),
-                "wire_bytes_per_node_round": _per_node(w0, w1, max(1.0, done)),
+                **_wire(w0, w1, max(1.0, done), net is not None),
                 "failed_steps": sum(len(w.of("failed")) for w in workers)}
     finally:
         stop_all(workers, grace=20)
@@ -162,22 +219,38 @@ def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: st
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if net is not None:
+            net.close()
 
 
 def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | None = None,
         modes: tuple[str, ...] = ("relay", "sign"), averager: bool = True, node_args: list[str] = (),
-        defenses: tuple[str, ...] = ("on",), baseline: str | None = None) -> dict:
+        defenses: tuple[str, ...] = ("on",), baseline: str | None = None, netns: bool = False) -> dict:
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-swarm-"))
-    result: dict = {"model": model, "rounds": rounds, "workdir": str(root), "ours": [], "averager": []}
+    result: dict = {"model": model, "rounds": rounds, "workdir": str(root), "ours": [], "averager": [],
+                    "wire_measured_at": "link" if netns else "sockets"}
     for n in nodes:
         for mode in modes:
             for d in (*defenses, *(["baseline"] if baseline else [])):
                 folder = root / f"ours-{n}-{mode}-{d}"
-                result["ours"].append(run_ours(n, mode, rounds, folder, model, node_args, d, baseline))
+                result["ours"].append(run_ours(n, mode, rounds, folder, model, node_args, d, baseline, netns))
         if averager:
             folder = root / f"averager-{n}"
             folder.mkdir(parents=True, exist_ok=True)
-            result["averager"].append(run_averager(n, rounds, folder, model))
+            result["averager"].append(run_averager(n, rounds, folder, model, netns=netns))
+    # the issue's yardstick for sign exchange: contribution slices up and the others' in, own shard's signs out and
+    # the others' in, (N - 1) / N of a payload and of a bit per parameter each way, plus 2 KB
+    sizes = payload_sizes(model)
+    result["payload_bytes"], result["params"] = sizes["ours_bytes"]["int8"], sizes["params"]
+    result["against_ideal"] = []
+    for o in (o for o in result["ours"] if o["exchange"] == "sign"):
+        ideal = 2 * (o["nodes"] - 1) / o["nodes"] * (result["payload_bytes"] + result["params"] / 8) + 2048
+        w, a = o["wire_bytes_per_node_round"], o["accounted_bytes_per_node_round"]
+        result["against_ideal"].append({
+            "nodes": o["nodes"], "defenses": o["defenses"], "ideal": ideal,
+            "wire_over_ideal": (w["up_mean"] + w["down_mean"]) / ideal,
+            "accounted_over_ideal": (a["up_mean"] + a["down_mean"]) / ideal,
+        })
     result["defense_cost"] = []
     for on in (o for o in result["ours"] if o["defenses"] == "on"):
         off = next((o for o in result["ours"] if o["defenses"] == "off" and o["nodes"] == on["nodes"]
@@ -187,6 +260,7 @@ def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | 
             result["defense_cost"].append({
                 "nodes": on["nodes"], "mode": on["mode"],
                 "round_time_on_over_off": on["round_seconds"] / off["round_seconds"],
+                "cpu_on_over_off": on["cpu_seconds_per_node_round"] / off["cpu_seconds_per_node_round"],
                 "bytes_on_over_off": (b_on["up_mean"] + b_on["down_mean"]) / (b_off["up_mean"] + b_off["down_mean"]),
             })
     result["baseline"] = baseline
@@ -200,6 +274,7 @@ def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | 
             result["against_baseline"].append({
                 "nodes": on["nodes"], "mode": on["mode"],
                 "round_time_now_over_baseline": on["round_seconds"] / old["round_seconds"],
+                "cpu_now_over_baseline": on["cpu_seconds_per_node_round"] / old["cpu_seconds_per_node_round"],
                 "wire_bytes_now_over_baseline": (b_on["up_mean"] + b_on["down_mean"])
                 / (b_old["up_mean"] + b_old["down_mean"]),
                 "accounted_bytes_now_over_baseline": (a_on["up_mean"] + a_on["down_mean"])
@@ -218,15 +293,19 @@ def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | 
 
 
 def format_result(r: dict) -> str:
-    lines = [f"model {r['model']}, {r['rounds']} measured rounds per run, all processes on this machine", "",
+    where = {"link": "each node's link (TCP payload)", "sockets": "the p2pd sockets"}[r["wire_measured_at"]]
+    lines = [f"model {r['model']}, at least {r['rounds']} measured rounds and {MIN_SECONDS:.0f} s per run, all "
+             f"processes on this machine; CPU s: per node and round, its process and its libp2p daemon; wire: {where}",
+             "",
              f"{'run':<22}{'round s':>9}{'tok/s':>8}{'contrib':>9}{'acct up':>10}{'acct down':>11}{'wire up':>10}"
-             f"{'wire down':>11}"]
+             f"{'wire down':>11}{'CPU s':>8}"]
     for o in r["ours"]:
         a, w = o["accounted_bytes_per_node_round"], o["wire_bytes_per_node_round"]
         name = f"ours N={o['nodes']} {o['mode']}" + {"on": "", "off": " off", "baseline": " old"}[o["defenses"]]
         lines.append(f"{name:<22}{o['round_seconds']:>9.3f}"
                      f"{o['tokens_per_s_per_node']:>8.0f}{o['contributed_fraction']:>9.2f}{a['up_mean']:>10.0f}"
-                     f"{a['down_mean']:>11.0f}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
+                     f"{a['down_mean']:>11.0f}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}"
+                     f"{o['cpu_seconds_per_node_round']:>8.3f}")
     for a in r["averager"]:
         w = a["wire_bytes_per_node_round"]
         lines.append(f"{'averager N=' + str(a['nodes']) + ' ' + a['compression']:<22}{a['round_seconds']:>9.3f}"
@@ -235,13 +314,21 @@ def format_result(r: dict) -> str:
         lines += ["", "defenses on / off (verified shards, robust aggregation; signatures in both):"]
         for q in r["defense_cost"]:
             lines.append(f"  N={q['nodes']} {q['mode']:<6} round time {q['round_time_on_over_off']:.3f}   "
-                         f"bytes {q['bytes_on_over_off']:.3f}")
+                         f"CPU per node {q['cpu_on_over_off']:.3f}   bytes {q['bytes_on_over_off']:.3f}")
     if r.get("against_baseline"):
         lines += ["", f"now (defenses on) / the checkout in {r['baseline']}:"]
         for q in r["against_baseline"]:
             lines.append(f"  N={q['nodes']} {q['mode']:<6} round time {q['round_time_now_over_baseline']:.3f}   "
+                         f"CPU per node {q['cpu_now_over_baseline']:.3f}   "
                          f"bytes at the wire {q['wire_bytes_now_over_baseline']:.3f}   accounted "
                          f"{q['accounted_bytes_now_over_baseline']:.3f}")
+    if r.get("against_ideal"):
+        lines += ["", f"sign exchange, bytes per node and round (up + down) / 2(N-1)/N x (payload {r['payload_bytes']:,}"
+                  f" + params/8) + 2 KB:"]
+        for q in r["against_ideal"]:
+            label = {"on": "", "off": " off", "baseline": " old"}[q["defenses"]]
+            lines.append(f"  N={q['nodes']}{label:<5} ideal {q['ideal']:>9,.0f}   at the wire {q['wire_over_ideal']:.3f}   "
+                         f"accounted {q['accounted_over_ideal']:.3f}")
     lines += ["", "bytes per node and round (up + down, at the wire) and round time, ours / averager:"]
     for q in r["ratios"]:
         lines.append(f"  N={q['nodes']} {q['mode']:<6} bytes {q['bytes_ours_over_averager']:.4f}   "

@@ -19,9 +19,9 @@ from typing import TextIO
 from demo_node.daemon.children import NodeProcess, join_command, stop_all
 
 
-def node_args(folder: Path, peers: list[str], extra: list[str]) -> list[str]:
+def node_args(folder: Path, peers: list[str], extra: list[str], listen: str = "/ip4/127.0.0.1/tcp/0") -> list[str]:
     return [
-        "--listen", "/ip4/127.0.0.1/tcp/0", "--control", "127.0.0.1:0",
+        "--listen", listen, "--control", "127.0.0.1:0",
         "--identity", str(folder / "identity.key"),
         "--checkpoint-dir", str(folder / "checkpoints"),
         *(["--peers", *peers] if peers else []),
@@ -41,10 +41,12 @@ class Swarm:
         self.all_in: int | None = None
         """The round from which every node was a member."""
 
-    def start_node(self, index: int, peers: list[str], extra: list[str] | None = None) -> NodeProcess:
+    def start_node(self, index: int, peers: list[str], extra: list[str] | None = None, prefix: list[str] = (),
+                   listen: str = "/ip4/127.0.0.1/tcp/0") -> NodeProcess:
+        """Start node ``index``; ``prefix`` and ``listen``: to run it in a network namespace (benchmarks)."""
         folder = self.workdir / f"node-{index}"
-        child = NodeProcess(join_command(node_args(folder, peers, self.extra + (extra or []))), folder,
-                            name=f"node {index}", on_event=self._show, env=self.env, cwd=self.cwd)
+        child = NodeProcess(join_command(node_args(folder, peers, self.extra + (extra or []), listen)), folder,
+                            name=f"node {index}", on_event=self._show, env=self.env, cwd=self.cwd, prefix=prefix)
         self.children.append(child)
         return child
 

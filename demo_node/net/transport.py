@@ -38,6 +38,11 @@ MAX_STREAMS_PER_PEER = 16
 AUTH_TIMEOUT = 10.0
 
 
+PROTOCOL_VERSION = 3
+"""Part of every stream protocol's name: a node of another version is not served at all, rather than misread (2: the
+hostile-peer protocol; 3: shard results name their inputs with bits and one hash)."""
+
+
 class FrameTooLarge(ConnectionError):
     pass
 
@@ -108,7 +113,7 @@ class Transport:
         self._auth_served = False
 
     def _protocol(self, kind: str) -> str:
-        return f"/{self.namespace}/{kind}/1"
+        return f"/{self.namespace}/{kind}/{PROTOCOL_VERSION}"
 
     def admits(self, peer: bytes) -> str:
         """Why this node will not serve ``peer`` ("" if it will)."""
@@ -179,8 +184,9 @@ class Transport:
             _, reader, writer = await p2p.call_binary_stream_handler(pid, self._protocol(kind))
         return Stream(peer, kind, reader, writer, self.accounting)
 
-    async def request(self, peer: bytes, kind: str, data: bytes, timeout: float, limit: int = DEFAULT_LIMIT) -> bytes:
-        """Open a stream, send one frame, wait for one frame back (proving the swarm key first, if there is one)."""
+    async def send_request(self, peer: bytes, kind: str, data: bytes, timeout: float) -> Stream:
+        """Open a stream and send one frame on it (proving the swarm key first, if there is one); the caller reads
+        the answers and closes the stream."""
         if self.allowlist is not None and peer not in self.allowlist:
             raise PermissionError(f"{peer_b58(peer)} is not on the allowlist")
         if self.swarm_key:
@@ -188,6 +194,15 @@ class Transport:
         stream = await asyncio.wait_for(self.open(peer, kind), timeout)
         try:
             await asyncio.wait_for(stream.send(data), timeout)
+        except BaseException:
+            await stream.close()
+            raise
+        return stream
+
+    async def request(self, peer: bytes, kind: str, data: bytes, timeout: float, limit: int = DEFAULT_LIMIT) -> bytes:
+        """Open a stream, send one frame, wait for one frame back."""
+        stream = await self.send_request(peer, kind, data, timeout)
+        try:
             return await asyncio.wait_for(stream.recv(limit), timeout)
         finally:
             await stream.close()

@@ -72,7 +72,7 @@ class NodeStats:
         m.round.set(round_now)
         m.round_duration.observe(o.seconds)
         m.participants.set(len(o.plan.members))
-        m.contributors.set(len({i.sender for s in o.shards if s.body is not None for i in s.body.included}))
+        m.contributors.set(len({p for s in o.shards if s.body is not None for p in s.senders}))
         if a.left_out:
             self.own_late += 1
         if a.skipped:

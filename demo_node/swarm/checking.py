@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from demo_node.swarm.included import inputs_hash, senders_of
 from demo_node.swarm.outcome import ShardOutcome
 from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import RoundPlan
@@ -35,6 +36,8 @@ class Received:
 
     signed: spb.Signed
     body: spb.ShardBody
+    senders: list[bytes]
+    """Whose contributions the body includes, in aggregation order (read from its inclusion bits)."""
     relayed: list[spb.Signed] = field(default_factory=list)
     refusal: str = ""
 
@@ -67,7 +70,7 @@ class Checker:
         if verifier is None or plan.mode != "sign":
             return self._outcome(owner, ranges, got, source)
         if verdict is not None and verdict.body.body_hash != body_hash(got.signed):
-            copy = await self._judged_copy(r, owner, verifier, verdict)
+            copy = await self._judged_copy(r, plan, owner, verifier, verdict)
             if copy is None:
                 verdict = None  # the verifier cannot show what it judged: its verdict counts for nothing
             else:
@@ -84,9 +87,11 @@ class Checker:
     def _outcome(self, owner: bytes, ranges, got: Received, source: str, check: str = "",
                  bits: tuple[bytes, bytes] | None = None) -> ShardOutcome:
         sign_bits, nonzero = bits if bits is not None else (got.body.sign_bits, got.body.nonzero_blocks)
-        return ShardOutcome(owner, ranges, got.body, list(got.relayed), sign_bits, nonzero, source, check)
+        return ShardOutcome(owner, ranges, got.body, list(got.relayed), sign_bits, nonzero, source, check,
+                            list(got.senders))
 
-    async def _judged_copy(self, r: int, owner: bytes, verifier: bytes, verdict: Verdict) -> Received | None:
+    async def _judged_copy(self, r: int, plan: RoundPlan, owner: bytes, verifier: bytes,
+                           verdict: Verdict) -> Received | None:
         """The owner's signed body the verifier judged, if it can show one with the hash its verdict names."""
         copy = (await self.driver._inputs_from(r, verifier, owner, []))[0]
         try:
@@ -95,7 +100,10 @@ class Checker:
             return None
         if body_hash(copy) != verdict.body.body_hash or body.mode != spb.EXCHANGE_SIGN:
             return None
-        return Received(copy, body)
+        try:
+            return Received(copy, body, senders_of(plan.order, body.included))
+        except PayloadError:
+            return None
 
     async def _recompute(self, r: int, plan: RoundPlan, owner: bytes, verifier: bytes | None, got: Received,
                          verdict: Verdict | None, source: str) -> ShardOutcome:
@@ -103,20 +111,24 @@ class Checker:
         d = self.driver
         ranges = plan.ranges[owner]
         body = got.body
-        senders = [inc.sender for inc in body.included]
+        senders = got.senders
         inputs = await d._inputs_from(r, verifier, owner, senders) if verifier else [spb.Signed()] * len(senders)
         lacking = [s for s, signed in zip(senders, inputs) if not signed.body]
         if lacking:
             from_owner = dict(zip(lacking, await d._inputs_from(r, owner, owner, lacking)))
             inputs = [signed if signed.body else from_owner.get(s, spb.Signed()) for s, signed in zip(senders, inputs)]
+        if verifier and inputs_hash(inputs) != body.inputs_hash:
+            # a contributor may have sent the owner and the verifier different payloads: the owner's are the ones
+            # its result must agree with
+            inputs = await d._inputs_from(r, owner, owner, senders)
         contributions = []
         try:
-            if len(inputs) != len(body.included):
+            if len(inputs) != len(senders):
                 raise PayloadError("coverage", "not every input could be had")
-            for inc, signed in zip(body.included, inputs):
-                if body_hash(signed) != inc.payload_hash:
-                    raise PayloadError("signature", "an input that is not the one the owner listed")
-                contributions.append(read_payload(signed, inc.sender, d.layout, d.run.run_id, r, ranges))
+            if inputs_hash(inputs) != body.inputs_hash:
+                raise PayloadError("signature", "inputs that are not the ones the owner named")
+            for sender, signed in zip(senders, inputs):
+                contributions.append(read_payload(signed, sender, d.layout, d.run.run_id, r, ranges))
         except (PayloadError, BadSigned) as exc:
             log.warning("round %d: cannot check the shard of %s (%s): its blocks are skipped here", r,
                         owner.hex()[-12:], exc)

@@ -1,6 +1,6 @@
 """The round loop on the network thread: open a round, send this node's signed statement and contribution to the
-round's owners (and, in verified sign exchange, to their verifiers), get every shard's signed result and verdict,
-and hand the round's outcome to the training side.
+round's owners (with, in verified sign exchange, its payload for the shard each owner verifies), get every shard's
+signed result and verdict, and hand the round's outcome to the training side.
 
 The loop never waits for the training side longer than the swarm does: if this node's contribution is not ready
 when the other members' contributions have started to arrive (plus a grace), it asks for the results without one
@@ -32,6 +32,7 @@ from demo_node.swarm.checking import Checker, Received, Verdict
 from demo_node.swarm.config import DefenseConfig, RoundConfig
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.handlers import Handlers
+from demo_node.swarm.included import senders_of
 from demo_node.swarm.limits import LIMITS, Limits
 from demo_node.swarm.membership import Statements, collect, next_members
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
@@ -41,7 +42,7 @@ from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.swarm.signing import BadSigned, open_body, open_verdict, sign
 from demo_node.swarm.verifier import VerifierRound
 from demo_node.wire.codec import encode, encoded_size, max_payload_bytes
-from demo_node.wire.errors import refusal_name
+from demo_node.wire.errors import PayloadError, refusal_name
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 from demo_node.wire.signs import pack_signs
 
@@ -263,11 +264,16 @@ class RoundDriver:
                 slices[owner] = restrict(contribution, plan.ranges[owner])
                 data = encode(slices[owner], self.layout, run_id=self.run.run_id, round=r, sender=self.me)
                 payloads[owner] = sign(self.identity, data)
-        asking = {o: asyncio.ensure_future(self._ask_owner(r, plan, o, statement, payloads.get(o), slices.get(o)))
+        # a verifier is an owner too: the payload for the shard it verifies rides on the stream to its own shard,
+        # and the verdict comes back on it after the shard's result (one stream per owner, not two)
+        verdict_streams = {o: loop.create_future() for o, v in plan.verifiers.items() if v != self.me}
+        asking = {o: asyncio.ensure_future(self._ask_owner(r, plan, o, statement, payloads.get(o), slices.get(o),
+                                                           self._verify_part(r, plan, o, payloads, verdict_streams)))
                   for o in plan.owners}
         settled = {o: asyncio.ensure_future(self._settle(r, plan, o, asking[o])) for o in plan.owners}
         judging = [asyncio.ensure_future(self._judge(r, o, settled[o])) for o in plan.verified_by(self.me)]
-        verdicts = {o: asyncio.ensure_future(self._ask_verifier(r, plan, o, payloads.get(o), slices.get(o)))
+        verdicts = {o: asyncio.ensure_future(self._ask_verifier(r, plan, o, payloads.get(o), slices.get(o),
+                                                                verdict_streams.get(o)))
                     for o in plan.verifiers}
         shards, refusals = [], {}
         for owner in plan.owners:
@@ -377,13 +383,31 @@ class RoundDriver:
         if body.mode != (spb.EXCHANGE_RELAY if plan.mode == "relay" else spb.EXCHANGE_SIGN):
             log.warning("round %d: owner %s answered in another exchange mode", r, owner.hex()[-12:])
             return None
-        return Received(res.body, body, list(res.relayed), refusal_name(res.refusal))
+        try:
+            senders = senders_of(plan.order, body.included)
+        except PayloadError as exc:
+            log.warning("round %d: the result of %s does not check out (%s)", r, owner.hex()[-12:], exc)
+            self.counters.refused(exc.reason)
+            return None
+        return Received(res.body, body, senders, list(res.relayed), refusal_name(res.refusal))
+
+    def _verify_part(self, r: int, plan: RoundPlan, owner: bytes, payloads: dict[bytes, spb.Signed],
+                     verdict_streams: dict[bytes, asyncio.Future]) -> tuple[spb.Verify, asyncio.Future] | None:
+        """What the request to ``owner`` carries for the shard ``owner`` verifies, and the future that gets the
+        stream its verdict will come back on (None when ``owner`` verifies nothing, or is this node)."""
+        checked = [o for o in plan.verified_by(owner) if o in verdict_streams]
+        if owner == self.me or not checked:
+            return None
+        verify = spb.Verify(round=r, owner=checked[0], payload=payloads.get(checked[0]))
+        return verify, verdict_streams[checked[0]]
 
     async def _ask_owner(self, r: int, plan: RoundPlan, owner: bytes, statement: spb.Signed,
-                         payload: spb.Signed | None, own_slice: Contribution | None) -> Received | None:
+                         payload: spb.Signed | None, own_slice: Contribution | None,
+                         verify: tuple[spb.Verify, asyncio.Future] | None = None) -> Received | None:
         key = (r, owner)
         fut = self.pending[key]
         got = None
+        stream = None
         try:
             shares = plan.shares(self.me)
             if owner == self.me:
@@ -396,15 +420,18 @@ class RoundDriver:
                     request.statement.CopyFrom(statement)
                 else:
                     request.plan, request.joining = (plan.fingerprint if self.member else b""), not self.member
-                data = await self.transport.request(owner, "contribute", request.SerializeToString(),
-                                                    self.owner_timeout(), limit=self.result_limit(plan))
+                if verify is not None:
+                    request.verify.CopyFrom(verify[0])
+                stream = await self.transport.send_request(owner, "contribute", request.SerializeToString(),
+                                                           self.owner_timeout())
+                data = await asyncio.wait_for(stream.recv(self.result_limit(plan)), self.owner_timeout())
             got = self.open_result(r, owner, data, plan)
             if got is not None:
                 if plan.mode == "relay" and payload is not None:
                     # keep a complete copy to serve to peers that ask for this result (this node's own slot was left
                     # empty by the owner: it has the payload)
-                    got.relayed = [payload if inc.sender == self.me and not s.body else s
-                                   for inc, s in zip(got.body.included, got.relayed)]
+                    got.relayed = [payload if sender == self.me and not s.body else s
+                                   for sender, s in zip(got.senders, got.relayed)]
                 self.received[key] = spb.ShardResult(status=spb.ShardResult.HAVE, body=got.signed,
                                                      relayed=got.relayed)
         except Exception as exc:  # timeouts, resets, and the daemon's own errors for unreachable peers
@@ -412,6 +439,11 @@ class RoundDriver:
             got = None
         finally:
             fut.set_result(got is not None)
+            if verify is not None:
+                # the verdict comes next on this stream: whoever waits for it reads it and closes the stream
+                verify[1].set_result(stream if got is not None else None)
+            if stream is not None and (verify is None or got is None):
+                await stream.close()
         return got
 
     async def _settle(self, r: int, plan: RoundPlan, owner: bytes, asking: asyncio.Future) -> tuple[Received | None, str]:
@@ -429,8 +461,11 @@ class RoundDriver:
                                                      lambda senders: self._inputs_from(r, owner, owner, senders))
 
     async def _ask_verifier(self, r: int, plan: RoundPlan, owner: bytes, payload: spb.Signed | None,
-                            own_slice: Contribution | None) -> Verdict | None:
+                            own_slice: Contribution | None, stream_future: asyncio.Future | None) -> Verdict | None:
+        """The verdict on ``owner``'s shard: this node's own, or what its verifier sends after its own shard's result
+        on the stream this node opened to it (``stream_future``)."""
         verifier = plan.verifiers[owner]
+        stream = None
         try:
             if verifier == self.me:
                 vr = self.verifier_rounds[(r, owner)]
@@ -440,10 +475,12 @@ class RoundDriver:
                 if signed is None:
                     return None
             else:
-                request = spb.Verify(round=r, owner=owner, payload=payload)
-                data = await self.transport.request(verifier, "verify", request.SerializeToString(),
-                                                    self.owner_timeout() + self.limits.fetch_timeout,
-                                                    limit=self.limits.small_message + (self.max_payload // 4))
+                assert stream_future is not None
+                stream = await stream_future
+                if stream is None:
+                    return None
+                data = await asyncio.wait_for(stream.recv(self.limits.small_message + (self.max_payload // 4)),
+                                              self.owner_timeout() + self.limits.fetch_timeout)
                 reply = spb.VerdictReply.FromString(data)
                 if reply.status != spb.ShardResult.HAVE:
                     return None
@@ -452,6 +489,9 @@ class RoundDriver:
         except Exception as exc:
             log.info("round %d: no verdict on %s from %s (%r)", r, owner.hex()[-12:], verifier.hex()[-12:], exc)
             return None
+        finally:
+            if stream is not None:
+                await stream.close()
 
     async def _inputs_from(self, r: int, peer: bytes, owner: bytes, senders: list[bytes]) -> list[spb.Signed]:
         """Signed payloads (or, for no senders, the owner's judged body) that ``peer`` holds for ``owner``'s shard."""

@@ -1,5 +1,6 @@
-"""What a node answers other nodes during rounds: contributions to its shards, payloads for the shards it verifies,
-requests for results it got, for inputs it holds, and for the evidence behind its accusations.
+"""What a node answers other nodes during rounds: contributions to its shards (with payloads for the shard it
+verifies, answered with the verdict on the same stream), requests for results it got, for inputs it holds, and for
+the evidence behind its accusations.
 
 Every request is checked before anything is done with it: its size (the transport caps each kind's frames before
 reading them), its round (only rounds this node keeps, or a few ahead), its statement (signed by the stream's own,
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from demo_node.net.transport import Stream
 from demo_node.swarm.signing import BadSigned, open_statement
+from demo_node.swarm.verifier import VerifierRound
 from demo_node.wire.errors import refusal_code
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
@@ -40,8 +42,10 @@ class Handlers:
         d, t = self.d, self.d.transport
         wait = d.owner_timeout() + d.limits.fetch_timeout + d.cfg.deadline
         small = d.limits.small_message
-        await t.serve("contribute", self._on_contribute, limit=2 * d.max_payload + (1 << 20), timeout=wait)
-        await t.serve("verify", self._on_verify, limit=d.max_payload + (1 << 16), timeout=wait)
+        # a contribution may carry a second payload (for the shard this node verifies), and its stream stays open
+        # until that shard's verdict is out
+        verdict_wait = d.owner_timeout() + d.limits.fetch_timeout
+        await t.serve("contribute", self._on_contribute, limit=3 * d.max_payload + (1 << 20), timeout=wait + verdict_wait)
         await t.serve("fetch", self._on_fetch, limit=small, timeout=wait)
         await t.serve("inputs", self._on_inputs, limit=small, timeout=wait)
         await t.serve("evidence", self._on_evidence, limit=small, timeout=wait)
@@ -79,34 +83,34 @@ class Handlers:
             return
         if signed is not None and d.me not in own.plan.shares(stream.peer):
             signed = None  # not this owner's to pass on
+        verifying = self._verify_arrival(msg.round, stream.peer, msg.verify) if msg.HasField("verify") else None
         own.arrive(stream.peer, joining, signed, msg.payload if msg.HasField("payload") else None)
         await stream.send(await own.result_for(stream.peer))
+        if verifying is not None:
+            await stream.send(await self._verdict_reply(*verifying))
 
-    async def _on_verify(self, stream: Stream) -> None:
+    def _verify_arrival(self, r: int, sender: bytes, msg: spb.Verify) -> tuple[VerifierRound | None, str]:
+        """Take a contributor's payload for the shard this node verifies; the verifier round (None if this node
+        verifies no such shard) and the refusal ("" if none)."""
         d = self.d
-        msg = _parse(spb.Verify, await stream.recv())
-        if msg is None or not d.in_window(msg.round):
-            reason = "malformed" if msg is None else "round_unknown"
-            d.counters.refused(reason)
-            await stream.send(spb.VerdictReply(status=spb.ShardResult.REJECTED,
-                                               refusal=refusal_code(reason)).SerializeToString())
-            return
-        await d.wait_open(msg.round)
-        vr = d.verifier_rounds.get((msg.round, msg.owner))
+        vr = d.verifier_rounds.get((r, msg.owner))
         if vr is None:
             d.counters.refused("not_verifier")
-            await stream.send(spb.VerdictReply(status=spb.ShardResult.REJECTED,
-                                               refusal=refusal_code("not_verifier")).SerializeToString())
-            return
-        refusal = vr.arrive(stream.peer, msg.payload) if msg.HasField("payload") else ""
+            return None, "not_verifier"
+        refusal = vr.arrive(sender, msg.payload) if msg.HasField("payload") else ""
         if refusal:
             d.counters.refused(refusal)
-        verdict = await vr.verdict_for(d.owner_timeout() + d.limits.fetch_timeout)
+        return vr, refusal
+
+    async def _verdict_reply(self, vr: VerifierRound | None, refusal: str) -> bytes:
+        if vr is None:
+            return spb.VerdictReply(status=spb.ShardResult.REJECTED, refusal=refusal_code(refusal)).SerializeToString()
+        verdict = await vr.verdict_for(self.d.owner_timeout() + self.d.limits.fetch_timeout)
         reply = spb.VerdictReply(status=spb.ShardResult.HAVE if verdict is not None else spb.ShardResult.DONT_HAVE,
                                  refusal=refusal_code(refusal) if refusal else spb.REFUSAL_NONE)
         if verdict is not None:
             reply.verdict.CopyFrom(verdict)
-        await stream.send(reply.SerializeToString())
+        return reply.SerializeToString()
 
     async def _on_fetch(self, stream: Stream) -> None:
         d = self.d

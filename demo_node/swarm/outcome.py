@@ -13,7 +13,8 @@ from demo_node.swarm.membership import Statements
 from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import Member, RoundPlan
 from demo_node.swarm.shard_signs import ShardSigns
-from demo_node.swarm.signing import BadSigned, body_hash
+from demo_node.swarm.included import inputs_hash
+from demo_node.swarm.signing import BadSigned
 from demo_node.wire.errors import PayloadError
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 from demo_node.wire.signs import unpack_signs
@@ -37,9 +38,11 @@ class ShardOutcome:
     """Where the result came from: the owner, another peer (the owner was unreachable), or none."""
     check: str = ""
     """SIGN with a verifier: verified, unverified (the verifier was silent), corrected (the owner lied)."""
+    senders: list[bytes] = field(default_factory=list)
+    """Whose contributions the body includes, in aggregation order."""
 
     def included(self, peer: bytes) -> bool:
-        return self.body is not None and any(inc.sender == peer for inc in self.body.included)
+        return self.body is not None and peer in self.senders
 
     @property
     def result(self) -> spb.ShardBody | None:
@@ -100,7 +103,7 @@ class RoundOutcome:
             if body is None or not shard.ranges:
                 skipped += body is None
                 continue
-            if not body.included:
+            if not shard.senders:
                 continue  # nobody contributed to this shard: no sign step here (weight decay still applies)
             if body.mode == spb.EXCHANGE_SIGN:
                 update = unpack_signs(shard.sign_bits, shard.nonzero_blocks, layout, shard.ranges)
@@ -112,21 +115,21 @@ class RoundOutcome:
     def _relayed(self, shard: ShardOutcome, layout: Layout, run_id: str, me: bytes) -> list[Contribution]:
         body = shard.body
         assert body is not None
-        if len(shard.relayed) != len(body.included):
+        if len(shard.relayed) != len(shard.senders):
             raise PayloadError("coverage", f"shard of {shard.owner.hex()[-12:]} relays {len(shard.relayed)} payloads "
-                               f"for {len(body.included)} contributions")
+                               f"for {len(shard.senders)} contributions")
+        if inputs_hash(shard.relayed) != body.inputs_hash:
+            raise PayloadError("signature", f"shard of {shard.owner.hex()[-12:]} relays payloads it did not name")
         out = []
-        for inc, signed in zip(body.included, shard.relayed):
-            if inc.sender == me:
+        for sender, signed in zip(shard.senders, shard.relayed):
+            if sender == me:
                 if self.contribution is None:
                     raise PayloadError("sender", f"shard of {shard.owner.hex()[-12:]} includes a contribution this "
                                        "node did not send")
                 out.append(restrict(self.contribution, shard.ranges))
                 continue
-            if body_hash(signed) != inc.payload_hash:
-                raise PayloadError("signature", f"shard of {shard.owner.hex()[-12:]} relays a payload it did not list")
             try:
-                out.append(read_payload(signed, inc.sender, layout, run_id, self.round, shard.ranges))
+                out.append(read_payload(signed, sender, layout, run_id, self.round, shard.ranges))
             except BadSigned as exc:
                 raise PayloadError("signature", f"shard of {shard.owner.hex()[-12:]} relays a payload {exc}") from None
         return out

@@ -24,9 +24,10 @@ from demo_node.core.layout import Layout
 from demo_node.crypto import Identity
 from demo_node.swarm.config import RELAY
 from demo_node.swarm.counters import SwarmCounters
+from demo_node.swarm.included import inputs_hash, mask_of
 from demo_node.swarm.plan import RoundPlan
 from demo_node.swarm.shard_signs import ShardSigns
-from demo_node.swarm.signing import BadSigned, body_hash, open_payload, sign
+from demo_node.swarm.signing import BadSigned, open_payload, sign
 from demo_node.wire.codec import decode
 from demo_node.wire.errors import PayloadError, refusal_code
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
@@ -136,12 +137,10 @@ class OwnerRound:
         kept = [] if screened is None else screened.kept
         for i, reason in ({} if screened is None else screened.rejected).items():
             self._refuse(order[i], reason)
-        body = spb.ShardBody(round=self.round, owner=self.me, mode=self.mode)
-        body.included.extend(
-            spb.Included(sender=order[i], samples=screened.weights[j], payload_hash=body_hash(self.arrivals[order[i]].payload))
-            for j, i in enumerate(kept))
-        body.statements.extend(self.statements[p] for p in sorted(self.statements) if self.me in self.plan.shares(p))
         self.included = [order[i] for i in kept]
+        body = spb.ShardBody(round=self.round, owner=self.me, mode=self.mode)
+        self._include(body)
+        body.statements.extend(self.statements[p] for p in sorted(self.statements) if self.me in self.plan.shares(p))
         if self.mode != spb.EXCHANGE_RELAY and self.included and self.ranges:
             try:
                 # the kept contributions with their sample counts: the sign function bounds them again, the same way
@@ -150,10 +149,14 @@ class OwnerRound:
             except Exception:
                 # no update for this shard rather than no result: every contributor restores its slice
                 log.exception("round %d: computing the shard's signs failed; the shard carries no update", self.round)
-                del body.included[:]
                 self.included = []
+                self._include(body)
         self.body = sign(self.identity, body.SerializeToString())
         self.closed.set()
+
+    def _include(self, body: spb.ShardBody) -> None:
+        body.included = mask_of(self.plan.order, self.included)
+        body.inputs_hash = inputs_hash([self.arrivals[s].payload for s in self.included])
 
     @property
     def mode(self) -> int:

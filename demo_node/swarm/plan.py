@@ -67,6 +67,11 @@ class RoundPlan:
     def peers(self) -> set[bytes]:
         return {m.peer for m in self.members}
 
+    @cached_property
+    def order(self) -> tuple[bytes, ...]:
+        """The members' peer ids, ascending: the order of a shard result's inclusion bits and of aggregation."""
+        return tuple(sorted(self.peers))
+
     def owner_ranges(self, owner: bytes) -> dict[int, tuple[int, int]]:
         return self.ranges[owner]
 

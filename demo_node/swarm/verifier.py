@@ -1,8 +1,9 @@
 """One shard of one round, as its verifier checks it (sign exchange, three members or more).
 
 Contributors send the verifier the same signed payloads they send the shard's owner. Once the verifier has the
-owner's signed result, it recomputes the update from the inputs the result lists (asking the owner for any it
-lacks: the owner must hold them, and they are signed by their senders), compares, and signs a verdict: CORRECT,
+owner's signed result, it recomputes the update from the inputs the result names (asking the owner for any it
+lacks, or for all of them when the ones it holds do not hash to what the result names: the owner must hold them,
+and they are signed by their senders), compares, and signs a verdict: CORRECT,
 WRONG (with the signs the inputs give) or UNVERIFIED. A sign may differ only where the update is next to zero
 (hardware rounds differently at exact ties); anything else is a lie, and the owner's signed result with the signed
 inputs is the evidence.
@@ -19,6 +20,7 @@ import torch
 from demo_node.core.contribution import Contribution
 from demo_node.core.layout import Layout
 from demo_node.crypto import Identity
+from demo_node.swarm.included import inputs_hash, senders_of
 from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import RoundPlan
 from demo_node.swarm.shard_signs import ShardSigns
@@ -107,18 +109,21 @@ class VerifierRound:
     async def _find(self, body: spb.ShardBody | None, fetch: FetchInputs) -> tuple[int, bytes, bytes]:
         if body is None or body.mode != spb.EXCHANGE_SIGN:
             return spb.VerdictBody.UNVERIFIED, b"", b""
-        senders = [inc.sender for inc in body.included]
+        try:
+            senders = senders_of(self.plan.order, body.included)
+        except PayloadError:
+            return spb.VerdictBody.UNVERIFIED, b"", b""
         missing = [s for s in senders if s not in self.payloads]
+        if not missing and inputs_hash([self.payloads[s] for s in senders]) != body.inputs_hash:
+            missing = senders  # a contributor sent this verifier another payload than the owner: take the owner's
         if missing:
             for sender, signed in zip(missing, await fetch(missing)):
                 if signed.body:
                     self.arrive(sender, signed)
-        inputs = []
-        for inc in body.included:
-            signed = self.payloads.get(inc.sender)
-            if signed is None or body_hash(signed) != inc.payload_hash:
-                return spb.VerdictBody.UNVERIFIED, b"", b""
-            inputs.append(self.contributions[inc.sender])
+        if any(s not in self.payloads for s in senders) or \
+                inputs_hash([self.payloads[s] for s in senders]) != body.inputs_hash:
+            return spb.VerdictBody.UNVERIFIED, b"", b""
+        inputs = [self.contributions[s] for s in senders]
         ok, bits, blocks = await self.compute(lambda: judge_signs(self.signs, inputs, self.layout, self.ranges,
                                                                   body.sign_bits, body.nonzero_blocks))
         return (spb.VerdictBody.CORRECT if ok else spb.VerdictBody.WRONG), bits, blocks

@@ -133,46 +133,40 @@ class Statement(_message.Message):
     def __init__(self, peer: _Optional[bytes] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., digest_round: _Optional[int] = ..., digest: _Optional[bytes] = ..., client: _Optional[bool] = ..., joining: _Optional[bool] = ..., leaving: _Optional[bool] = ..., plan: _Optional[bytes] = ..., accused: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Contribute(_message.Message):
-    __slots__ = ("round", "statement", "payload", "plan", "joining")
+    __slots__ = ("round", "statement", "payload", "plan", "joining", "verify")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STATEMENT_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     JOINING_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
     round: int
     statement: Signed
     payload: Signed
     plan: bytes
     joining: bool
-    def __init__(self, round: _Optional[int] = ..., statement: _Optional[_Union[Signed, _Mapping]] = ..., payload: _Optional[_Union[Signed, _Mapping]] = ..., plan: _Optional[bytes] = ..., joining: _Optional[bool] = ...) -> None: ...
-
-class Included(_message.Message):
-    __slots__ = ("sender", "samples", "payload_hash")
-    SENDER_FIELD_NUMBER: _ClassVar[int]
-    SAMPLES_FIELD_NUMBER: _ClassVar[int]
-    PAYLOAD_HASH_FIELD_NUMBER: _ClassVar[int]
-    sender: bytes
-    samples: float
-    payload_hash: bytes
-    def __init__(self, sender: _Optional[bytes] = ..., samples: _Optional[float] = ..., payload_hash: _Optional[bytes] = ...) -> None: ...
+    verify: Verify
+    def __init__(self, round: _Optional[int] = ..., statement: _Optional[_Union[Signed, _Mapping]] = ..., payload: _Optional[_Union[Signed, _Mapping]] = ..., plan: _Optional[bytes] = ..., joining: _Optional[bool] = ..., verify: _Optional[_Union[Verify, _Mapping]] = ...) -> None: ...
 
 class ShardBody(_message.Message):
-    __slots__ = ("round", "owner", "mode", "included", "statements", "sign_bits", "nonzero_blocks")
+    __slots__ = ("round", "owner", "mode", "included", "inputs_hash", "statements", "sign_bits", "nonzero_blocks")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     INCLUDED_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_HASH_FIELD_NUMBER: _ClassVar[int]
     STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     SIGN_BITS_FIELD_NUMBER: _ClassVar[int]
     NONZERO_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     round: int
     owner: bytes
     mode: ExchangeMode
-    included: _containers.RepeatedCompositeFieldContainer[Included]
+    included: bytes
+    inputs_hash: bytes
     statements: _containers.RepeatedCompositeFieldContainer[Signed]
     sign_bits: bytes
     nonzero_blocks: bytes
-    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., mode: _Optional[_Union[ExchangeMode, str]] = ..., included: _Optional[_Iterable[_Union[Included, _Mapping]]] = ..., statements: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., mode: _Optional[_Union[ExchangeMode, str]] = ..., included: _Optional[bytes] = ..., inputs_hash: _Optional[bytes] = ..., statements: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ...) -> None: ...
 
 class ShardResult(_message.Message):
     __slots__ = ("status", "refusal", "body", "relayed", "current_round")
