@@ -170,6 +170,23 @@ def _bench_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_model(args: argparse.Namespace) -> int:
+    from demo_node.bench import scale_model
+
+    try:
+        params, nodes = scale_model.params_list(args.params), scale_model.nodes_list(args.nodes)
+    except ValueError as exc:
+        raise SystemExit(f"demo-node bench model: {exc}") from None
+    result = scale_model.run(params, nodes, args.down or args.link, args.up or args.link, args.latency, args.compute,
+                             verify=not args.no_verify, overlap=not args.no_overlap)
+    text = scale_model.format_result(result)
+    if args.check:
+        result["check"] = scale_model.check(scale_model.load(args.check))
+        text += "\n\n" + scale_model.format_check(result["check"])
+    _emit(result, text, args.json)
+    return 0
+
+
 def _bench_robust(args: argparse.Namespace) -> int:
     import torch
 
@@ -293,6 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--threads", type=int, default=0)
     rb.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     rb.set_defaults(func=_bench_robust)
+    md = bench_sub.add_parser("model", help="bytes per node, round time and compute utilisation on paper, for any "
+                              "model size and swarm size; --check sets it against a bench swarm result")
+    md.add_argument("--params", default="1e9,1e10", help="parameters, comma-separated (default 1e9,1e10)")
+    md.add_argument("--nodes", default="8,100,1000", help="swarm sizes, comma-separated")
+    md.add_argument("--link", type=float, default=100.0, help="link speed in Mbit/s, both ways (default 100)")
+    md.add_argument("--down", type=float, help="download speed in Mbit/s (default: --link)")
+    md.add_argument("--up", type=float, help="upload speed in Mbit/s (default: --link)")
+    md.add_argument("--latency", type=float, default=0.05, help="one-way latency in seconds (default 0.05)")
+    md.add_argument("--compute", type=float, default=10.0, help="compute seconds per round (default 10)")
+    md.add_argument("--no-verify", action="store_true", help="sign exchange without shard verification")
+    md.add_argument("--no-overlap", action="store_true", help="communication after compute, not beside it")
+    md.add_argument("--check", metavar="FILE", help="a `bench swarm --json` result to check the model against")
+    md.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    md.set_defaults(func=_bench_model)
     return parser
 
 

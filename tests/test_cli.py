@@ -16,7 +16,7 @@ from demo_node import cli, config
 from demo_node.node.events import Reporter
 
 SUBCOMMANDS = [["join"], ["status"], ["swarm"], ["bench"], ["bench", "optimizer"], ["bench", "payload"],
-               ["bench", "swarm"], ["bench", "api"], ["bench", "robust"]]
+               ["bench", "swarm"], ["bench", "api"], ["bench", "robust"], ["bench", "model"]]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS, ids=" ".join)
@@ -26,6 +26,21 @@ def test_every_subcommand_prints_its_help(command):
         cli.main([*command, "--help"])
     assert done.value.code == 0
     assert out.getvalue().startswith("usage: demo-node " + " ".join(command))
+
+
+def test_the_scale_model_keeps_sign_exchange_flat_in_n_and_all_gather_linear():
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli.main(["bench", "model", "--params", "1e9", "--nodes", "8,1000", "--json", "-"]) == 0
+    text = out.getvalue()
+    rows = json.loads(text[text.index("{"):])["rows"]
+    each_way = {(r["mode"], r["nodes"]): r["protocol_bytes_each_way"] for r in rows}
+    assert each_way[("sign", 1000)] < 1.2 * each_way[("sign", 8)]
+    assert each_way[("all-gather", 1000)] > 100 * each_way[("all-gather", 8)]
+    # one bit per parameter each way dominates sign exchange at any size
+    assert each_way[("sign", 1000)] > 1e9 / 8
+    with pytest.raises(SystemExit, match="--params"):
+        cli.main(["bench", "model", "--params", "-1"])
 
 
 def test_join_help_lists_every_option_with_its_doc():

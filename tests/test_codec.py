@@ -246,9 +246,12 @@ _LAYOUT, _MSG = valid_message()
 _VALID = _MSG.SerializeToString()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=4096))
-def test_random_bytes_never_crash_the_decoder(data):
+def _depths(ci: int) -> list:
+    """``ci`` cases in the default run, 10,000 under ``pytest -m fuzz``."""
+    return [pytest.param(ci, id="ci"), pytest.param(10_000, id="deep", marks=pytest.mark.fuzz)]
+
+
+def _rejected_or_valid(data: bytes) -> None:
     try:
         d = decode(data, _LAYOUT)
     except PayloadError:
@@ -256,35 +259,45 @@ def test_random_bytes_never_crash_the_decoder(data):
     check_valid(d, _LAYOUT)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8),
-       st.integers(0, len(_VALID)))
-def test_mutated_payloads_are_rejected_or_valid(flips, cut):
-    data = bytearray(_VALID)
-    for pos, byte in flips:
-        data[pos] = byte
-    data = bytes(data[: max(cut, len(data) - 64)]) if cut % 3 == 0 else bytes(data)
-    try:
-        d = decode(data, _LAYOUT)
-    except PayloadError:
-        return
-    check_valid(d, _LAYOUT)
+@pytest.mark.parametrize("examples", _depths(300))
+def test_random_bytes_never_crash_the_decoder(examples):
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.binary(max_size=4096))
+    def check(data):
+        _rejected_or_valid(data)
+
+    check()
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_structured_hostile_entries_are_rejected_or_valid(data):
-    msg = copy_of(_MSG)
-    e = msg.entries[data.draw(st.integers(0, len(msg.entries) - 1))]
-    field = data.draw(st.sampled_from(["tensor", "first_block", "num_blocks", "k", "index_format", "value_format"]))
-    top = 2**31 - 1 if field.endswith("format") else 2**32 - 1  # enums are int32 on the wire
-    setattr(e, field, data.draw(st.integers(0, top)))
-    if data.draw(st.booleans()):
-        e.indices = data.draw(st.binary(max_size=256))
-    if data.draw(st.booleans()):
-        e.values = data.draw(st.binary(max_size=256))
-    try:
-        d = decode(msg.SerializeToString(), _LAYOUT)
-    except PayloadError:
-        return
-    check_valid(d, _LAYOUT)
+@pytest.mark.parametrize("examples", _depths(300))
+def test_mutated_payloads_are_rejected_or_valid(examples):
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+           st.integers(0, len(_VALID)))
+    def check(flips, cut):
+        data = bytearray(_VALID)
+        for pos, byte in flips:
+            data[pos] = byte
+        _rejected_or_valid(bytes(data[: max(cut, len(data) - 64)]) if cut % 3 == 0 else bytes(data))
+
+    check()
+
+
+@pytest.mark.parametrize("examples", _depths(200))
+def test_structured_hostile_entries_are_rejected_or_valid(examples):
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def check(data):
+        msg = copy_of(_MSG)
+        e = msg.entries[data.draw(st.integers(0, len(msg.entries) - 1))]
+        field = data.draw(st.sampled_from(["tensor", "first_block", "num_blocks", "k", "index_format",
+                                           "value_format"]))
+        top = 2**31 - 1 if field.endswith("format") else 2**32 - 1  # enums are int32 on the wire
+        setattr(e, field, data.draw(st.integers(0, top)))
+        if data.draw(st.booleans()):
+            e.indices = data.draw(st.binary(max_size=256))
+        if data.draw(st.booleans()):
+            e.values = data.draw(st.binary(max_size=256))
+        _rejected_or_valid(msg.SerializeToString())
+
+    check()

@@ -203,7 +203,10 @@ def test_floods_of_streams_frames_and_requests_do_not_stall_the_swarm(cluster):
         attacker.shutdown()
     assert_unharmed(honest, start, rounds=15)
     rejects = honest[0].rounds()[-1]["rejects"]
-    assert rejects.get("busy", 0) + rejects.get("round_unknown", 0) + rejects.get("malformed", 0) > 0, rejects
+    # 72 streams opened one after the other and held: all but 16 are refused at the door, give or take the slots
+    # that handler deadlines free on a slow machine (the requests that follow may all meet a full house too, so
+    # whether they reach a handler is up to timing)
+    assert rejects.get("busy", 0) >= 72 - 2 * 16, rejects
 
 
 def test_payloads_of_another_sender_or_garbage_are_dropped_and_counted(cluster):

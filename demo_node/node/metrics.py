@@ -47,9 +47,7 @@ class _CountersCollector(Collector):
         yield late
         refused = CounterMetricFamily("demo_node_payloads_rejected", "Payloads and requests refused or dropped, by "
                                       "reason", labels=["reason"])
-        counts = self.counters.refusals()
-        for reason, n in self.accounting.refusals().items():  # streams refused before any handler saw them
-            counts[reason] = counts.get(reason, 0) + n
+        counts = all_refusals(self.counters, self.accounting)
         # every reason exists from the start (at 0), so dashboards and rate() see it before the first refusal
         for reason in sorted(set(REFUSALS) | set(counts)):
             refused.add_metric([reason], counts.get(reason, 0))
@@ -60,6 +58,15 @@ class _CountersCollector(Collector):
         for why in sorted(set(rejected) | {"bad_signature", "schema", "run_hash"}):
             dht.add_metric([why], rejected.get(why, 0))
         yield dht
+
+
+def all_refusals(counters: SwarmCounters, accounting: Accounting) -> dict[str, int]:
+    """Refusals by reason: the round protocol's, and the transport's (streams refused before any handler saw them:
+    busy, message_too_large, timeout, not_allowed)."""
+    counts = counters.refusals()
+    for reason, n in accounting.refusals().items():
+        counts[reason] = counts.get(reason, 0) + n
+    return counts
 
 
 class NodeMetrics:

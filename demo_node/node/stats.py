@@ -10,7 +10,7 @@ from demo_node import __version__
 from demo_node.net.accounting import Accounting
 from demo_node.node.applier import AppliedRound
 from demo_node.node.events import Reporter
-from demo_node.node.metrics import NodeMetrics
+from demo_node.node.metrics import NodeMetrics, all_refusals
 from demo_node.node.states import NodeState
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.wire.proto import demo_node_control_pb2 as cpb
@@ -95,7 +95,7 @@ class NodeStats:
             skipped_shards=a.skipped, left_out=a.left_out, contributed=o.contribution is not None, member=o.member,
             digest=a.digest.hex()[:16], bytes_sent=totals["sent"], bytes_received=totals["received"],
             fetched=[s.owner.hex()[-12:] for s in o.shards if s.source == "peer"],
-            refused=sorted(set(o.refusals.values())), rejects=self.counters.refusals(), checks=checks,
+            refused=sorted(set(o.refusals.values())), rejects=all_refusals(self.counters, self.accounting), checks=checks,
             demoted=sorted(p.hex()[-12:] for p in o.demoted),
         )
 

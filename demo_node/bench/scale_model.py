@@ -1,0 +1,197 @@
+"""``demo-node bench model``: bytes per node and round, round time and compute utilisation of a swarm, on paper.
+
+The protocol's bytes are not estimated but counted: every message a node sends or receives in a round is built
+here as the node builds it (a signed statement, a shard result with its inclusion bits, a verdict) and measured, and
+a payload's size per parameter comes from the codec itself. What the model does not know it takes as measured
+constants, named below with the measurement they came from: libp2p's cost per stream at the wire, and the CPU a
+stream costs. ``--check FILE`` sets the prediction against a ``bench swarm --json`` result, point by point.
+
+Per node and round, with S a whole payload, P parameters, N members and each node owning one shard:
+- all-gather (the reference's exchange): every payload to every peer: (N-1) S up and down;
+- relay: its slices to the owners and, as owner, its shard's other N-1 slices to each of N-1 requesters; the
+  others' slices of its shard in and every owner's other slices back: (N-1) S each way, as much as an all-gather;
+- sign: its slices to the owners and the others' in, its shard's signs out and the others' in: (N-1)/N (S + P/8)
+  each way; with verification (three members or more) its slices again to the verifiers, and one verdict per shard;
+- on top, in every mode: the statements (each travels twice: N x 2 down, the owner's share up to N-1 requesters),
+  one shard result envelope per owner (signature, inclusion bits: N/8 bytes), and 2(N-1) libp2p streams.
+Round time: communication is the larger direction over its link plus two round trips (contribution -> result ->
+verdict); with overlap a round takes max(compute, communication), without it their sum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from demo_node.core.layout import Layout
+from demo_node.crypto import Identity
+from demo_node.swarm.signing import sign
+from demo_node.wire.codec import encoded_size
+from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+STREAM_WIRE_BYTES = 450
+"""libp2p's bytes at the wire per stream (both directions: multistream-select, yamux frames and window updates,
+Noise frames), above what the stream carries. From `bench swarm --netns` (tiny GPT, sign, defenses off): the wire
+minus the accounted bytes per node and round over the streams a node takes part in: 400 B at N = 2, 467 B at N = 4
+(at N = 8 it is 953 B: the DHT's own traffic grows with N and rounds are longer there)."""
+STREAM_CPU_SECONDS = 0.004
+"""CPU per stream, node and daemon together: the slope of CPU per node and round against streams per node and round
+in the same runs (0.022 s at 2 streams, 0.031 s at 6, 0.071 s at 14)."""
+MODES = ("all-gather", "relay", "sign")
+
+
+@dataclass(frozen=True)
+class Setting:
+    params: float
+    nodes: int
+    down_mbit: float = 100.0
+    up_mbit: float = 100.0
+    latency_s: float = 0.05
+    compute_s: float = 10.0
+    topk: int = 32
+    chunk: int = 64
+    values: str = "int8"
+    verify: bool = True
+    overlap: bool = True
+    payload: float | None = None
+    """A whole payload's bytes (default: the codec's bytes per parameter of a large matrix x params)."""
+
+
+def payload_bytes_per_param(topk: int = 32, chunk: int = 64, values: str = "int8") -> float:
+    """A whole payload's bytes per parameter, from the codec (a large matrix: per-tensor overheads vanish)."""
+    side = chunk * 64
+    layout = Layout.build([(side, side)], [0], chunk, topk)
+    return encoded_size(layout, values) / layout.num_params
+
+
+_KEY = Identity.generate()[0]
+
+
+def statement_bytes() -> int:
+    """A signed statement as a node sends it (digest, plan, a digest round, no accusations)."""
+    st = spb.Statement(peer=_KEY.peer_id, run_id="demo-0123456789ab", round=10**6, digest_round=10**6,
+                       digest=bytes(16), plan=bytes(8))
+    return len(sign(_KEY, st.SerializeToString()).SerializeToString())
+
+
+def result_envelope_bytes(nodes: int, statements: int) -> int:
+    """A signed shard result without its update: owner, round, inclusion bits, inputs hash, ``statements``."""
+    body = spb.ShardBody(round=10**6, owner=_KEY.peer_id, mode=spb.EXCHANGE_SIGN, included=bytes((nodes + 7) // 8),
+                         inputs_hash=bytes(32))
+    one = spb.Statement(peer=_KEY.peer_id, run_id="demo-0123456789ab", round=10**6, digest=bytes(16), plan=bytes(8))
+    body.statements.extend(sign(_KEY, one.SerializeToString()) for _ in range(statements))
+    res = spb.ShardResult(status=spb.ShardResult.HAVE, body=sign(_KEY, body.SerializeToString()))
+    return len(res.SerializeToString()) + 4
+
+
+def verdict_bytes() -> int:
+    v = spb.VerdictBody(round=10**6, owner=_KEY.peer_id, verifier=_KEY.peer_id, body_hash=bytes(32),
+                        finding=spb.VerdictBody.CORRECT)
+    return len(spb.VerdictReply(status=spb.ShardResult.HAVE, verdict=sign(_KEY, v.SerializeToString()))
+               .SerializeToString()) + 4
+
+
+def per_round(s: Setting, mode: str) -> dict:
+    """Bytes each way per node and round (protocol bytes, and at the wire), round time and utilisation."""
+    n, p = s.nodes, s.params
+    payload = s.payload if s.payload is not None else payload_bytes_per_param(s.topk, s.chunk, s.values) * p
+    signed = 64 + 8  # a payload's signature and its envelope
+    share = (n - 1) / n
+    statements_each_result = 2 if n > 1 else 1  # 2N statements over N owners
+    envelope = result_envelope_bytes(n, statements_each_result)
+    if mode == "all-gather":
+        data = (n - 1) * (payload + signed)
+    elif mode == "relay":
+        # slices to the n-1 other owners; as owner, the shard's other n-1 slices to each of n-1 requesters
+        data = (n - 1) * payload + n * (n - 1) * signed
+    else:
+        data = share * (payload + p / 8) + (n - 1) * signed
+        if s.verify and n >= 3:
+            data += share * payload + (n - 1) * (signed + verdict_bytes())
+    streams = 2 * (n - 1)
+    control = (n - 1) * envelope + (2 * statement_bytes() if n > 1 else 0)
+    protocol = data + (control if mode != "all-gather" else 0)
+    wire = protocol + streams * STREAM_WIRE_BYTES / 2
+    comm = max(wire * 8 / (s.down_mbit * 1e6), wire * 8 / (s.up_mbit * 1e6)) + 2 * 2 * s.latency_s
+    cpu = streams * STREAM_CPU_SECONDS
+    round_s = max(s.compute_s, comm) if s.overlap else s.compute_s + comm
+    return {"mode": mode, "nodes": n, "params": p, "payload_bytes": payload, "protocol_bytes_each_way": protocol,
+            "wire_bytes_each_way": wire, "streams": streams, "communication_s": comm, "stream_cpu_s": cpu,
+            "round_s": round_s, "utilisation": s.compute_s / round_s}
+
+
+def run(params: list[float], nodes: list[int], down: float, up: float, latency: float, compute: float,
+        verify: bool = True, overlap: bool = True) -> dict:
+    rows = [per_round(Setting(p, n, down, up, latency, compute, verify=verify, overlap=overlap), m)
+            for p in params for n in nodes for m in MODES]
+    return {"link_down_mbit": down, "link_up_mbit": up, "latency_s": latency, "compute_s": compute,
+            "verify": verify, "overlap": overlap, "payload_bytes_per_param": payload_bytes_per_param(),
+            "stream_wire_bytes": STREAM_WIRE_BYTES, "stream_cpu_s": STREAM_CPU_SECONDS, "rows": rows}
+
+
+def _size(b: float) -> str:
+    for unit, f in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if b >= f:
+            return f"{b / f:.1f} {unit}"
+    return f"{b:.0f} B"
+
+
+def format_result(r: dict) -> str:
+    lines = [f"links {r['link_down_mbit']:g}/{r['link_up_mbit']:g} Mbit/s down/up, {r['latency_s'] * 1000:.0f} ms, "
+             f"compute {r['compute_s']:g} s per round, overlap {'on' if r['overlap'] else 'off'}, verification "
+             f"{'on' if r['verify'] else 'off'}; payload {r['payload_bytes_per_param']:.4f} B per parameter", "",
+             f"{'params':>8}{'N':>6}  {'exchange':<11}{'each way':>11}{'comm s':>10}{'round s':>10}{'util':>7}"
+             f"{'streams':>9}{'stream CPU s':>14}"]
+    for row in r["rows"]:
+        lines.append(f"{row['params']:>8.0e}{row['nodes']:>6}  {row['mode']:<11}{_size(row['wire_bytes_each_way']):>11}"
+                     f"{row['communication_s']:>10.1f}{row['round_s']:>10.1f}{row['utilisation']:>7.2f}"
+                     f"{row['streams']:>9}{row['stream_cpu_s']:>14.2f}")
+    return "\n".join(lines)
+
+
+def check(bench: dict) -> dict:
+    """The model against a ``bench swarm --json`` result: per node and round, up + down."""
+    rows = []
+    for o in bench["ours"]:
+        mode = o.get("exchange", o["mode"])
+        if mode not in ("relay", "sign") or o["defenses"] == "baseline":
+            continue  # another checkout's protocol is not what this models
+        s = Setting(bench["params"], o["nodes"], verify=o["defenses"] != "off", payload=bench["payload_bytes"])
+        pred = per_round(s, mode)
+        acct = o["accounted_bytes_per_node_round"]
+        wire = o["wire_bytes_per_node_round"]
+        measured_acct, measured_wire = acct["up_mean"] + acct["down_mean"], wire["up_mean"] + wire["down_mean"]
+        rows.append({"nodes": o["nodes"], "mode": mode, "defenses": o["defenses"],
+                     "predicted_protocol": 2 * pred["protocol_bytes_each_way"], "measured_accounted": measured_acct,
+                     "protocol_error": 2 * pred["protocol_bytes_each_way"] / measured_acct - 1,
+                     "predicted_wire": 2 * pred["wire_bytes_each_way"], "measured_wire": measured_wire,
+                     "wire_error": 2 * pred["wire_bytes_each_way"] / measured_wire - 1})
+    return {"model": bench["model"], "params": bench["params"], "rows": rows}
+
+
+def format_check(c: dict) -> str:
+    lines = [f"the model against bench swarm ({c['model']}, {c['params']:,} params), bytes per node and round, "
+             "up + down", f"{'N':>3} {'exchange':<8}{'defenses':<10}{'protocol pred':>14}{'accounted':>11}{'error':>8}"
+             f"{'wire pred':>11}{'wire':>9}{'error':>8}"]
+    for q in c["rows"]:
+        lines.append(f"{q['nodes']:>3} {q['mode']:<8}{q['defenses']:<10}{q['predicted_protocol']:>14,.0f}"
+                     f"{q['measured_accounted']:>11,.0f}{q['protocol_error']:>+8.1%}{q['predicted_wire']:>11,.0f}"
+                     f"{q['measured_wire']:>9,.0f}{q['wire_error']:>+8.1%}")
+    return "\n".join(lines)
+
+
+def load(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def nodes_list(text: str) -> list[int]:
+    return [int(float(x)) for x in text.split(",")]
+
+
+def params_list(text: str) -> list[float]:
+    values = [float(x) for x in text.split(",")]
+    if any(not math.isfinite(v) or v <= 0 for v in values):
+        raise ValueError(f"--params: positive numbers, got {text!r}")
+    return values
