@@ -172,10 +172,10 @@ def check(bench: dict) -> dict:
 
 def format_check(c: dict) -> str:
     lines = [f"the model against bench swarm ({c['model']}, {c['params']:,} params), bytes per node and round, "
-             "up + down", f"{'N':>3} {'exchange':<8}{'defenses':<10}{'protocol pred':>14}{'accounted':>11}{'error':>8}"
+             "up + down", f"{'N':>3} {'exchange':<9}{'defenses':<10}{'protocol pred':>14}{'accounted':>11}{'error':>8}"
              f"{'wire pred':>11}{'wire':>9}{'error':>8}"]
     for q in c["rows"]:
-        lines.append(f"{q['nodes']:>3} {q['mode']:<8}{q['defenses']:<10}{q['predicted_protocol']:>14,.0f}"
+        lines.append(f"{q['nodes']:>3} {q['mode']:<9}{q['defenses']:<10}{q['predicted_protocol']:>14,.0f}"
                      f"{q['measured_accounted']:>11,.0f}{q['protocol_error']:>+8.1%}{q['predicted_wire']:>11,.0f}"
                      f"{q['measured_wire']:>9,.0f}{q['wire_error']:>+8.1%}")
     return "\n".join(lines)
