@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 EXIT_USAGE = 2
@@ -331,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "node_args", None) and args.node_args[0] == "--":
         args.node_args = args.node_args[1:]
+    if args.command == "bench":
+        # a benchmark killed with SIGTERM still stops the nodes and namespaces it started (its finally blocks run)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return args.func(args)
 
 

@@ -58,10 +58,16 @@ class Stream:
 
     async def send(self, data: bytes) -> None:
         self.sent = True
-        self._writer.write(len(data).to_bytes(HEADER, "big"))
-        view = memoryview(data)
-        for offset in range(0, len(view), 1 << 16):
-            self._writer.write(view[offset : offset + (1 << 16)])
+        header = len(data).to_bytes(HEADER, "big")
+        if len(data) <= 1 << 16:
+            # one write: the daemon turns each read into a frame of its own (with its own multiplexing and
+            # encryption overhead at the wire), so a header written apart costs a frame
+            self._writer.write(header + data)
+        else:
+            self._writer.write(header)
+            view = memoryview(data)
+            for offset in range(0, len(view), 1 << 16):
+                self._writer.write(view[offset : offset + (1 << 16)])
         await self._writer.drain()
         self._accounting.add(self.peer_b58, self.kind, "sent", HEADER + len(data))
 
