@@ -7,7 +7,8 @@ The public Python API (loaded on first use, so that the command line starts with
 
 ``SwarmOptimizer`` (DeMo over a swarm), ``SwarmConfig`` (its options, typed), ``Peer`` (this process on the swarm's
 network, to look at runs before building a model), ``Reporter`` (where event lines go), ``DeMo`` and ``DeMoConfig``
-(the optimizer on one process), ``JoinError`` and ``ConfigMismatch`` (why a node cannot join).
+(the optimizer on one process), ``JoinError`` and ``ConfigMismatch`` (why a node cannot join),
+``parameter_digest`` (the SHA-256 of a list of tensors that nodes compare: equal digests, equal parameters).
 """
 
 from importlib import import_module
@@ -23,11 +24,13 @@ _WHERE = {
     "ConfigMismatch": "demo_node.run_identity",
     "DeMo": "demo_node.core.optimizer",
     "DeMoConfig": "demo_node.core.config",
+    "parameter_digest": "demo_node.node.digest:digest",
 }
 __all__ = ["__version__", *_WHERE]
 
 
 def __getattr__(name: str):
     if name in _WHERE:
-        return getattr(import_module(_WHERE[name]), name)
+        module, _, attr = _WHERE[name].partition(":")
+        return getattr(import_module(module), attr or name)
     raise AttributeError(f"module 'demo_node' has no attribute {name!r}")

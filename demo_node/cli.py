@@ -54,7 +54,8 @@ def _join(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         program.start()
-    except (JoinError, ConfigMismatch, config.ConfigError, OptionError, ValueError, FileNotFoundError) as exc:
+    except (JoinError, ConfigMismatch, config.ConfigError, OptionError, ValueError, FileNotFoundError,
+            MemoryError) as exc:  # MemoryError: the model's estimate does not fit the device (it says why)
         print(f"demo-node: {exc}", file=sys.stderr)
         program.close()
         return EXIT_START_FAILED
@@ -201,6 +202,65 @@ def _bench_robust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_prepare(args: argparse.Namespace) -> int:
+    from demo_node.daemon.config import WorkloadConfig
+    from demo_node.daemon.workload import WorkloadError, make_tokenizer
+    from demo_node.data.prepare import prepare
+
+    workload = WorkloadConfig(model="llama-20m", tokenizer=args.tokenizer, tokenizer_file=args.tokenizer_file or "",
+                              bpe_vocab=args.bpe_vocab, data=args.source, data_field=args.data_field,
+                              data_bytes=args.data_bytes)
+    try:
+        tokenizer = make_tokenizer(workload)
+        prepare(args.source, args.out, tokenizer, max_bytes=args.data_bytes, field=args.data_field)
+    except (WorkloadError, ValueError, OSError) as exc:
+        print(f"demo-node data prepare: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from demo_node.models.export import export
+
+    try:
+        out = export(args.checkpoint, args.out)
+    except (ValueError, OSError) as exc:
+        print(f"demo-node export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {out or args.out}: load it with transformers.AutoModelForCausalLM.from_pretrained({args.out!r})")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from demo_node.models.export import generate
+
+    try:
+        text = generate(args.checkpoint, args.prompt, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    except (ValueError, OSError) as exc:
+        print(f"demo-node generate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(text)
+    return 0
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from demo_node.bench import train_bench
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = train_bench.run(model=args.model, batch=args.batch, context=args.context, vocab=args.vocab,
+                             iters=args.iters, device=args.device, nodes=args.nodes, rounds=args.rounds,
+                             workdir=args.workdir)
+    _emit(result, train_bench.format_result(result), args.json)
+    return 0
+
+
 def _emit(result, text: str, json_path: str | None) -> None:
     print(text)
     if json_path == "-":
@@ -214,7 +274,7 @@ def _emit(result, text: str, json_path: str | None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from demo_node import config
     from demo_node.core.config import VALUE_MODES
-    from demo_node.models.presets import PRESETS, SHAPES_ONLY
+    from demo_node.models.presets import MODEL_CHOICES, PRESETS, SHAPES_ONLY
 
     parser = argparse.ArgumentParser(prog="demo-node", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -242,6 +302,37 @@ def build_parser() -> argparse.ArgumentParser:
     swarm.add_argument("--workdir", help="where node identities, checkpoints and logs go (default: a new temp dir)")
     swarm.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")
     swarm.set_defaults(func=_swarm)
+
+    data = sub.add_parser("data", help="corpora: tokenize one into memory-mapped token shards")
+    data_sub = data.add_subparsers(dest="data", required=True)
+    prep = data_sub.add_parser("prepare", help="tokenize a corpus (text, JSON lines, Parquet, a folder of them) into "
+                               "token shards that `demo-node join --data DIR` reads memory-mapped",
+                               description="Writes DIR/meta.json, DIR/train-*.bin, DIR/held-out.bin (uint16 or "
+                               "uint32 tokens) and DIR/tokenizer.json; every 50th document is held out, as when "
+                               "training on the source itself, and the run's data fingerprint is the same.")
+    prep.add_argument("source", help="'stdlib', a file, or a folder")
+    prep.add_argument("--out", required=True, metavar="DIR", help="the folder to write (made if missing)")
+    prep.add_argument("--tokenizer", default="bpe", choices=["bytes", "bpe", "file"],
+                      help="bytes, bpe (trained on the corpus, default) or file (--tokenizer-file)")
+    prep.add_argument("--tokenizer-file", metavar="FILE", help="a Hugging Face tokenizer.json")
+    prep.add_argument("--bpe-vocab", type=int, default=8192, help="vocabulary of a trained BPE (default 8192)")
+    prep.add_argument("--data-field", default="text", help="JSON-lines field / Parquet column of the text")
+    prep.add_argument("--data-bytes", type=int, default=2**62, help="most bytes of text to read (default: all)")
+    prep.set_defaults(func=_data_prepare)
+
+    exp = sub.add_parser("export", help="a checkpoint as a Hugging Face model folder (safetensors, config, tokenizer)")
+    exp.add_argument("checkpoint", help="a ckpt-*.pt file, or a checkpoint folder (its newest good checkpoint)")
+    exp.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    exp.set_defaults(func=_export)
+
+    gen = sub.add_parser("generate", help="sample text from a checkpoint, to see what the swarm learned")
+    gen.add_argument("checkpoint", help="a ckpt-*.pt file, or a checkpoint folder (its newest good checkpoint)")
+    gen.add_argument("--prompt", default="", help="the text to continue")
+    gen.add_argument("--max-new-tokens", type=int, default=100)
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top-k", type=int, default=50)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=_generate)
 
     bench = sub.add_parser("bench", help="benchmarks: measured side by side, printed as a table and JSON")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -311,6 +402,22 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--threads", type=int, default=0)
     rb.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     rb.set_defaults(func=_bench_robust)
+    tr = bench_sub.add_parser("train", help="a round of a real model: forward+backward, the DeMo step, memory "
+                              "(estimate vs peak), MFU on a GPU; then N nodes: tokens/s and where a round goes")
+    tr.add_argument("--model", default="llama-20m", choices=MODEL_CHOICES[:-1],
+                    help="a Llama or GPT preset (default: llama-20m)")
+    tr.add_argument("--batch", type=int, default=8, help="sequences per forward+backward (default 8)")
+    tr.add_argument("--context", type=int, default=128, help="tokens per sequence (0: the preset's; default 128)")
+    tr.add_argument("--vocab", type=int, default=8192, help="vocabulary of a Llama preset (a BPE of this size "
+                    "in the swarm part; default 8192)")
+    tr.add_argument("--iters", type=int, default=5, help="timed calls per figure (median)")
+    tr.add_argument("--device", default="cpu", help="cpu or cuda[:n] (the one-node part)")
+    tr.add_argument("--threads", type=int, default=0, help="torch CPU threads of the one-node part")
+    tr.add_argument("--nodes", type=int, default=2, help="nodes of the swarm part (0: skip it)")
+    tr.add_argument("--rounds", type=int, default=10, help="measured rounds of the swarm part")
+    tr.add_argument("--workdir", help="where the swarm part's logs go (default: a new temp dir)")
+    tr.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    tr.set_defaults(func=_bench_train)
     md = bench_sub.add_parser("model", help="bytes per node, round time and compute utilisation on paper, for any "
                               "model size and swarm size; --check sets it against a bench swarm result")
     md.add_argument("--params", default="1e9,1e10", help="parameters, comma-separated (default 1e9,1e10)")

@@ -88,13 +88,14 @@ class Config:
         out: dict[str, dict[str, Any]] = {s: {} for s in RUN_SECTIONS}
         for name, value in self.values().items():
             f = FIELDS[name]
-            if f.section in RUN_SECTIONS and name not in NOT_HASHED:
+            if f.section in RUN_SECTIONS and name not in NOT_HASHED and not f.local:
                 out[f.section][name] = value
         return out
 
     def run_explicit(self) -> bool:
         """Whether any option that defines the run was set by the user (else the run's config is adopted)."""
-        return any(FIELDS[n].section in RUN_SECTIONS and n not in ("run_name",) + NOT_HASHED for n in self.explicit)
+        return any(FIELDS[n].section in RUN_SECTIONS and n not in ("run_name",) + NOT_HASHED and not FIELDS[n].local
+                   for n in self.explicit)
 
     def with_run_config(self, run: Mapping[str, Mapping[str, Any]]) -> "Config":
         """This config with the run-defining options of an announced run."""

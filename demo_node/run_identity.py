@@ -33,14 +33,19 @@ def run_id(run: RunConfig) -> str:
 
 
 def differences(mine: RunConfig, theirs: RunConfig) -> list[tuple[str, Any, Any]]:
-    """(section.field, mine, theirs) for every field that differs."""
-    out = []
-    for section in sorted(set(mine) | set(theirs)):
-        a, b = mine.get(section, {}), theirs.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                out.append((f"{section}.{key}", a.get(key), b.get(key)))
+    """(section.field, mine, theirs) for every field that differs; nested tables (a model's config) are compared
+    key by key, so the name is the field's own (``model.config.hidden_size``)."""
+    out: list[tuple[str, Any, Any]] = []
+    _compare("", mine, theirs, out)
     return out
+
+
+def _compare(prefix: str, a: Any, b: Any, out: list[tuple[str, Any, Any]]) -> None:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in sorted(set(a) | set(b), key=str):
+            _compare(f"{prefix}.{key}" if prefix else str(key), a.get(key), b.get(key), out)
+    elif a != b:
+        out.append((prefix, a, b))
 
 
 def check_same(mine: RunConfig, theirs: RunConfig) -> None:

@@ -16,7 +16,8 @@ from demo_node import cli, config
 from demo_node.node.events import Reporter
 
 SUBCOMMANDS = [["join"], ["status"], ["swarm"], ["bench"], ["bench", "optimizer"], ["bench", "payload"],
-               ["bench", "swarm"], ["bench", "api"], ["bench", "robust"], ["bench", "model"]]
+               ["bench", "swarm"], ["bench", "api"], ["bench", "robust"], ["bench", "model"], ["bench", "train"],
+               ["data"], ["data", "prepare"], ["export"], ["generate"]]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS, ids=" ".join)
@@ -83,3 +84,17 @@ def test_swarm_ends_with_a_summary(tmp_path):
     bytes_line = re.search(r"bytes per node per round: ([\d,]+) sent.*\((\d+)x what a node sent\)", summary)
     assert bytes_line and int(bytes_line.group(2)) > 1, summary
     assert "one digest" in summary, summary
+
+
+def test_a_model_that_does_not_fit_is_refused_with_its_memory_need(tmp_path):
+    """A node states what it will hold before it builds the model, and refuses a device that cannot hold it."""
+    done = subprocess.run([sys.executable, "-m", "demo_node", "join", "--model", "llama-1b", "--tokenizer", "bytes",
+                           "--batch-size", "4096", "--listen", "/ip4/127.0.0.1/tcp/0", "--control", "",
+                           "--log-format", "json", "--identity", str(tmp_path / "id.key")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr
+    memory = [json.loads(line) for line in done.stdout.splitlines() if '"memory"' in line][0]
+    assert memory["total"] == sum(memory[k] for k in ("params", "gradients", "momentum", "activations", "exchange"))
+    assert memory["params"] == 4 * 1_011_959_808 - 4 * (32000 - 256) * 2048 * 2  # fp32, the vocabulary of bytes
+    for part in ("parameters", "gradients", "momentum", "activations", "--grad-checkpointing", "--batch-size"):
+        assert part in done.stderr

@@ -7,10 +7,12 @@ import math
 from dataclasses import dataclass, field
 
 from demo_node import Reporter
-from demo_node.models.presets import PRESETS
+from demo_node.data.limits import MAX_CORPUS_BYTES
+from demo_node.models.presets import MODEL_CHOICES
 from demo_node.options import LOCAL, at_least, one_of, positive
 
 SCHEDULES = ("constant", "cosine")
+TOKENIZERS = ("auto", "bytes", "bpe", "file")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -18,11 +20,31 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class WorkloadConfig:
     SECTION = "run"
 
-    model: str = field(default="tiny", metadata=one_of(PRESETS))
-    """GPT preset: tiny (137k parameters, tests), bench (10.9M), small, medium, large, 1b."""
+    model: str = field(default="tiny", metadata=one_of(MODEL_CHOICES))
+    """What to train: a byte-level GPT preset (tiny: 137k parameters, for tests; bench: 10.9M; small; medium; large;
+    1b), a Llama preset of Hugging Face transformers (llama-20m, llama-150m, llama-1b), or 'config' with
+    --model-config: any causal-LM config.json (built from the config, nothing downloaded)."""
+    model_config: str = field(default="", metadata=LOCAL)
+    """With --model config: the Hugging Face config.json to build (its content defines the run; a joiner gives its
+    own copy)."""
+    context: int = field(default=0, metadata=at_least(0))
+    """Tokens per training sequence (0: the preset's: 64 for tiny, 128 for bench, 256 for llama-20m, ...)."""
+    tokenizer: str = field(default="auto", metadata=one_of(TOKENIZERS))
+    """bytes (one token per byte), bpe (a byte-level BPE trained on the run's corpus, the same on every node), file
+    (--tokenizer-file) or auto (bytes for the GPT presets, bpe for the others)."""
+    tokenizer_file: str = field(default="", metadata=LOCAL)
+    """With --tokenizer file: a Hugging Face tokenizer.json (its hash is part of the run's identity)."""
+    bpe_vocab: int = field(default=8192, metadata=at_least(260))
+    """Vocabulary size of the BPE trained on the run's corpus."""
     data: str = field(default="stdlib", metadata=LOCAL)
-    """Training text: 'stdlib' (the Python standard library's sources, no download) or a file or folder of text (a
-    joiner never takes a path from the run's config: it gives its own copy's path)."""
+    """Training data: 'stdlib' (the Python standard library's sources, no download), a text file, a JSON-lines
+    (.jsonl) or Parquet (.parquet) file, a folder of such files, or a folder of token shards from `demo-node data
+    prepare`. Every 50th document is held out. The data's fingerprint, not its path, is part of the run's identity:
+    a joiner gives its own copy."""
+    data_field: str = "text"
+    """The field (JSON lines) or column (Parquet) that holds each document's text."""
+    data_bytes: int = field(default=MAX_CORPUS_BYTES, metadata=positive())
+    """Most bytes of text read from the corpus (the same cut on every node); token shards are read whole."""
     seed: int = 0
     """Seed of the initial parameters (every node builds the same model from it)."""
 
@@ -60,6 +82,9 @@ class TrainConfig:
     """Time budget per round for micro-batches (0: exactly micro_batches)."""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto (CUDA with bf16 autocast when present)."""
+    grad_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass instead of keeping them: far less memory for a
+    large model, about a third more compute (the same gradients)."""
     threads: int = field(default=0, metadata=at_least(0))
     """Torch CPU threads (0: torch's default)."""
     slowdown: float = field(default=1.0, metadata=at_least(1.0))

@@ -1,5 +1,5 @@
-"""What ``demo-node join`` trains: the built-in GPT on a byte-level corpus, this node's stream of batches, and the
-held-out evaluation. It knows nothing of peers: the swarm optimizer does the rest."""
+"""What ``demo-node join`` trains on one process: the model of the run's spec, this rank's stream of token windows,
+and the held-out evaluation. It knows nothing of peers: the swarm optimizer does the rest."""
 
 from __future__ import annotations
 
@@ -7,30 +7,27 @@ import time
 
 import torch
 
-from demo_node.daemon.config import TrainConfig, WorkloadConfig
-from demo_node.data.corpus import Batches, Corpus, held_out_batch, node_seed
-from demo_node.models.gpt import PRESETS, build
-
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+from demo_node.daemon.config import TrainConfig
+from demo_node.daemon.workload import Workload
+from demo_node.data.stream import WindowStream, held_out_windows
+from demo_node.models.spec import build_model, enable_grad_checkpointing
 
 
 class LocalTraining:
-    """Model, data and the forward/backward of one node."""
+    """Model, data and the forward/backward of one process."""
 
-    def __init__(self, workload: WorkloadConfig, train: TrainConfig, peer_id: bytes):
+    def __init__(self, workload: Workload, train: TrainConfig, device: torch.device, seed: int, stream_seed: int):
         self.train = train
-        self.device = pick_device(train.device)
+        self.device = device
         if train.threads:
             torch.set_num_threads(train.threads)
-        self.model = build(workload.model, self.device, seed=workload.seed)
-        self.context = PRESETS[workload.model].context
-        self.corpus = Corpus(workload.data)
-        self.batches = Batches(self.corpus, self.context, train.batch_size, node_seed(workload.seed, peer_id))
-        self.eval_x, self.eval_y = held_out_batch(self.corpus, self.context, train.eval_windows)
+        self.workload = workload
+        self.model = build_model(workload.spec, self.device, seed=seed)
+        if train.grad_checkpointing:
+            enable_grad_checkpointing(self.model)
+        self.context = workload.context
+        self.batches = WindowStream(workload.corpus, self.context, train.batch_size, stream_seed)
+        self.eval_x, self.eval_y = held_out_windows(workload.corpus, self.context, train.eval_windows)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
     def micro_batch(self) -> tuple[float, int]:
@@ -55,11 +52,15 @@ class LocalTraining:
 
     @torch.no_grad()
     def eval_loss(self) -> float:
+        """The mean loss over the held-out windows, in chunks of at most a batch (the same windows on every node)."""
         self.model.eval()
+        total, n, step = 0.0, len(self.eval_x), self.train.batch_size
         with self.autocast:
-            loss = self.model(self.eval_x.to(self.device), self.eval_y.to(self.device))
+            for i in range(0, n, step):
+                x, y = self.eval_x[i:i + step].to(self.device), self.eval_y[i:i + step].to(self.device)
+                total += float(self.model(x, y)) * len(x)
         self.model.train()
-        return float(loss)
+        return total / n
 
     @torch.no_grad()
     def finite(self) -> bool:

@@ -1,1 +1,3 @@
-"""Training text: an embedded byte-level corpus present on every machine, or the user's own files."""
+"""Training text and its tokens: documents from "stdlib", text, JSON-lines or Parquet files (``sources``), a
+tokenizer (``tokenizer``), the corpus as token ids named by content (``tokens``, ``shards``, ``prepare``) and each
+node's stream of windows (``stream``); ``corpus`` is the first, byte-only layer, kept for its callers."""

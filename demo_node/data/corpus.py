@@ -1,4 +1,5 @@
-"""Byte-level text corpora and each node's own deterministic stream of training sequences.
+"""Byte-level text corpora and each node's own deterministic stream of training sequences (the first data layer;
+``tokens`` and ``stream`` are its successors for any tokenizer and format).
 
 The default corpus is the source of the Python standard library, present wherever Python is, so a swarm trains
 with no download. Files are read in sorted order; every 50th file is held out for evaluation. A node draws its
@@ -9,34 +10,13 @@ restarts with the same identity sees the same stream again.
 from __future__ import annotations
 
 import hashlib
-import sysconfig
-from pathlib import Path
 
 import torch
 
-HELD_OUT_EVERY = 50
-MAX_CORPUS_BYTES = 64 * 2**20  # the stdlib with its tests is about 40 MB: plenty for a small GPT
+from demo_node.data.limits import HELD_OUT_EVERY, MAX_CORPUS_BYTES
+from demo_node.data.sources import files_of
 
-
-def _stdlib_files() -> list[Path]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "__pycache__"}
-    return sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts))
-
-
-def _user_files(path: str) -> list[Path]:
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-        if files:
-            return files
-    raise FileNotFoundError(f"--data {path}: no such file, or a folder without files")
-
-
-def files_of(source: str) -> list[Path]:
-    return _stdlib_files() if source == "stdlib" else _user_files(source)
+__all__ = ["HELD_OUT_EVERY", "MAX_CORPUS_BYTES", "Batches", "Corpus", "files_of", "held_out_batch", "node_seed"]
 
 
 class Corpus:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from demo_node.models.presets import PRESETS, GPTConfig
 
@@ -39,9 +40,11 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
+        # recompute each block's activations in the backward pass: see models.spec.enable_grad_checkpointing
+        self.grad_checkpointing = False
         self.apply(self._init)
         for name, p in self.named_parameters():
-            if name.endswith("proj.weight") or name.endswith("fc_out.weight"):
+            if name.endswith(("proj.weight", "fc_out.weight")):
                 # GPT-2's scaled init of the projections into the residual stream
                 nn.init.normal_(p, mean=0.0, std=0.02 / (2 * cfg.n_layer) ** 0.5)
 
@@ -56,8 +59,9 @@ class GPT(nn.Module):
         t = idx.shape[1]
         pos = torch.arange(t, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
+        recompute = self.grad_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         logits = self.head(self.ln_f(x))  # (B, T, vocab)
         if targets is None:
             return logits

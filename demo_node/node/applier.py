@@ -4,6 +4,7 @@ this node's contribution that no update included back into its momentum, the new
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +27,8 @@ class AppliedRound:
     """Some of this node's contribution was in no applied update (it went back into the momentum)."""
     skipped: int
     """Shards whose result nobody had (their blocks got no sign step)."""
+    seconds: float = 0.0
+    """Spent applying it here (decoding the shard results, the sign step, the digest)."""
     undecodable: str = ""
     """The reason the round's shard results could not be used (then the whole round was skipped here)."""
 
@@ -39,6 +42,7 @@ class RoundApplier:
     def apply(self, o: RoundOutcome) -> AppliedRound:
         """Apply round ``o.round``, which must be the replica's next round."""
         assert o.round == self.replica.round, (o.round, self.replica.round)
+        begun = time.perf_counter()
         self.set_round_lr(o.round)
         undecodable = ""
         try:
@@ -55,4 +59,5 @@ class RoundApplier:
         for part in o.excluded_parts(self.me):
             self.opt.restore(part)
             left_out = True
-        return AppliedRound(o, self.replica.digest(), left_out, skipped, undecodable)
+        digest = self.replica.digest()
+        return AppliedRound(o, digest, left_out, skipped, time.perf_counter() - begun, undecodable)

@@ -30,6 +30,11 @@ class NodeStats:
         self.last_loss = float("nan")
         self.held_out_loss = float("nan")
         self.tokens_per_s = 0.0
+        self.last_tokens = 0
+        self.last_compute = 0.0
+        """Seconds between the previous step's return and this step: the caller's forward and backward."""
+        self.last_prepare = 0.0
+        """Seconds the last step spent preparing its contribution (momentum, transform, top-k)."""
         self.last_digest = b""
         self.last_members = 0
         self.peers_known = 0
@@ -50,15 +55,20 @@ class NodeStats:
         cycle = max(1e-9, now - self._last_step)
         self._last_step = now
         m = self.metrics
-        m.compute.observe(max(0.0, now - self._last_return))
+        self.last_compute = max(0.0, now - self._last_return)
+        m.compute.observe(self.last_compute)
         m.samples.inc(samples)
         if tokens:
             m.tokens.inc(tokens)
         self.tokens_per_s = tokens / cycle
+        self.last_tokens = tokens
         m.tokens_per_second.set(self.tokens_per_s)
         if loss is not None:
             self.last_loss = float(loss)
             m.loss.set(self.last_loss)
+
+    def prepared(self, seconds: float) -> None:
+        self.last_prepare = seconds
 
     def step_returned(self) -> None:
         """Time spent in step() itself is not compute: the next step's compute time counts from here."""
@@ -90,8 +100,9 @@ class NodeStats:
                 self.reporter.event("joined", round=o.round, seconds_since_start=round(self.joined_at - self.started, 3))
         totals = self.accounting.totals()
         self.reporter.event(
-            "round", round=o.round, loss=self.last_loss, tokens_per_s=self.tokens_per_s,
+            "round", round=o.round, loss=self.last_loss, tokens=self.last_tokens, tokens_per_s=self.tokens_per_s,
             members=len(o.plan.members), owners=len(o.plan.owners), mode=o.plan.mode, round_seconds=round(o.seconds, 3),
+            compute_s=round(self.last_compute, 4), optimizer_s=round(self.last_prepare + a.seconds, 4),
             skipped_shards=a.skipped, left_out=a.left_out, contributed=o.contribution is not None, member=o.member,
             digest=a.digest.hex()[:16], bytes_sent=totals["sent"], bytes_received=totals["received"],
             fetched=[s.owner.hex()[-12:] for s in o.shards if s.source == "peer"],

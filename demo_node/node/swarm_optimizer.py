@@ -271,7 +271,10 @@ class SwarmOptimizer(DeMo):
             self._apply_ready()
             samples += self._withdraw()
         self._set_round_lr(self.replica.round)
-        self._handoff = self.driver.hand_over(self.prepare(samples))
+        begun = time.perf_counter()
+        contribution = self.prepare(samples)
+        self.stats.prepared(time.perf_counter() - begun)
+        self._handoff = self.driver.hand_over(contribution)
         if not overlap:
             self._apply_ready(until=self._handoff)
         self.safepoints.serve(self._checkpoint)
@@ -448,10 +451,10 @@ class SwarmOptimizer(DeMo):
         """A snapshot for a peer: the parameters (one copy per round, shared), the round's members, and the
         statements in which members signed their digest for that round (the joiner counts them)."""
         loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.limits.snapshot_wait  # one wait in all: the requester allows this much
         snap = await loop.run_in_executor(None, self.replica.snapshot, min_round, self.limits.snapshot_wait)
         if snap is None:
             return None
-        deadline = time.monotonic() + self.limits.snapshot_wait
         while self.driver.round <= snap.round + 2 and time.monotonic() < deadline and not self.driver.finished.is_set():
             # the statements that vouch for the snapshot's round come with that round's results, and, from members
             # that apply a little later, with the next two

@@ -45,7 +45,8 @@ class Limits:
     state_total_timeout: float = 600.0
     """Seconds a whole state download may take."""
     snapshot_wait: float = 120.0
-    """Seconds a state server waits for its node to reach the round a requester needs."""
+    """Seconds a state server waits for its node to reach the round a requester needs and for the statements that
+    vouch for it, in all (a requester waits this plus state_read_timeout for the header)."""
     greet_patience: float = 120.0
     """Seconds a starting node waits for the peers given with --peers to finish starting (so it never founds a
     second swarm next to a bootstrap that is still starting)."""

@@ -98,7 +98,10 @@ async def fetch_state(transport: Transport, peer: bytes, min_round: int, expecte
     stream = await asyncio.wait_for(transport.open(peer, "state"), timeout)
     try:
         await stream.send(spb.StateRequest(min_round=max(0, min_round)).SerializeToString())
-        header = spb.StateHeader.FromString(await asyncio.wait_for(stream.recv(limit=limits.state_header), timeout))
+        # the server may wait up to snapshot_wait for its node to reach the round and for the statements that
+        # vouch for it (two rounds: a minute when a lone founder's rounds run to the deadline)
+        header = spb.StateHeader.FromString(await asyncio.wait_for(stream.recv(limit=limits.state_header),
+                                                                   limits.snapshot_wait + timeout))
         if header.error:
             raise StateError(header.error[:200])
         if list(header.tensor_bytes) != list(expected_bytes):
