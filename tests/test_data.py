@@ -16,12 +16,12 @@ import pytest
 import tokenizers
 import torch
 
-from demo_node.data.corpus import HELD_OUT_EVERY, MAX_CORPUS_BYTES, files_of, node_seed  # noqa: F401 (still there)
 from demo_node.data.errors import DataError
+from demo_node.data.limits import HELD_OUT_EVERY
 from demo_node.data.prepare import prepare
 from demo_node.data.shards import read_shards
-from demo_node.data.sources import read_documents, source_format, split_documents
-from demo_node.data.stream import WindowStream, held_out_windows
+from demo_node.data.sources import files_of, read_documents, source_format, split_documents
+from demo_node.data.stream import WindowStream, held_out_windows, node_seed
 from demo_node.data.tokenizer import (
     Tokenizer,
     byte_tokenizer,

@@ -251,3 +251,42 @@ def test_differing_model_tokenizer_or_data_is_refused_by_name(cluster, tmp_path)
     same = cluster.start("same", a.maddrs, run_args=run(cfg_a, tok_a, copy)).wait_started()
     same.wait(lambda: any(e["members"] == 2 for e in same.rounds()), 300, "a round with both nodes")
 
+
+
+def test_prepared_shards_are_the_same_run_as_their_source(cluster, tmp_path):
+    """`demo-node data prepare` tokenizes a JSON-lines corpus into token shards (BPE trained on it, written beside
+    them); a node on the shards and a node on the JSON lines are one run (same data fingerprint, same tokenizer)."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i} + {i % 7}\n"}) + "\n"
+                              for i in range(4000)))
+    shards = tmp_path / "shards"
+    done = subprocess.run([sys.executable, "-m", "demo_node", "data", "prepare", str(corpus), "--out", str(shards),
+                           "--bpe-vocab", "300"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    meta = json.loads((shards / "meta.json").read_text())
+    assert meta["dtype"] == "uint16" and (shards / "tokenizer.json").exists() and (shards / "held-out.bin").exists()
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+                                  "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+                                  "max_position_embeddings": 32}))
+    run = ["--model", "config", "--model-config", str(config), "--bpe-vocab", "300", "--context", "32"]
+    a = cluster.start("a", run_args=[*run, "--data", str(corpus)]).wait_started()
+    b = cluster.start("b", a.maddrs, run_args=[*run, "--data", str(shards)]).wait_started()
+    b.wait(lambda: any(e["members"] == 2 for e in b.rounds()), 300, "a round with both nodes")
+    assert a.of("started")[0]["run_config"]["data"] == b.of("started")[0]["run_config"]["data"]
+
+
+def test_a_restarted_node_reads_on_where_its_stream_stopped(cluster, tmp_path):
+    """The data position is in the checkpoint: a node stopped and started again with its identity and checkpoint
+    folder continues its stream instead of reading its first windows again."""
+    from demo_node.node.checkpoint import load_latest
+
+    positions, steps = [], []
+    for _ in range(2):  # the same folder both times: the same identity and checkpoints
+        node = cluster.start("node", args=["--max-rounds", "4"])
+        assert node.proc.wait(timeout=300) == 0, node.tail()
+        node._reader.join(timeout=10)
+        steps.append(sum(e["contributed"] for e in node.rounds()))
+        positions.append(load_latest(tmp_path / "node" / "ckpt")["extra"]["data_position"])
+    assert positions[0] == 4 * steps[0] > 0
+    assert positions[1] == positions[0] + 4 * steps[1], (positions, steps)

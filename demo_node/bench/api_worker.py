@@ -12,7 +12,9 @@ import signal
 import torch
 
 import demo_node
-from demo_node.data.corpus import Batches, Corpus, node_seed
+from demo_node.data.stream import WindowStream, node_seed
+from demo_node.data.tokenizer import byte_tokenizer
+from demo_node.data.tokens import open_corpus
 from demo_node.models.gpt import PRESETS, build
 
 
@@ -33,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                                    listen=["/ip4/127.0.0.1/tcp/0"], deadline=args.deadline,
                                    reporter=demo_node.Reporter("json"))
     signal.signal(signal.SIGTERM, lambda *_: opt.request_leave())
-    batches = Batches(Corpus("stdlib"), context, args.batch_size, node_seed(0, opt.peer.peer_id))
+    batches = WindowStream(open_corpus("stdlib", byte_tokenizer()), context, args.batch_size,
+                           node_seed(0, opt.peer.peer_id))
     opt.join()
     while not opt.leave_requested:
         x, y = batches.next()

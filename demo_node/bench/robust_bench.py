@@ -16,7 +16,9 @@ import time
 import torch
 
 from demo_node.core.optimizer import DeMo
-from demo_node.data.corpus import Batches, Corpus, held_out_batch
+from demo_node.data.stream import WindowStream, held_out_windows
+from demo_node.data.tokenizer import byte_tokenizer
+from demo_node.data.tokens import TokenCorpus, open_corpus
 from demo_node.models.gpt import PRESETS, build
 from demo_node.swarm.shard_signs import ShardSigns
 
@@ -32,15 +34,15 @@ def held_out(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 64) -> float:
 
 
 def train(robust: bool, peers: int, steps: int, model_name: str, batch: int, lr: float, windows: int,
-          eval_every: int, seed: int = 0, corpus: Corpus | None = None) -> dict:
-    corpus = corpus or Corpus("stdlib")
+          eval_every: int, seed: int = 0, corpus: TokenCorpus | None = None) -> dict:
+    corpus = corpus or open_corpus("stdlib", byte_tokenizer())
     context = PRESETS[model_name].context
     model = build(model_name, seed=seed)
     params = list(model.parameters())
     opts = [DeMo(params, lr=lr) for _ in range(peers)]
-    streams = [Batches(corpus, context, batch, seed * 1000 + i) for i in range(peers)]
+    streams = [WindowStream(corpus, context, batch, seed * 1000 + i) for i in range(peers)]
     signs = ShardSigns(opts[0].layout, "selected", robust=robust, max_sample_weight=4096)
-    hx, hy = held_out_batch(corpus, context, windows)
+    hx, hy = held_out_windows(corpus, context, windows)
     curve = []
     began = time.monotonic()
     for step in range(steps):
@@ -62,7 +64,7 @@ def train(robust: bool, peers: int, steps: int, model_name: str, batch: int, lr:
 
 def run(peers: int = 4, steps: int = 200, model: str = "tiny", batch: int = 8, lr: float = 3e-3,
         windows: int = 256, eval_every: int = 25, seed: int = 0) -> dict:
-    corpus = Corpus("stdlib")
+    corpus = open_corpus("stdlib", byte_tokenizer())
     on = train(True, peers, steps, model, batch, lr, windows, eval_every, seed, corpus)
     off = train(False, peers, steps, model, batch, lr, windows, eval_every, seed, corpus)
     return {"peers": peers, "steps": steps, "model": model, "batch": batch, "lr": lr, "windows": windows,

@@ -75,7 +75,6 @@ def one_node(model: str, batch: int, context: int, vocab: int, iters: int, devic
         achieved = _flops_per_token(spec, context) * batch * context / seconds
         out["model_flops_per_s"] = achieved
         out["mfu_bf16"] = achieved / peak if peak else None
-    del net, x, y, tokens
     need = estimate(spec, batch, context, autocast_bf16=dev.type == "cuda")
     measured = measure(spec, batch, context, autocast_bf16=dev.type == "cuda", device=str(dev),
                        threads=torch.get_num_threads())

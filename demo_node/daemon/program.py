@@ -19,7 +19,7 @@ from demo_node.daemon.adopt import adopt_run
 from demo_node.daemon.ranks import LocalRanks
 from demo_node.daemon.training import LocalTraining
 from demo_node.daemon.workload import resolve
-from demo_node.data.corpus import node_seed
+from demo_node.data.stream import node_seed
 from demo_node.models.memory import check_fits, estimate
 from demo_node.options import as_dict
 

@@ -20,6 +20,12 @@ GOLDEN = (math.sqrt(5) - 1) / 2
 """Steps of about W times this spread consecutive windows evenly over the corpus (the three-distance theorem)."""
 
 
+def node_seed(run_seed: int, peer_id: bytes) -> int:
+    """A stream's seed: the run's seed and the node's peer id (plus a rank byte for the other processes of a
+    node), so every node starts elsewhere and a node that restarts with its identity starts where it did."""
+    return int.from_bytes(hashlib.sha256(run_seed.to_bytes(8, "little") + peer_id).digest()[:8], "little")
+
+
 def affine_permutation(windows: int, key: bytes) -> tuple[int, int]:
     """(a, b) with a coprime to ``windows``: i -> (a*i + b) mod windows is then a permutation, free to evaluate at
     any i, however many windows there are."""
