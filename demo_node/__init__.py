@@ -24,7 +24,7 @@ _WHERE = {
     "ConfigMismatch": "demo_node.run_identity",
     "DeMo": "demo_node.core.optimizer",
     "DeMoConfig": "demo_node.core.config",
-    "parameter_digest": "demo_node.node.digest:digest",
+    "parameter_digest": "demo_node.core.digest:digest",
 }
 __all__ = ["__version__", *_WHERE]
 

@@ -156,7 +156,7 @@ def dht_junk() -> None:
 def poison_state() -> None:
     """As a state server: serve parameters with one value changed, under their own (correct) digest, with this
     node's own statement re-signed to vouch for it and the honest statements left out."""
-    from demo_node.node.digest import digest
+    from demo_node.core.digest import digest
     from demo_node.node.swarm_optimizer import SwarmOptimizer
     from demo_node.swarm.signing import sign
     from demo_node.wire.proto import demo_node_swarm_pb2 as spb
@@ -189,7 +189,7 @@ def slow_checkpoint() -> None:
     import json
     import time
 
-    from demo_node.node import checkpoint
+    from demo_node import checkpoint
 
     real_save = checkpoint.torch.save
     count = [0]

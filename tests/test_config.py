@@ -122,3 +122,26 @@ def test_resolving_the_run_against_announced_runs():
     other = config.load({"lr": "0.7"}, env={}).run_config()
     with _pytest.raises(NodeError, match="several runs"):
         resolve_run(config.load({}, env={}), {**runs, run_id(other): other})
+
+
+@pytest.mark.parametrize("key, value", [("bpe_vocab", 2**62), ("context", 2**40), ("seed", -1), ("seed", 2**64),
+                                        ("data_bytes", 2**62), ("model", "../../etc/passwd")])
+def test_an_announced_run_config_out_of_range_is_refused_by_name(key, value):
+    """A peer's announced run config is adopted only through the options' own checks: a vocabulary, context, seed
+    or read budget that would make the joiner allocate without bound (or crash in a library) names itself."""
+    mine = config.load({}, env={})
+    theirs = mine.run_config()
+    theirs["run"] = dict(theirs["run"], **{key: value})
+    with pytest.raises(config.ConfigError, match=key):
+        mine.with_run_config(theirs)
+
+
+def test_local_options_are_neither_hashed_nor_adopted():
+    """Paths and column names are this machine's: two nodes that differ only there are one run, and a joiner
+    keeps its own."""
+    a = config.load({"data": "/a/corpus.jsonl", "data_field": "body", "model_config": "/a/c.json"}, env={})
+    b = config.load({"data": "/b/corpus.jsonl", "tokenizer_file": "/b/t.json"}, env={})
+    assert a.run_config() == b.run_config()
+    assert "data" not in a.run_config()["run"] and not a.run_explicit()
+    adopted = b.with_run_config(a.run_config())
+    assert adopted.workload.data == "/b/corpus.jsonl" and adopted.workload.tokenizer_file == "/b/t.json"

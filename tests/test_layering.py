@@ -21,6 +21,9 @@ RULES = {
     "daemon": {"forbidden": ["demo_node.node", "demo_node.swarm", "demo_node.net", "demo_node.wire", "demo_node.core",
                              "hivemind"]},
     "models": {"forbidden": ["demo_node.net", "demo_node.swarm", "demo_node.node", "demo_node.wire", "hivemind"]},
+    # data knows tokens and files, no model and no network
+    "data": {"forbidden": ["demo_node.net", "demo_node.swarm", "demo_node.node", "demo_node.wire", "demo_node.models",
+                           "demo_node.daemon", "hivemind", "transformers"]},
 }
 
 

@@ -27,7 +27,8 @@ from demo_node.models.spec import (
     model_spec,
     spec_parameter_count,
 )
-from demo_node.node import checkpoint
+from demo_node import checkpoint
+from demo_node.core.digest import digest
 
 
 @pytest.fixture(autouse=True)
@@ -285,7 +286,7 @@ def test_export_refuses_what_is_not_a_checkpoint(tmp_path):
     tensor = tmp_path / "tensor.pt"
     torch.save(torch.zeros(3), tensor)
     wrong = tmp_path / "wrong.pt"
-    torch.save({"round": 1, "params": [torch.zeros(2)],
+    torch.save({"round": 1, "params": [torch.zeros(2)], "digest": digest([torch.zeros(2)]).hex(),
                 "run_config": json.dumps({"model": model_spec("tiny", None, 256, 0)})}, wrong)
     for path, why in ((text, "not a checkpoint"), (tensor, "no \"params\""), (wrong, "1 tensors but"),
                       (tmp_path / "missing.pt", "no such file")):

@@ -66,7 +66,7 @@ def test_llama_swarm_with_bpe_trains_and_exports(cluster, tmp_path):
     check = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         import json, torch, transformers
         from demo_node.models.spec import build_model
-        from demo_node.node.checkpoint import load_latest
+        from demo_node.checkpoint import load_latest
         state = load_latest({str(tmp_path / "a" / "ckpt")!r})
         spec = json.loads(state["run_config"])["model"]
         ours = build_model(spec)
@@ -94,17 +94,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(folder: Path, args: list[str], name: str) -> NodeProcess:
+    """``demo-node join`` as two gloo ranks on the loopback interface."""
+    command = join_command(["--identity", str(folder / "identity.key"), "--checkpoint-dir", str(folder / "ckpt"),
+                            *NODE_ARGS, *args])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "demo_node",
+                *command[command.index("join"):]]
+    return NodeProcess(torchrun, folder, name=name, env={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"})
+
+
+def test_a_rank_that_fails_to_start_stops_the_others(cluster, tmp_path):
+    """Rank 0 of a torchrun node is refused by the swarm (its learning rate differs): rank 1 does not wait for it
+    but ends too, with rank 0's reason."""
+    a = cluster.start("a").wait_started()
+    b = _torchrun(tmp_path / "b", ["--model", "tiny", "--lr", "0.1", "--peers", *a.maddrs], "b")
+    cluster.nodes.append(b)
+    assert b.proc.wait(timeout=240) != 0
+    err = (tmp_path / "b" / "stderr.log").read_text()
+    assert "rank 0 of this node failed to start" in err and "optimizer.lr" in err, err[-3000:]
+
+
 def test_two_ranks_in_one_node(cluster, tmp_path):
     """A 2-node swarm where node B is two CPU processes under torchrun (gloo): every rank of B and node A hold one
     digest after the same round, and B's tokens per round are twice A's."""
     a = cluster.start("a").wait_started()
-    folder = tmp_path / "b"
-    args = ["--identity", str(folder / "identity.key"), "--checkpoint-dir", str(folder / "ckpt"), *NODE_ARGS,
-            "--model", "tiny", "--warmup-rounds", "5", "--lr", "3e-3", "--peers", *a.maddrs]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "demo_node",
-                *join_command(args)[join_command(args).index("join"):]]
-    b = NodeProcess(torchrun, folder, name="b", env={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"})
+    b = _torchrun(tmp_path / "b", ["--model", "tiny", "--warmup-rounds", "5", "--lr", "3e-3", "--peers", *a.maddrs],
+                  "b")
     cluster.nodes.append(b)
     b.wait_started(240)
     b.wait(lambda: len([e for e in b.of("rank_digest") if e["rank"] == 1]) >= 3, 400, "three digests of rank 1")
@@ -279,7 +295,7 @@ def test_prepared_shards_are_the_same_run_as_their_source(cluster, tmp_path):
 def test_a_restarted_node_reads_on_where_its_stream_stopped(cluster, tmp_path):
     """The data position is in the checkpoint: a node stopped and started again with its identity and checkpoint
     folder continues its stream instead of reading its first windows again."""
-    from demo_node.node.checkpoint import load_latest
+    from demo_node.checkpoint import load_latest
 
     positions, steps = [], []
     for _ in range(2):  # the same folder both times: the same identity and checkpoints

@@ -16,7 +16,7 @@ from demo_node.net.accounting import Accounting
 from demo_node.net.config import NetworkConfig
 from demo_node.net.host import Host
 from demo_node.net.transport import Transport
-from demo_node.node.digest import digest
+from demo_node.core.digest import digest
 from demo_node.swarm.config import RoundConfig
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.driver import RoundDriver, RunSettings

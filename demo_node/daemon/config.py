@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from demo_node import Reporter
 from demo_node.data.limits import MAX_CORPUS_BYTES
 from demo_node.models.presets import MODEL_CHOICES
-from demo_node.options import LOCAL, at_least, one_of, positive
+from demo_node.options import LOCAL, at_least, one_of, positive, within
 
 SCHEDULES = ("constant", "cosine")
 TOKENIZERS = ("auto", "bytes", "bpe", "file")
@@ -27,25 +27,25 @@ class WorkloadConfig:
     model_config: str = field(default="", metadata=LOCAL)
     """With --model config: the Hugging Face config.json to build (its content defines the run; a joiner gives its
     own copy)."""
-    context: int = field(default=0, metadata=at_least(0))
+    context: int = field(default=0, metadata=within(0, 2**20 + 1))
     """Tokens per training sequence (0: the preset's: 64 for tiny, 128 for bench, 256 for llama-20m, ...)."""
     tokenizer: str = field(default="auto", metadata=one_of(TOKENIZERS))
     """bytes (one token per byte), bpe (a byte-level BPE trained on the run's corpus, the same on every node), file
     (--tokenizer-file) or auto (bytes for the GPT presets, bpe for the others)."""
     tokenizer_file: str = field(default="", metadata=LOCAL)
     """With --tokenizer file: a Hugging Face tokenizer.json (its hash is part of the run's identity)."""
-    bpe_vocab: int = field(default=8192, metadata=at_least(260))
+    bpe_vocab: int = field(default=8192, metadata=within(260, 2**20 + 1))
     """Vocabulary size of the BPE trained on the run's corpus."""
     data: str = field(default="stdlib", metadata=LOCAL)
     """Training data: 'stdlib' (the Python standard library's sources, no download), a text file, a JSON-lines
     (.jsonl) or Parquet (.parquet) file, a folder of such files, or a folder of token shards from `demo-node data
     prepare`. Every 50th document is held out. The data's fingerprint, not its path, is part of the run's identity:
     a joiner gives its own copy."""
-    data_field: str = "text"
+    data_field: str = field(default="text", metadata=LOCAL)
     """The field (JSON lines) or column (Parquet) that holds each document's text."""
-    data_bytes: int = field(default=MAX_CORPUS_BYTES, metadata=positive())
+    data_bytes: int = field(default=MAX_CORPUS_BYTES, metadata=within(1, 2**40 + 1))
     """Most bytes of text read from the corpus (the same cut on every node); token shards are read whole."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=within(0, 2**63))
     """Seed of the initial parameters (every node builds the same model from it)."""
 
 

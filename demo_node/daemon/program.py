@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 from torch.optim.lr_scheduler import LambdaLR
 
 from demo_node import Peer, Reporter, SwarmOptimizer, parameter_digest
 from demo_node.config import FIELDS, Config
 from demo_node.daemon.adopt import adopt_run
-from demo_node.daemon.ranks import LocalRanks
+from demo_node.daemon.ranks import GO, STOP, WAIT, LocalRanks, StartFailed
 from demo_node.daemon.training import LocalTraining
-from demo_node.daemon.workload import resolve
-from demo_node.data.stream import node_seed
+from demo_node.daemon.workload import Workload, resolve
+from demo_node.data.stream import WindowStream, node_seed
 from demo_node.models.memory import check_fits, estimate
 from demo_node.options import as_dict
 
@@ -30,6 +31,8 @@ class JoinProgram:
         self.opt: SwarmOptimizer | None = None
         self.peer: Peer | None = None
         self.ranks: LocalRanks | None = None
+        self.stream_seed = 0
+        """The seed of this node's data stream (kept in checkpoints: a node restarted with a new peer id reads on)."""
         self._leave = threading.Event()
 
     def request_leave(self) -> None:
@@ -39,47 +42,87 @@ class JoinProgram:
             self.opt.request_leave()
 
     def start(self) -> None:
+        """Settle the run with the swarm, check the memory, read the data, build the model, join. Under torchrun
+        every rank takes part in three exchanges, each of which carries a failure, so a rank that fails makes
+        the others fail with its message instead of leaving them waiting."""
         self.ranks = ranks = LocalRanks(self.cfg.train.device)
+        # 1. rank 0 settles the run with its peers and makes the tokenizer; the others get both
+        failure, workload, seed = None, None, 0
+        if ranks.leader:
+            try:
+                self.peer = Peer(self.cfg.network)
+                self.cfg = adopt_run(self.cfg, self.peer.runs())
+                workload = resolve(self.cfg.workload)
+                seed = node_seed(self.cfg.workload.seed, self.peer.peer_id)
+            except Exception as exc:
+                failure = exc
+        said = ranks.share((failure and f"{type(failure).__name__}: {failure}", self.cfg,
+                            workload and workload.tokenizer.to_json(), seed))
+        if failure is not None:
+            raise failure
+        if said[0] is not None:
+            raise StartFailed(f"rank 0 of this node failed to start: {said[0]}")
+        _, self.cfg, tokenizer_json, seed = said
         cfg = self.cfg
+        # 2. every rank: its memory check, its data, its model
+        try:
+            workload = workload or resolve(cfg.workload, tokenizer_json)  # the same tokenizer, not trained again
+            self._check_memory(cfg, workload)
+            workload.load_data(cfg.workload)
+            self.training = LocalTraining(workload, cfg.train, ranks.device, cfg.workload.seed,
+                                          ranks.rank_seed(seed))
+        except Exception as exc:
+            failure = exc
+        ranks.agree(failure)
+        # 3. rank 0 joins the swarm (a resumed node takes its data stream back), then gives the others its state
+        t = self.training
+        resumed: dict = {}
         if ranks.leader:
-            self.peer = Peer(cfg.network)
-            cfg = adopt_run(cfg, self.peer.runs())
-        cfg = self.cfg = ranks.share(cfg)
-        workload = resolve(cfg.workload) if ranks.leader else None
-        tokenizer_json = ranks.share(workload.tokenizer.to_json() if ranks.leader else None)
-        if workload is None:
-            workload = resolve(cfg.workload, tokenizer_json)  # the same tokenizer, not trained again
-        peer_id = ranks.share(self.peer.peer_id if ranks.leader else None)
-        self._check_memory(cfg, workload)
-        stream_seed = node_seed(cfg.workload.seed, peer_id if ranks.rank == 0 else peer_id + bytes([ranks.rank]))
-        self.training = t = LocalTraining(workload, cfg.train, ranks.device, cfg.workload.seed, stream_seed)
-        position = None
-        if ranks.leader:
-            schedule = cfg.schedule
-            run_options = {k: v for k, v in as_dict(cfg.workload).items() if not FIELDS[k].local}
-            self.opt = SwarmOptimizer(
-                t.model.parameters(), config=cfg.swarm(), peer=self.peer, reporter=self.reporter,
-                run_config={"run": run_options, "schedule": as_dict(schedule), **workload.run_sections()},
-                scheduler=lambda opt: LambdaLR(opt, schedule.factor),
-                extra_state=lambda: {"data_position": t.batches.position, **workload.checkpoint_extra()},
-            )
-            if self._leave.is_set():
-                self.opt.request_leave()
-            self.opt.join()
-            if isinstance(self.opt.resumed, dict):
-                position = self.opt.resumed.get("data_position")
-        position = ranks.share(position)
+            try:
+                self._make_optimizer(cfg, workload, seed)
+                if isinstance(self.opt.resumed, dict):
+                    resumed = self.opt.resumed
+            except Exception as exc:
+                failure = exc
+        said = ranks.share((failure and f"{type(failure).__name__}: {failure}", resumed.get("data_seed"),
+                            resumed.get("data_position")))
+        if failure is not None:
+            raise failure
+        if said[0] is not None:
+            raise StartFailed(f"rank 0 of this node failed to join: {said[0]}")
+        _, saved_seed, position = said
+        if saved_seed is not None:  # a node that restarts without --identity has a new peer id: the seed is kept
+            self.stream_seed = saved_seed
+            t.batches = WindowStream(workload.corpus, t.context, cfg.train.batch_size, ranks.rank_seed(saved_seed))
         if position is not None:
             t.batches.restore(position)
         ranks.send_params(list(t.model.parameters()))
 
-    def _check_memory(self, cfg: Config, workload) -> None:
-        """State what this process will hold and refuse to start when its device cannot hold it."""
-        need = estimate(workload.spec, cfg.train.batch_size, workload.context,
+    def _make_optimizer(self, cfg: Config, workload: Workload, seed: int) -> None:
+        t, schedule = self.training, cfg.schedule
+        self.stream_seed = seed
+        run_options = {k: v for k, v in as_dict(cfg.workload).items() if not FIELDS[k].local}
+        self.opt = SwarmOptimizer(
+            t.model.parameters(), config=cfg.swarm(), peer=self.peer, reporter=self.reporter,
+            run_config={"run": run_options, "schedule": as_dict(schedule), **workload.run_sections()},
+            scheduler=lambda opt: LambdaLR(opt, schedule.factor),
+            extra_state=lambda: {"data_seed": self.stream_seed, "data_position": t.batches.position,
+                                 **workload.checkpoint_extra()},
+        )
+        if self._leave.is_set():
+            self.opt.request_leave()
+        self.opt.join()
+
+    def _check_memory(self, cfg: Config, workload: Workload) -> None:
+        """State what this process will hold and refuse to start when its device cannot hold it (a rank but the
+        first holds no DeMo state)."""
+        need = estimate(workload.spec, cfg.train.batch_size, workload.context, demo=cfg.optimizer,
                         autocast_bf16=self.ranks.device.type == "cuda", grad_checkpointing=cfg.train.grad_checkpointing,
                         ranks=self.ranks.size)
         if self.ranks.leader:
             self.reporter.event("memory", device=str(self.ranks.device), **need.as_dict())
+        elif self.ranks.device.type == "cuda":
+            need = replace(need, momentum=0, total=need.total - need.momentum)
         check_fits(need, self.ranks.device)
 
     def run(self) -> int:
@@ -90,9 +133,11 @@ class JoinProgram:
         params = list(t.model.parameters())
         steps = 0
         while True:
-            go, applied = ranks.carry_on(False, 0)
-            self._report_rank(steps, applied, params, last=not go)
-            if not go:
+            order, applied = ranks.carry_on(STOP, 0)
+            if order == WAIT:
+                continue
+            self._report_rank(steps, applied, params, last=order == STOP)
+            if order == STOP:
                 return 0
             losses, samples = self._compute(lambda: False)  # rank 0 decides when to stop
             t.average_gradients(len(losses))
@@ -118,12 +163,13 @@ class JoinProgram:
         fault_done = False
         steps = 0
         while not opt.leave_requested and opt.members < train.min_members:
+            ranks.carry_on(WAIT, opt.round - 1)
             opt.wait_round(timeout=1.0)
         while True:
             go = not opt.leave_requested and not (train.max_rounds and opt.rounds_applied >= train.max_rounds)
-            go, _ = ranks.carry_on(go, opt.round - 1)
-            self._report_rank(steps, opt.round - 1, params, last=not go)
-            if not go:
+            order, _ = ranks.carry_on(GO if go else STOP, opt.round - 1)
+            self._report_rank(steps, opt.round - 1, params, last=order == STOP)
+            if order == STOP:
                 break
             losses, samples = self._compute(lambda: opt.leave_requested)
             t.average_gradients(len(losses))
@@ -132,12 +178,12 @@ class JoinProgram:
             if not opt.leave_requested:  # else this round's gradient is dropped: leaving must not wait for a round
                 opt.step(samples=samples, loss=loss_sum / micro, tokens=int(samples) * t.context)
             opt.zero_grad(set_to_none=True)
-            ranks.send_params(params)
-            steps += 1
             if train.fault_after_rounds and not fault_done and opt.rounds_applied >= train.fault_after_rounds:
-                t.inject_fault()
+                t.inject_fault()  # before the broadcast: the node's ranks keep one digest, the node leaves the swarm's
                 fault_done = True
                 self.reporter.event("fault_injected", round=opt.round)
+            ranks.send_params(params)
+            steps += 1
             if train.eval_every and opt.round // train.eval_every > evaluated_at:
                 evaluated_at = opt.round // train.eval_every
                 opt.report_eval(t.eval_loss(), finite=t.finite())

@@ -10,6 +10,7 @@ parameters per round costs what an all-reduce of the gradients does, inside the 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 from typing import Any, Sequence
 
@@ -17,8 +18,14 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-WAIT = datetime.timedelta(hours=2)
-"""How long a rank waits in a collective: rank 0 may wait a long time for the swarm's first members."""
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=1)
+"""How long a rank waits in one collective (a start that downloads a large model's state can take minutes)."""
+GO, WAIT, STOP = 1, 2, 0
+"""Rank 0's orders at the top of every round."""
+
+
+class StartFailed(ValueError):
+    """Another rank of this node could not start (its message says why)."""
 
 
 def world_size() -> int:
@@ -35,16 +42,25 @@ class LocalRanks:
         self.device = self._device(device_setting)
         if self.size > 1 and not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
-            dist.init_process_group(backend, timeout=WAIT,
+            dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT,
                                     device_id=self.device if self.device.type == "cuda" else None)
 
     def _device(self, setting: str) -> torch.device:
+        if self.size > 1 and int(os.environ.get("LOCAL_WORLD_SIZE", self.size)) != self.size:
+            raise ValueError("torchrun: a node is the processes of one machine (--nnodes 1); each machine joins the "
+                             "swarm as a node of its own")
         if setting == "auto":
             setting = "cuda" if torch.cuda.is_available() else "cpu"
         device = torch.device(setting)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", self.local_rank)  # one GPU per rank, as torchrun users expect
         if device.type == "cuda":
+            if self.size > 1 and device.index is not None:
+                raise ValueError(f"device: {setting} puts every rank on one GPU; give --device cuda (or auto): rank "
+                                 "r uses cuda:r")
+            if device.index is None:
+                device = torch.device("cuda", self.local_rank)  # one GPU per rank, as torchrun users expect
+            if device.index >= torch.cuda.device_count():
+                raise ValueError(f"device: {device} does not exist ({torch.cuda.device_count()} GPUs); run at most "
+                                 "one rank per GPU")
             torch.cuda.set_device(device)
         return device
 
@@ -56,6 +72,14 @@ class LocalRanks:
     @property
     def many(self) -> bool:
         return self.size > 1
+
+    def rank_seed(self, node_seed: int) -> int:
+        """This rank's data-stream seed: the node's for rank 0, one derived from it for the others (so a resumed
+        node, whose seed is in its checkpoint, gives every rank its stream back)."""
+        if self.rank == 0:
+            return node_seed
+        h = hashlib.sha256(node_seed.to_bytes(8, "little") + self.rank.to_bytes(4, "little")).digest()
+        return int.from_bytes(h[:8], "little")
 
     def share(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (a config, a tokenizer's JSON: small Python objects)."""
@@ -98,14 +122,30 @@ class LocalRanks:
                 for p, v in zip(params, _unflatten_dense_tensors(flat, [p.data for p in params])):
                     p.copy_(v)
 
-    def carry_on(self, go: bool, applied_round: int) -> tuple[bool, int]:
-        """Rank 0's decision to compute another round (True) or stop, with the last swarm round its parameters
-        hold, on every rank."""
+    def carry_on(self, order: int, applied_round: int) -> tuple[int, int]:
+        """Rank 0's order for the next round (:data:`GO`, :data:`WAIT` or :data:`STOP`), with the last swarm round
+        its parameters hold, on every rank. WAIT is a heartbeat while rank 0 waits for the swarm: no collective
+        waits longer than a round or two, however long the swarm takes to fill."""
         if not self.many:
-            return go, applied_round
-        t = torch.tensor([1 if go else 0, applied_round], dtype=torch.int64, device=self._comm_device)
+            return order, applied_round
+        t = torch.tensor([order, applied_round], dtype=torch.int64, device=self._comm_device)
         dist.broadcast(t, src=0)
-        return bool(t[0].item()), int(t[1].item())
+        return int(t[0].item()), int(t[1].item())
+
+    def agree(self, failure: BaseException | None) -> None:
+        """Every rank says whether its part of the start worked; all raise if one failed (this rank's own error, or
+        :class:`StartFailed` with the first failed rank's message), so that no rank waits for one that is gone."""
+        if failure is not None and not self.many:
+            raise failure
+        if not self.many:
+            return
+        said: list[str | None] = [None] * self.size
+        dist.all_gather_object(said, None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        for rank, message in enumerate(said):
+            if message is not None:
+                raise StartFailed(f"rank {rank} of this node failed to start: {message}")
 
     @property
     def _comm_device(self) -> torch.device:

@@ -26,13 +26,19 @@ class WorkloadError(ValueError):
 @dataclass
 class Workload:
     tokenizer: Tokenizer
-    corpus: TokenCorpus
     spec: dict[str, Any]
     """The model's architecture (see :mod:`demo_node.models.spec`)."""
     context: int
+    corpus: TokenCorpus | None = None
+    """Read by :meth:`load_data`, once the node knows the model fits (a large corpus takes memory too)."""
+
+    def load_data(self, cfg: WorkloadConfig) -> TokenCorpus:
+        self.corpus = open_corpus(cfg.data, self.tokenizer, max_bytes=cfg.data_bytes, field=cfg.data_field)
+        return self.corpus
 
     def run_sections(self) -> dict[str, dict[str, Any]]:
         """The run's definition beyond the options: the model, the data and the tokenizer, by content."""
+        assert self.corpus is not None, "load_data() first"
         tok = self.tokenizer
         # the format is left out: a corpus and its prepared token shards are the same data
         data = {k: v for k, v in self.corpus.spec.items() if k != "format"}
@@ -70,14 +76,10 @@ def make_tokenizer(cfg: WorkloadConfig) -> Tokenizer:
 
 
 def resolve(cfg: WorkloadConfig, tokenizer_json: str | None = None) -> Workload:
-    """The workload of these options; ``tokenizer_json``: a tokenizer another rank of this node already made."""
+    """The tokenizer, model spec and sequence length of these options (the corpus comes later, see
+    :meth:`Workload.load_data`); ``tokenizer_json``: a tokenizer another rank of this node already made."""
     if cfg.model == "config" and not cfg.model_config:
         raise WorkloadError("model_config: --model config needs --model-config PATH (a Hugging Face config.json)")
-    if tokenizer_json is not None:
-        tokenizer = Tokenizer.from_json(tokenizer_json)
-    else:
-        tokenizer = make_tokenizer(cfg)
+    tokenizer = Tokenizer.from_json(tokenizer_json) if tokenizer_json is not None else make_tokenizer(cfg)
     spec = model_spec(cfg.model, cfg.model_config or None, tokenizer.vocab_size, cfg.context)
-    context = cfg.context or default_context(spec)
-    corpus = open_corpus(cfg.data, tokenizer, max_bytes=cfg.data_bytes, field=cfg.data_field)
-    return Workload(tokenizer, corpus, spec, context)
+    return Workload(tokenizer, spec, cfg.context or default_context(spec))

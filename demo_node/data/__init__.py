@@ -1,3 +1,3 @@
 """Training text and its tokens: documents from "stdlib", text, JSON-lines or Parquet files (``sources``), a
 tokenizer (``tokenizer``), the corpus as token ids named by content (``tokens``, ``shards``, ``prepare``) and each
-node's stream of windows (``stream``); ``corpus`` is the first, byte-only layer, kept for its callers."""
+node's stream of windows (``stream``)."""

@@ -19,9 +19,16 @@ SHARD_MARKERS = ("meta.json", "held-out.bin", "train-00000.bin")
 """Any of these in a folder makes it a folder of token shards (checked, and refused when incomplete)."""
 
 
+NOT_TEXT = {".bin", ".npy", ".npz", ".pt", ".safetensors", ".arrow", ".gz", ".zst", ".bz2", ".xz", ".zip", ".tar"}
+"""Extensions of token arrays, tensors and archives: read as text they would be garbage, so they are refused."""
+
+
 def file_format(path: Path) -> str:
     """"jsonl" (.jsonl, .json: JSON lines), "parquet" or "text", by the file's extension."""
     suffix = path.suffix.lower()
+    if suffix in NOT_TEXT:
+        raise DataError(f"--data: {path} is not text, JSON lines or Parquet ({suffix}): decompress it, or tokenize "
+                        "a corpus into token shards with `demo-node data prepare`")
     return "jsonl" if suffix in (".jsonl", ".json") else "parquet" if suffix == ".parquet" else "text"
 
 

@@ -46,6 +46,7 @@ class WindowStream:
         if context < 1 or batch_size < 1:
             raise ValueError(f"context ({context}) and batch_size ({batch_size}) must be at least 1")
         self.data, self.context, self.batch_size = corpus.train, context, batch_size
+        self.vocab_size = corpus.vocab_size
         self.windows = len(self.data) // (context + 1)
         if self.windows < 1:
             raise DataError(f"the corpus's training split ({len(self.data)} tokens) is shorter than one window of "
@@ -62,7 +63,13 @@ class WindowStream:
         length = self.context + 1
         rows = [self.data.read(self.window_index(self.position + k) * length, length) for k in range(self.batch_size)]
         self.position += self.batch_size
-        windows = torch.from_numpy(np.stack(rows).astype(np.int64))
+        batch = np.stack(rows)
+        if int(batch.max()) >= self.vocab_size:
+            # shards are trusted by their meta.json's fingerprint, not re-hashed at start: a damaged one would
+            # otherwise index past the embedding (on a GPU, a device-side assert that stalls every rank)
+            raise DataError(f"token id {int(batch.max())} in the training data is outside the tokenizer's "
+                            f"{self.vocab_size}: the data's token shards are damaged: prepare them again")
+        windows = torch.from_numpy(batch.astype(np.int64))
         return windows[:, :-1], windows[:, 1:]
 
     def restore(self, position: int) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
+from demo_node.data.tokenizer import EOS, byte_tokenizer
 from demo_node.models.checkpoints import NotACheckpoint, load_checkpoint, model_of
 from demo_node.models.spec import DEFAULT_CONTEXT_CAP, positions_of
 
-EOS = "<|endoftext|>"
 
 
 def to_hf(state: dict[str, Any]):
@@ -34,7 +34,7 @@ def to_hf(state: dict[str, Any]):
     else:
         hf, context = model.hf, positions_of(model.hf.config.get_text_config()) or DEFAULT_CONTEXT_CAP
     extra = state.get("extra") if isinstance(state.get("extra"), dict) else {}
-    tok = Tokenizer.from_str(extra.get("tokenizer_json") or _byte_tokenizer_json())
+    tok = Tokenizer.from_str(extra.get("tokenizer_json") or byte_tokenizer().to_json())
     vocab = hf.get_output_embeddings().weight.shape[0]
     if tok.get_vocab_size() > vocab:
         raise NotACheckpoint(f"{state.get('path', 'the checkpoint')}: its tokenizer has {tok.get_vocab_size()} "
@@ -82,30 +82,3 @@ def generate(checkpoint_path: str | os.PathLike, prompt: str, max_new_tokens: in
                           pad_token_id=hf.generation_config.pad_token_id or 0, **options)
     # decoding prompt and continuation together keeps a character whose bytes straddle them in one piece
     return tokenizer.decode(out[0] if prompt else out[0, ids.shape[1]:], skip_special_tokens=True)
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map of the 256 byte values to printable characters (ByteLevel's alphabet)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(printable, chars)}
-
-
-def _byte_tokenizer_json() -> str:
-    """A tokenizers JSON whose token ids are the bytes of the UTF-8 text: byte b is token b."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    vocab = {ch: b for b, ch in _bytes_to_unicode().items()}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    return tok.to_str()
-
-
-__all__ = ["NotACheckpoint", "export", "generate", "to_hf"]

@@ -82,11 +82,14 @@ def _config_file_spec(path: Path, vocab_size: int, context: int) -> dict[str, An
     architecture = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     if not isinstance(architecture, str):
         raise SpecError(f"model config {path}: transformers has no causal-LM model for model_type {model_type!r}")
-    config = CONFIG_MAPPING[model_type].from_dict(raw)
-    model_class = hf_class(architecture)
-    if getattr(model_class, "config_class", type(config)) is not type(config):
-        config = config.get_text_config()  # a composite config whose causal LM is built from its text part
-    text = config.get_text_config()  # the config itself, or the text part of a multimodal one
+    try:
+        config = CONFIG_MAPPING[model_type].from_dict(raw)
+        model_class = hf_class(architecture)
+        if getattr(model_class, "config_class", type(config)) is not type(config):
+            config = config.get_text_config()  # a composite config whose causal LM is built from its text part
+        text = config.get_text_config()  # the config itself, or the text part of a multimodal one
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise SpecError(f"model config {path}: transformers cannot read it ({type(exc).__name__}: {exc})") from exc
     fixed = getattr(text, "vocab_size", None)
     if fixed is None or not _states_vocab(raw):
         text.vocab_size = vocab_size

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from demo_node.node.digest import digest
+from demo_node.core.digest import digest
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import torch
 from demo_node import __version__
 from demo_node.core.optimizer import DeMo
 from demo_node.net.host import peer_b58
-from demo_node.node import checkpoint
+from demo_node import checkpoint
 from demo_node.node.announcer import Announcer
 from demo_node.node.applier import RoundApplier
 from demo_node.node.config import SwarmConfig

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from demo_node.node.digest import digest
+from demo_node.core.digest import digest
 
 log = logging.getLogger(__name__)
 KEEP = 3
@@ -87,15 +87,28 @@ def clean(folder: str | os.PathLike) -> int:
     return len(stale)
 
 
+def read(path: str | os.PathLike) -> dict[str, Any]:
+    """One checkpoint file, checked: tensors and plain data only (loading never runs code from the file), a
+    "params" list of tensors that hashes to the stored digest; ValueError says what is wrong."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load fails in many ways on other files (KeyError on a text file, say)
+        raise ValueError(f"{path} is not a checkpoint (torch.load: {str(exc).splitlines()[0]})") from exc
+    if not isinstance(state, dict) or not isinstance(state.get("params"), list):
+        raise ValueError(f"{path} is not a checkpoint: it holds no \"params\" list")
+    if not all(isinstance(t, torch.Tensor) for t in state["params"]):
+        raise ValueError(f"{path}: its \"params\" are not all tensors")
+    if digest(state["params"]).hex() != state.get("digest"):
+        raise ValueError(f"{path}: its parameters do not match the digest stored with them (a torn or corrupt file)")
+    state["path"] = str(path)
+    return state
+
+
 def load_latest(folder: str | os.PathLike) -> dict[str, Any] | None:
     """The newest checkpoint that loads and matches its digest; older ones are tried when a newer one is bad."""
     for path in reversed(checkpoints(folder)):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if digest(state["params"]).hex() != state["digest"]:
-                raise ValueError("parameters do not match the stored digest")
-            state["path"] = str(path)
-            return state
-        except Exception as exc:  # a torn or corrupt file: fall back to the previous one
+            return read(path)
+        except ValueError as exc:  # a torn or corrupt file: fall back to the previous one
             log.warning("checkpoint %s is not usable (%s); trying an older one", path, exc)
     return None
