@@ -202,6 +202,28 @@ def _bench_robust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_convergence(args: argparse.Namespace) -> int:
+    import torch
+
+    from demo_node.bench import convergence
+
+    torch.set_num_threads(max(1, args.threads))
+    lrs = {}
+    for part in filter(None, args.lrs.split(";") if args.lrs else []):
+        family, _, values = part.partition("=")
+        lrs[family.strip()] = [float(v) for v in values.split(",") if v.strip()]
+    runs = [m.strip() for m in args.runs.split(",") if m.strip()] if args.runs else None
+    result = convergence.run(nodes=args.nodes, steps=args.steps, global_batch=args.global_batch, windows=args.windows,
+                             eval_every=args.eval_every, seed=args.seed, lrs=lrs, runs=runs,
+                             sweep_steps=args.sweep_steps, threads=max(1, args.threads), workdir=args.workdir)
+    text = convergence.format_result(result)
+    if args.out:
+        result["plots"] = convergence.plot(result, args.out)
+        text += "\n\nplots: " + ", ".join(result["plots"])
+    _emit(result, text, f"{args.out}.json" if args.out else None)
+    return 0
+
+
 def _data_prepare(args: argparse.Namespace) -> int:
     from demo_node.daemon.config import WorkloadConfig
     from demo_node.daemon.workload import WorkloadError, make_tokenizer
@@ -402,6 +424,23 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--threads", type=int, default=0)
     rb.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     rb.set_defaults(func=_bench_robust)
+    cv = bench_sub.add_parser("convergence", help="held-out loss against step and bytes sent per node: AdamW, dense "
+                              "averaging, the reference DeMo and our swarm, the same data and global batch")
+    cv.add_argument("--nodes", type=int, default=2, help="workers the global batch is split over (default 2)")
+    cv.add_argument("--steps", type=int, default=145)
+    cv.add_argument("--global-batch", type=int, default=24, help="sequences per step over all nodes (default 24)")
+    cv.add_argument("--windows", type=int, default=256, help="held-out windows per evaluation (default 256)")
+    cv.add_argument("--eval-every", type=int, default=10)
+    cv.add_argument("--seed", type=int, default=0, help="model seed; worker i's data seed is seed*1000+i")
+    cv.add_argument("--lrs", help="lr candidates per family, e.g. 'adamw=1e-3,3e-3,1e-2;demo=1e-3,3e-3' (the "
+                    "default); one value: no sweep")
+    cv.add_argument("--sweep-steps", type=int, help="steps of each lr sweep run (default steps // 3)")
+    cv.add_argument("--runs", help="methods, comma-separated (default all): adamw, adamw-dense, reference, ours, "
+                    "ours-k8, ours-fp16, ours-sign, hivemind, hivemind-8bit")
+    cv.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX_loss_vs_{step,bytes}.png")
+    cv.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
+    cv.add_argument("--workdir", help="where the swarm nodes' logs go (default: a new temp dir)")
+    cv.set_defaults(func=_bench_convergence)
     tr = bench_sub.add_parser("train", help="a round of a real model: forward+backward, the DeMo step, memory "
                               "(estimate vs peak), MFU on a GPU; then N nodes: tokens/s and where a round goes")
     tr.add_argument("--model", default="llama-20m", choices=MODEL_CHOICES[:-1],

@@ -24,7 +24,9 @@ from demo_node.swarm.shard_signs import ShardSigns
 
 
 @torch.no_grad()
+@torch.no_grad()
 def held_out(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 64) -> float:
+    """The mean loss over held-out windows, ``chunk`` at a time."""
     model.eval()
     total = 0.0
     for i in range(0, x.shape[0], chunk):

@@ -1,0 +1,97 @@
+"""One node of ``demo-node bench convergence``'s swarm runs: the tiny GPT trained by ``demo_node.SwarmOptimizer``.
+
+Worker ``index`` of ``nodes`` draws its batches from ``WindowStream(corpus, context, batch, seed * 1000 + index)``,
+the stream every other method of the benchmark gives worker ``index``, so the data order is the same. It waits
+until all ``nodes`` are members, then takes ``steps`` steps (one swarm round each). Every ``eval_every`` steps (and
+at the end) it prints a ``curve`` line with this node's bytes sent since training began (its own accounting: what
+it wrote to streams) and, on worker 0 only, the held-out loss on ``held_out_windows(corpus, context, windows)``.
+The lr schedule is keyed to the swarm's round (as ``demo-node join``'s is), counted from the round training starts
+at (the first node runs rounds alone until the others are members).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import time
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--nodes", type=int, required=True)
+    p.add_argument("--peers", nargs="*", default=[])
+    p.add_argument("--batch", type=int, required=True, help="sequences per node and step")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--topk", type=int, default=None)
+    p.add_argument("--values", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--windows", type=int, default=256)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--deadline", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--run-name", default="bench-convergence")
+    args = p.parse_args(argv)
+
+    import demo_node
+    from demo_node.bench.convergence import held_out, schedule_factor
+    from demo_node.data.stream import WindowStream, held_out_windows
+    from demo_node.data.tokenizer import byte_tokenizer
+    from demo_node.data.tokens import open_corpus
+    from demo_node.models.gpt import PRESETS, build
+
+    torch.set_num_threads(args.threads)
+    context = PRESETS["tiny"].context
+    corpus = open_corpus("stdlib", byte_tokenizer())
+    model = build("tiny", seed=args.seed)
+    stream = WindowStream(corpus, context, args.batch, args.seed * 1000 + args.index)
+    hx, hy = held_out_windows(corpus, context, args.windows) if args.index == 0 else (None, None)
+    offset = [0]  # the swarm round training starts at: the schedule's step 0 (the same on every node, see below)
+    options = {k: v for k, v in (("topk", args.topk), ("values", args.values)) if v is not None}
+    opt = demo_node.SwarmOptimizer(
+        model.parameters(), run_name=args.run_name, peers=args.peers, lr=args.lr, listen=["/ip4/127.0.0.1/tcp/0"],
+        deadline=args.deadline, reporter=demo_node.Reporter("json"),
+        scheduler=lambda o: torch.optim.lr_scheduler.LambdaLR(
+            o, lambda r: schedule_factor(max(0, r - offset[0]), args.steps, args.warmup)),
+        **options)
+    signal.signal(signal.SIGTERM, lambda *_: opt.request_leave())
+    opt.join()
+    while opt.members < args.nodes and not opt.leave_requested:
+        opt.wait_round(timeout=1.0)
+    # every node gets here when it applies the first round with all N members, so each reads the same next round
+    # (the ``finished`` line reports it, and the benchmark checks that the nodes agree)
+    first_round = offset[0] = opt.round
+    sent0 = opt.peer.accounting.totals()["sent"]
+    began = time.monotonic()
+
+    def report(step: int) -> None:
+        line = {"event": "curve", "index": args.index, "step": step, "round": opt.round,
+                "bytes_sent": opt.peer.accounting.totals()["sent"] - sent0, "seconds": time.monotonic() - began}
+        if hx is not None:
+            line["loss"] = held_out(model, hx, hy)
+        print(json.dumps(line), flush=True)
+
+    step = 0
+    while step < args.steps and not opt.leave_requested:
+        x, y = stream.next()
+        loss = model(x, y)
+        loss.backward()
+        opt.step(samples=args.batch, loss=loss.item(), tokens=args.batch * context)
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        if step % args.eval_every == 0 or step == args.steps:
+            report(step)
+    print(json.dumps({"event": "finished", "index": args.index, "steps": step, "first_round": first_round,
+                      "rounds_applied": opt.rounds_applied, "members": opt.members,
+                      "seconds": time.monotonic() - began}), flush=True)
+    opt.leave()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
