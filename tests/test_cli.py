@@ -16,7 +16,7 @@ from demo_node import cli, config
 from demo_node.node.events import Reporter
 
 SUBCOMMANDS = [["join"], ["status"], ["swarm"], ["bench"], ["bench", "optimizer"], ["bench", "payload"],
-               ["bench", "swarm"], ["bench", "api"], ["bench", "robust"], ["bench", "model"], ["bench", "train"],
+               ["bench", "swarm"], ["bench", "api"], ["bench", "robust"], ["bench", "model"], ["bench", "train"], ["bench", "convergence"],
                ["data"], ["data", "prepare"], ["export"], ["generate"]]
 
 
