@@ -98,3 +98,13 @@ def test_a_model_that_does_not_fit_is_refused_with_its_memory_need(tmp_path):
     assert memory["params"] == 4 * 1_011_959_808 - 4 * (32000 - 256) * 2048 * 2  # fp32, the vocabulary of bytes
     for part in ("parameters", "gradients", "momentum", "activations", "--grad-checkpointing", "--batch-size"):
         assert part in done.stderr
+
+
+@pytest.mark.parametrize("flags, named", [(["--model-config", "config.json"], "model_config"),
+                                          (["--model", "llama-20m", "--tokenizer-file", "t.json"], "tokenizer_file"),
+                                          (["--model", "config"], "model_config")])
+def test_a_model_or_tokenizer_file_given_for_nothing_names_itself(tmp_path, flags, named):
+    done = subprocess.run([sys.executable, "-m", "demo_node", "join", *flags, "--listen", "/ip4/127.0.0.1/tcp/0",
+                           "--control", "", "--identity", str(tmp_path / "id.key")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 3 and named in done.stderr, done.stderr

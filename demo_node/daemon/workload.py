@@ -80,6 +80,13 @@ def resolve(cfg: WorkloadConfig, tokenizer_json: str | None = None) -> Workload:
     :meth:`Workload.load_data`); ``tokenizer_json``: a tokenizer another rank of this node already made."""
     if cfg.model == "config" and not cfg.model_config:
         raise WorkloadError("model_config: --model config needs --model-config PATH (a Hugging Face config.json)")
+    # a file given for nothing would be ignored in silence (a joiner that adopted a preset run, say)
+    if cfg.model_config and cfg.model != "config":
+        raise WorkloadError(f"model_config: {cfg.model_config} is given but the model is {cfg.model!r}; use it with "
+                            "--model config")
+    if cfg.tokenizer_file and tokenizer_kind(cfg) != "file":
+        raise WorkloadError(f"tokenizer_file: {cfg.tokenizer_file} is given but the tokenizer is "
+                            f"{tokenizer_kind(cfg)!r}; use it with --tokenizer file")
     tokenizer = Tokenizer.from_json(tokenizer_json) if tokenizer_json is not None else make_tokenizer(cfg)
     spec = model_spec(cfg.model, cfg.model_config or None, tokenizer.vocab_size, cfg.context)
     return Workload(tokenizer, spec, cfg.context or default_context(spec))
