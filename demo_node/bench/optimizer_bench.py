@@ -40,6 +40,23 @@ def _median_ms(fn: Callable[[], object], iters: int, device: torch.device, warmu
     return statistics.median(times) * 1e3
 
 
+def forward_backward_on_random_tokens(model: torch.nn.Module, vocab: int, batch: int, context: int,
+                                      dev: torch.device) -> Callable[[], None]:
+    """One forward + backward of ``model`` on a fixed random batch (bf16 autocast on CUDA, as a node runs), as a
+    function to time; it leaves the gradients in the parameters."""
+    tokens = torch.randint(0, vocab, (batch, context + 1), device=dev)
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+
+    def fwd_bwd() -> None:
+        model.zero_grad(set_to_none=True)
+        with autocast:
+            loss = model(x, y)
+        loss.backward()
+
+    return fwd_bwd
+
+
 def run(
     model: str = "bench",
     device: str = "cpu",
@@ -52,15 +69,7 @@ def run(
     cfg = PRESETS[model]
     name, model = model, build(model, dev)
     numel = sum(p.numel() for p in model.parameters())
-    tokens = torch.randint(0, cfg.vocab, (batch, cfg.context + 1), device=dev)
-    x, y = tokens[:, :-1], tokens[:, 1:]
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-
-    def fwd_bwd():
-        model.zero_grad(set_to_none=True)
-        with autocast:
-            loss = model(x, y)
-        loss.backward()
+    fwd_bwd = forward_backward_on_random_tokens(model, cfg.vocab, batch, cfg.context, dev)
 
     result: dict = {
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),

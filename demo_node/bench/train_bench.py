@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from demo_node.bench.optimizer_bench import _median_ms
+from demo_node.bench.optimizer_bench import _median_ms, forward_backward_on_random_tokens
 from demo_node.core.optimizer import DeMo
 from demo_node.daemon.children import NodeProcess, join_command, stop_all
 from demo_node.models.memory import estimate
@@ -45,15 +45,7 @@ def one_node(model: str, batch: int, context: int, vocab: int, iters: int, devic
     net = build_model(spec, dev)
     params = sum(p.numel() for p in net.parameters())
     vocab_size = spec["config"].get("vocab_size", spec["config"].get("vocab"))
-    tokens = torch.randint(0, vocab_size, (batch, context + 1), device=dev)
-    x, y = tokens[:, :-1], tokens[:, 1:]
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-
-    def fwd_bwd():
-        net.zero_grad(set_to_none=True)
-        with autocast:
-            loss = net(x, y)
-        loss.backward()
+    fwd_bwd = forward_backward_on_random_tokens(net, vocab_size, batch, context, dev)
 
     ms = {"forward_backward": _median_ms(fwd_bwd, iters, dev, warmup=1)}
     fwd_bwd()
