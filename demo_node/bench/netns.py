@@ -78,6 +78,12 @@ class Net:
         self._in(self.hosts[i], "tc", "qdisc", "add", "dev", f"h{i}", "root", "tbf", "rate", rate, "burst", burst,
                  "latency", latency)
 
+    def limit_down(self, i: int, rate: str, burst: str = "32kbit", latency: str = "400ms") -> None:
+        """Limit what host i receives to ``rate``: a token bucket on the bridge's end of its veth (v<i>), whose
+        egress is the host's download; with ``limit`` on its own end, an asymmetric link as home links are."""
+        self._in(self.bridge_ns, "tc", "qdisc", "add", "dev", f"v{i}", "root", "tbf", "rate", rate, "burst", burst,
+                 "latency", latency)
+
     def qdisc(self, i: int) -> str:
         return self._in(self.hosts[i], "tc", "-s", "qdisc", "show", "dev", f"h{i}").stdout
 

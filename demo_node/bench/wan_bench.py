@@ -1,0 +1,223 @@
+"""``demo-node bench wan``: a swarm over emulated home links (a namespace per node, tbf up and down, a delay line per
+node for latency): round time, compute utilisation, tokens/s, time to join and bytes per node against the link.
+
+Each node i lives in its own network namespace with address 10.77.0.(i+1), joined to the others by a bridge. Its
+upload is a token bucket on its veth, its download one on the bridge's end of that veth. Latency: the node listens
+on 127.0.0.1 inside its namespace, unreachable from outside, and announces the address of a delaying TCP proxy
+(demo_node/bench/delay_proxy.py) that runs beside it on 10.77.0.(i+1); so every node-to-node connection passes
+through exactly one proxy (the listener's), which holds each direction for the latency: the round trip between two
+nodes grows by twice the latency. The proxy also serves an echo port through the same delay lines; the round trip
+measured through it before the nodes start (and again under load, mid-window) is printed with the results.
+
+Every node has a compute budget per round (``--compute-seconds``) rather than a fixed batch: on this machine all
+nodes share the CPU cores, so a time budget keeps compute at the set time per round whatever the contention, and the
+utilisation figure (compute time / round time) is about the network and the protocol, as a home GPU's would be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from demo_node.bench.netns import Net
+from demo_node.bench.payload_size import payload_sizes
+from demo_node.bench.swarm_bench import cpu_seconds
+from demo_node.daemon.children import NodeProcess
+from demo_node.daemon.launcher import Swarm
+
+PROXY_PORT, NODE_PORT, ECHO_PORT = 40000, 40001, 40002
+MIN_SECONDS = 10.0
+"""The shortest measuring window: round events reach this process a little after the wire counters are read."""
+
+
+def host_ip(i: int) -> str:
+    return f"10.77.0.{i + 1}"
+
+
+def tbf_burst(mbit: float) -> str:
+    # a bucket of 32 kbit drains in under a millisecond at 50 Mbit/s, less than a timer tick: tbf would then fall
+    # short of its rate; 4 ms of the rate (at least 4,000 bytes) keeps it on rate without letting long bursts through
+    return str(max(4_000, int(mbit * 1e6 / 8 * 0.004)))  # bytes
+
+
+class _TimedSwarm(Swarm):
+    """A Swarm that notes when each node was started and when its first round as a member arrived."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.started_at: dict[str, float] = {}
+        self.member_at: dict[str, float] = {}
+
+    def start_node(self, index, peers, extra=None, prefix=(), listen="/ip4/127.0.0.1/tcp/0"):
+        self.started_at[f"node {index}"] = time.monotonic()
+        return super().start_node(index, peers, extra, prefix, listen)
+
+    def _show(self, child: NodeProcess, ev: dict) -> None:
+        if ev["event"] == "round" and ev.get("member") and child.name not in self.member_at:
+            self.member_at[child.name] = time.monotonic()
+
+
+def _wait(predicate, timeout: float, what: str, procs: list[NodeProcess]) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        dead = [p for p in procs if p.proc.poll() is not None]
+        if dead:
+            raise RuntimeError(f"{dead[0].name} exited ({dead[0].proc.returncode}) before {what}:\n{dead[0].tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def ping(net: Net, src: int, dst: int, count: int = 10, bulk: int = 0) -> dict:
+    """Round trips from host ``src`` to host ``dst``'s echo port, through dst's delay proxy and both links."""
+    out = subprocess.run([*net.prefix(src), sys.executable, "-m", "demo_node.bench.delay_proxy", "ping",
+                          f"{host_ip(dst)}:{ECHO_PORT}", "--count", str(count), "--bulk", str(bulk)],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"ping {src} -> {dst} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float, compute: float, rounds: int,
+                model: str, workdir: Path, node_args: list[str] = ()) -> dict:
+    """One swarm of ``n`` nodes on links of ``down``/``up`` Mbit/s and ``latency_ms`` one way; the figures of
+    ``rounds`` rounds (at least MIN_SECONDS) after every node is a member."""
+    extra = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0",
+             "--compute-seconds", str(compute), "--checkpoint-every", "100000",
+             "--overlap" if overlap else "--no-overlap", *node_args]
+    net = Net(n)
+    proxies: list[NodeProcess] = []
+    swarm = _TimedSwarm(n, workdir, extra, out=open(os.devnull, "w"))
+    try:
+        for i in range(n):
+            net.limit(i, f"{up:g}mbit", burst=tbf_burst(up))
+            net.limit_down(i, f"{down:g}mbit", burst=tbf_burst(down))
+            ip = host_ip(i)
+            proxies.append(NodeProcess(
+                [sys.executable, "-m", "demo_node.bench.delay_proxy", "serve", "--listen", f"{ip}:{PROXY_PORT}",
+                 "--to", f"127.0.0.1:{NODE_PORT}", "--delay-ms", str(latency_ms), "--echo", f"{ip}:{ECHO_PORT}"],
+                workdir / f"proxy-{i}", prefix=net.prefix(i), name=f"proxy {i}"))
+        _wait(lambda: all(p.of("ready") for p in proxies), 60, "the delay proxies", proxies)
+        # the round trip between two idle hosts, and the echoed throughput (the slower uplink bounds it)
+        idle = ping(net, 1 % n, 0, count=10, bulk=int(min(up, down) * 1e6 / 8))
+
+        def place(i: int) -> dict:
+            return {"prefix": net.prefix(i), "listen": f"/ip4/127.0.0.1/tcp/{NODE_PORT}",
+                    "extra": ["--announce", f"/ip4/{host_ip(i)}/tcp/{PROXY_PORT}"]}
+
+        began = time.monotonic()
+        first = swarm.start_node(0, [], **place(0))
+        _wait(lambda: bool(first.maddrs), 180, "the first node to start", swarm.children + proxies)
+        for i in range(1, n):
+            swarm.start_node(i, first.maddrs, **place(i))
+        everyone = swarm.children + proxies
+        _wait(lambda: all(c.last_round_event().get("members") == n and c.last_round_event().get("member")
+                          for c in swarm.children), 600, f"{n} members", everyone)
+        all_in = time.monotonic() - began
+        r0 = max(c.last_round_event()["round"] for c in swarm.children) + 1
+        _wait(lambda: all(c.last_round_event().get("round", -1) >= r0 for c in swarm.children), 300,
+              f"round {r0}", everyone)
+        cpu_pids = {c.proc.pid for c in swarm.children} | {c.p2pd_pids[-1] for c in swarm.children if c.p2pd_pids}
+        cpu_pids |= {p.proc.pid for p in proxies}
+        w0, c0, t0 = {i: net.link_bytes(i) for i in range(n)}, cpu_seconds(cpu_pids), time.monotonic()
+        start_rounds = {c.name: c.last_round_event()["round"] for c in swarm.children}
+        loaded = ping(net, 1 % n, 0, count=5)  # the round trip while the swarm trains (queues in the tbf)
+        r1 = r0 + rounds
+        _wait(lambda: all(c.last_round_event().get("round", -1) >= r1 for c in swarm.children)
+              and time.monotonic() - t0 >= MIN_SECONDS, 120 + 60 * rounds, f"round {r1}", everyone)
+        w1, c1, t1 = {i: net.link_bytes(i) for i in range(n)}, cpu_seconds(cpu_pids), time.monotonic()
+        done = statistics.mean(c.last_round_event()["round"] - start_rounds[c.name] for c in swarm.children)
+        period = (t1 - t0) / done
+        events = [e for c in swarm.children for e in c.of("round") if r0 < e["round"] <= r1 and e["member"]]
+        compute_s = statistics.mean(e["compute_s"] for e in events)
+        # every round of the window that all nodes applied must carry one digest
+        by_round: dict[int, set] = {}
+        for e in events:
+            by_round.setdefault(e["round"], set()).add(e["digest"])
+        mismatched = sorted(r for r, d in by_round.items() if len(d) > 1)
+        joins = {c.name: swarm.member_at[c.name] - swarm.started_at[c.name] for c in swarm.children
+                 if c.name in swarm.member_at}
+        up_cap, down_cap = up * 1e6 / 8 * period, down * 1e6 / 8 * period
+        ups = [(w1[i]["sent"] - w0[i]["sent"]) / done for i in range(n)]
+        downs = [(w1[i]["received"] - w0[i]["received"]) / done for i in range(n)]
+        return {
+            "nodes": n, "overlap": overlap, "down_mbit": down, "up_mbit": up, "latency_ms": latency_ms,
+            "compute_seconds": compute, "model": model, "rounds": done, "node_args": list(node_args),
+            "rtt_idle": idle, "rtt_loaded": loaded,
+            "round_seconds": period,
+            "round_seconds_reported_median": statistics.median(e["round_seconds"] for e in events),
+            "compute_s_mean": compute_s,
+            "utilisation": compute_s / period,
+            "optimizer_s_mean": statistics.mean(e["optimizer_s"] for e in events),
+            "tokens_per_s_per_node": statistics.mean(e["tokens_per_s"] for e in events),
+            "members": statistics.mode(e["members"] for e in events),
+            "exchange": statistics.mode(e["mode"] for e in events),
+            "contributed_fraction": sum(e["contributed"] for e in events) / len(events),
+            "digest_rounds_checked": len(by_round), "digest_mismatched_rounds": mismatched,
+            "join_seconds": joins, "all_members_after_s": all_in,
+            "join_seconds_mean_joiners": statistics.mean(v for k, v in joins.items() if k != "node 0")
+            if n > 1 else joins.get("node 0"),
+            "join_seconds_max": max(joins.values()),
+            "link_bytes_per_node_round": {"up_mean": statistics.mean(ups), "up_max": max(ups),
+                                          "down_mean": statistics.mean(downs), "down_max": max(downs)},
+            "capacity_bytes_per_round": {"up": up_cap, "down": down_cap},
+            "up_fraction_max": max(ups) / up_cap, "down_fraction_max": max(downs) / down_cap,
+            # the whole machine's cores shared by every node, its libp2p daemon and its proxy
+            "cpu_busy_fraction": sum(c1[p] - c0[p] for p in c1 if p in c0) / (t1 - t0) / (os.cpu_count() or 1),
+        }
+    finally:
+        swarm.stop(grace=30)
+        for p in proxies:
+            p.terminate(timeout=5)
+            p.close()
+        net.close()
+
+
+def run(nodes: list[int], down: float = 50, up: float = 10, latency_ms: float = 50, compute: float = 1.0,
+        rounds: int = 8, overlap: str = "both", model: str = "tiny", workdir: str | None = None,
+        node_args: list[str] = ()) -> dict:
+    root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-wan-"))
+    modes = {"both": (False, True), "on": (True,), "off": (False,)}[overlap]
+    sizes = payload_sizes(model)
+    result = {"model": model, "params": sizes["params"], "payload_bytes": sizes["ours_bytes"]["int8"],
+              "down_mbit": down, "up_mbit": up, "latency_ms": latency_ms, "compute_seconds": compute,
+              "cores": os.cpu_count(), "workdir": str(root), "runs": []}
+    for n in nodes:
+        for ov in modes:
+            folder = root / f"wan-{n}-{'overlap' if ov else 'plain'}"
+            result["runs"].append(run_setting(n, ov, down, up, latency_ms, compute, rounds, model, folder,
+                                              node_args))
+    return result
+
+
+def format_result(r: dict) -> str:
+    lines = [f"model {r['model']} ({r['params']:,} parameters, payload {r['payload_bytes']:,} B), links "
+             f"{r['down_mbit']:g} Mbit/s down / {r['up_mbit']:g} up, {r['latency_ms']:g} ms one way (round trip "
+             f"+{2 * r['latency_ms']:g} ms), compute budget {r['compute_seconds']:g} s per round; all nodes share "
+             f"this machine's {r['cores']} cores",
+             "bytes: whole frames at the node's link per round (mean / max node), and the max node's fraction of the "
+             "link's capacity x round time",
+             "",
+             f"{'run':<16}{'round s':>8}{'util':>6}{'tok/s':>7}{'join s':>13}{'up B':>18}{'up':>6}{'down B':>18}"
+             f"{'down':>6}{'rtt ms':>14}{'cpu':>5}{'dig':>5}"]
+    for o in r["runs"]:
+        b = o["link_bytes_per_node_round"]
+        name = f"N={o['nodes']} {'overlap' if o['overlap'] else 'no overlap'}"
+        join = f"{o['join_seconds_mean_joiners']:.1f}/{o['join_seconds_max']:.1f}"
+        rtt = f"{o['rtt_idle']['rtt_ms_median']:.0f}/{o['rtt_loaded']['rtt_ms_median']:.0f}"
+        lines.append(f"{name:<16}{o['round_seconds']:>8.2f}{o['utilisation']:>6.2f}{o['tokens_per_s_per_node']:>7.0f}"
+                     f"{join:>13}{b['up_mean']:>9.0f}/{b['up_max']:<8.0f}{o['up_fraction_max']:>6.3f}"
+                     f"{b['down_mean']:>9.0f}/{b['down_max']:<8.0f}{o['down_fraction_max']:>6.3f}{rtt:>14}"
+                     f"{o['cpu_busy_fraction']:>5.2f}{'ok' if not o['digest_mismatched_rounds'] else 'DIFF':>5}")
+    lines += ["", "util: compute_s / round time (round lines); join s: process start -> first round as a member, "
+              "mean of the joiners / slowest; rtt ms: median idle / under load (host 1 -> host 0, echo through the "
+              "proxy); cpu: busy fraction of all cores; dig: one digest per round across nodes",
+              "idle echo throughput (bounded by the slower uplink): "
+              + ", ".join(f"N={o['nodes']}: {o['rtt_idle'].get('echo_mbit_s', 0):.2f} Mbit/s" for o in r["runs"])]
+    return "\n".join(lines)
