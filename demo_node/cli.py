@@ -161,6 +161,19 @@ def _bench_swarm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_wan(args: argparse.Namespace) -> int:
+    from demo_node.bench import netns, wan_bench
+
+    why = netns.available()
+    if why:
+        raise SystemExit(f"demo-node bench wan: {why}")
+    result = wan_bench.run([int(n) for n in args.nodes.split(",")], down=args.down, up=args.up,
+                           latency_ms=args.latency, compute=args.compute, rounds=args.rounds, overlap=args.overlap,
+                           model=args.model, workdir=args.workdir, node_args=list(args.node_args or []))
+    _emit(result, wan_bench.format_result(result), args.json)
+    return 0
+
+
 def _bench_api(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from demo_node.bench import api_bench
@@ -471,6 +484,23 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--check", metavar="FILE", help="a `bench swarm --json` result to check the model against")
     md.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     md.set_defaults(func=_bench_model)
+
+    wan = bench_sub.add_parser("wan", help="a swarm over emulated home links (a namespace per node, tbf up/down, a "
+                               "delaying proxy for latency): round time, compute utilisation, join time, link bytes")
+    wan.add_argument("--nodes", default="2,4,8", help="comma-separated swarm sizes")
+    wan.add_argument("--down", type=float, default=50, help="download of every node, Mbit/s")
+    wan.add_argument("--up", type=float, default=10, help="upload of every node, Mbit/s")
+    wan.add_argument("--latency", type=float, default=50, help="one-way latency added to every connection, ms (the "
+                     "round trip grows by twice it)")
+    wan.add_argument("--compute", type=float, default=1.0, help="compute budget per node and round, seconds")
+    wan.add_argument("--rounds", type=int, default=8, help="measured rounds per setting (at least 10 s)")
+    wan.add_argument("--overlap", choices=["both", "on", "off"], default="both", help="run with --overlap, "
+                     "without, or both")
+    wan.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
+    wan.add_argument("--workdir", help="where logs go (default: a new temp dir)")
+    wan.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    wan.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")
+    wan.set_defaults(func=_bench_wan)
     return parser
 
 
