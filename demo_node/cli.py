@@ -226,9 +226,11 @@ def _bench_convergence(args: argparse.Namespace) -> int:
         family, _, values = part.partition("=")
         lrs[family.strip()] = [float(v) for v in values.split(",") if v.strip()]
     runs = [m.strip() for m in args.runs.split(",") if m.strip()] if args.runs else None
+    seeds = [int(v) for v in args.seeds.split(",") if v.strip()] if args.seeds else None
     result = convergence.run(nodes=args.nodes, steps=args.steps, global_batch=args.global_batch, windows=args.windows,
                              eval_every=args.eval_every, seed=args.seed, lrs=lrs, runs=runs,
-                             sweep_steps=args.sweep_steps, threads=max(1, args.threads), workdir=args.workdir)
+                             sweep_steps=args.sweep_steps, threads=max(1, args.threads), workdir=args.workdir,
+                             seeds=seeds, sweep=args.sweep, hivemind_matchmaking=args.hivemind_matchmaking)
     text = convergence.format_result(result)
     if args.out:
         result["plots"] = convergence.plot(result, args.out)
@@ -445,9 +447,17 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--windows", type=int, default=256, help="held-out windows per evaluation (default 256)")
     cv.add_argument("--eval-every", type=int, default=10)
     cv.add_argument("--seed", type=int, default=0, help="model seed; worker i's data seed is seed*1000+i")
+    cv.add_argument("--seeds", help="several seeds, comma-separated (e.g. 0,1): every method runs once per seed, at "
+                    "the lr its sweep on the first seed chose; the table gives the mean and sd of the final loss")
     cv.add_argument("--lrs", help="lr candidates per family, e.g. 'adamw=1e-3,3e-3,1e-2;demo=1e-3,3e-3' (the "
-                    "default); one value: no sweep")
-    cv.add_argument("--sweep-steps", type=int, help="steps of each lr sweep run (default steps // 3)")
+                    "default); adamw-dense and hivemind* run at adamw's choice")
+    cv.add_argument("--sweep", choices=["full", "short"], default="full",
+                    help="lr sweep over the full horizon (default: picks the lr that is best at the steps reported; "
+                    "the best run is the result, so it costs one run per candidate) or short (--sweep-steps, then "
+                    "one full run: cheaper, but a short horizon favours larger lrs)")
+    cv.add_argument("--sweep-steps", type=int, help="steps of each short sweep run (default steps // 3)")
+    cv.add_argument("--hivemind-matchmaking", type=float, default=1.0,
+                    help="hivemind.Optimizer's matchmaking_time in seconds (default 1.0; loopback, groups of N)")
     cv.add_argument("--runs", help="methods, comma-separated (default all): adamw, adamw-dense, reference, ours, "
                     "ours-k8, ours-fp16, ours-sign, hivemind, hivemind-8bit")
     cv.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX_loss_vs_{step,bytes}.png")

@@ -9,22 +9,34 @@ of the peak at the last step), and is evaluated on one fixed held-out set, ``hel
 every ``eval_every`` steps. Methods:
 
 - ``adamw``: torch AdamW (torch defaults besides lr) in one process on the global batch. Sends nothing.
-- ``adamw-dense``: AdamW with dense gradient averaging over N workers. SIMULATED: the mean of the N workers'
-  gradients is the global batch's gradient, so its curve is ``adamw``'s (the same computation, not rerun); its bytes
-  are COMPUTED for a ring all-reduce of the flat fp32 gradient, 2(N-1)/N x 4 x params per node and step.
+- ``adamw-dense``: AdamW with dense gradient averaging over N processes (``convergence_gloo``: torch.distributed,
+  gloo on 127.0.0.1, an all_reduce of the flat fp32 gradient per step, divided by N), so its curve is ``adamw``'s up
+  to float rounding (the result gives the largest difference). Bytes MEASURED at the wire (``ss``: the TCP bytes of
+  each rank's sockets, read while all ranks are connected); the ring all-reduce figure, 2(N-1)/N x 4 x params per
+  node and step, is COMPUTED beside it.
 - ``reference``: a plain re-statement of the reference DeMo (int64 indices, fp32 values, all-gather), N workers
   SIMULATED in one process: each its own momentum and batches, their (idx, val) concatenated as an all-gather would,
   ``scatter_reduce(mean)``, inverse DCT, sign step. Bytes per node and step: its own payload (the int64 and fp32
   tensors, ``nbytes``) sent to each of the N-1 others, (N-1) x payload.
 - ``ours`` and ``ours-<variant>``: N real processes (``convergence_worker``, ``demo_node.SwarmOptimizer``) on
-  127.0.0.1, started together (training begins at the first round with all N members). Bytes: each node's own
-  accounting of what it wrote to its streams (``bytes_sent``) from that round on (so not the joiners' download of
-  the parameters), mean over nodes; not counted at the wire (libp2p framing, encryption and the DHT are extra).
-- ``hivemind`` and ``hivemind-8bit``: not run in this version (see ``NOT_RUN``).
+  127.0.0.1, started together (training begins at the first round with all N members). Bytes MEASURED at the wire
+  (the TCP bytes of each node's p2pd, ``ss``, read while all are connected) from that round on (so not the joiners'
+  download of the parameters), mean over nodes; each node's own accounting of what it wrote to its streams is kept
+  beside it (``bytes_accounted``: no libp2p framing or encryption).
+- ``hivemind`` and ``hivemind-8bit``: ``hivemind.Optimizer`` over N peers (``convergence_hivemind``), inner optimizer
+  torch AdamW, ``target_batch_size`` = the global batch (one epoch = one step, one batch per peer), synchronous
+  (no local updates, no delays), gradients averaged in groups of exactly N, no state averaging within the run;
+  ``hivemind`` with its default compression (none: fp32), ``hivemind-8bit`` with ``Uniform8BitQuantization``.
+  Bytes MEASURED at the wire: the TCP bytes of each peer's p2pd (gradient all-reduce, matchmaking and the DHT's
+  progress reports), mean over peers.
 
-Learning rates: each method tries every lr of its family (``adamw`` or ``demo``) on the first ``sweep_steps``
-steps (with the full run's schedule cut short there: same warm-up, the cosine spanning ``sweep_steps``) and keeps the
-one with the lowest held-out loss; the full run then uses it. ``adamw-dense`` shares ``adamw``'s sweep.
+Learning rates (``sweep``): ``full`` (the default) runs every lr of a method's family (``adamw`` or ``demo``) for the
+full ``steps`` on the first seed and keeps the one with the lowest final held-out loss (that run is the result: the
+lr is chosen at the horizon that is reported); ``short`` runs each for ``sweep_steps`` (default a third, with the
+schedule cut short there: same warm-up, the cosine spanning ``sweep_steps``), then the best for the full ``steps``
+(cheaper, but a short horizon favours larger lrs). ``adamw-dense``, ``hivemind`` and ``hivemind-8bit`` run at
+``adamw``'s choice (see ``SHARED_LR``). With several ``seeds`` every method runs once more per further seed at its
+chosen lr; the table gives the mean and sd of the final held-out loss.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from pathlib import Path
 
 import torch
 
+from demo_node.bench import convergence_procs
 from demo_node.bench.reference_demo import ReferenceDeMo
 from demo_node.bench.robust_bench import held_out
 from demo_node.core.dct import chunk_size
@@ -51,14 +64,16 @@ from demo_node.models.gpt import PRESETS, build
 MODEL = "tiny"
 OURS_VARIANTS = {"ours": {}, "ours-k8": {"topk": 8}, "ours-fp16": {"values": "fp16"}, "ours-sign": {"values": "sign"}}
 """Our swarm at the defaults (topk 32, int8 values) and at other top-k and value-precision settings."""
-_HIVEMIND = ("not run: this first version has no hivemind.Optimizer worker yet (N processes, AdamW, "
-             "target_batch_size = the global batch, bytes from the p2pd sockets' TCP counters); its 8-bit would be "
-             "grad_compression=hivemind.Uniform8BitQuantization()")
-NOT_RUN = {"hivemind": _HIVEMIND, "hivemind-8bit": _HIVEMIND}
-METHODS = ("adamw", "adamw-dense", "reference", *OURS_VARIANTS, *NOT_RUN)
-FAMILY = {"adamw": "adamw", "adamw-dense": "adamw", "reference": "demo", "hivemind": "adamw", "hivemind-8bit": "adamw",
-          **{k: "demo" for k in OURS_VARIANTS}}
+HIVEMIND_VARIANTS = {"hivemind": "none", "hivemind-8bit": "8bit"}
+"""hivemind.Optimizer with its default compression (none: fp32) and with Uniform8BitQuantization."""
+METHODS = ("adamw", "adamw-dense", "reference", *OURS_VARIANTS, *HIVEMIND_VARIANTS)
+FAMILY = {"adamw": "adamw", "reference": "demo", **{k: "demo" for k in OURS_VARIANTS}}
+SHARED_LR = {"adamw-dense": "adamw", "hivemind": "adamw", "hivemind-8bit": "adamw"}
+"""Methods that run at adamw's chosen lr rather than a sweep of their own: each is AdamW on the global batch's
+(averaged) gradient, so AdamW's sweep is theirs (hivemind-8bit's up to its quantisation noise); a sweep of their own
+would only repeat it at several times the cost (N processes each)."""
 DEFAULT_LRS = {"adamw": [1e-3, 3e-3, 1e-2], "demo": [1e-3, 3e-3]}
+SWEEPS = ("full", "short")
 
 
 def schedule_factor(step: int, steps: int, warmup: int) -> float:
@@ -174,6 +189,7 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
             str(s.per_node), "--steps", str(steps), "--lr", repr(lr), "--seed", str(s.seed), "--windows",
             str(s.hx.shape[0]), "--eval-every", str(eval_every), "--warmup", str(warmup_steps(steps)), "--threads",
             str(threads), "--deadline", str(deadline), "--run-name", f"bench-convergence-{os.getpid()}-{workdir.name}",
+            "--stop-file", str(workdir / "stop"),
             *[a for k, v in options.items() for a in (f"--{k}", str(v))]]
     workers: list[NodeProcess] = []
     began = time.monotonic()
@@ -195,18 +211,22 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
 
         _wait(done, timeout, f"{s.nodes} nodes to take {steps} steps")
         seconds = time.monotonic() - began
+        (workdir / "stop").touch()  # every node has read its wire bytes: they may leave
         by_step = {}
         for w in workers:
             for e in w.of("curve"):
                 by_step.setdefault(e["step"], []).append(e)
         curve = []
-        for step in sorted(by_step):
+        for step in sorted(by_step):  # bytes_sent: at the wire (p2pd's TCP bytes); bytes_accounted: our accounting
             lines = by_step[step]
             loss = next((e["loss"] for e in lines if "loss" in e), None)
             if loss is not None:
-                curve.append({"step": step, "loss": loss,
-                              "bytes_sent": statistics.mean(e["bytes_sent"] for e in lines)})
+                curve.append({"step": step, "loss": loss, "bytes_sent": statistics.mean(e["wire_sent"] for e in lines),
+                              "bytes_accounted": statistics.mean(e["bytes_sent"] for e in lines)})
         finished = [w.of("finished")[0] for w in workers]
+        if curve:  # the end figure: read by each node after its last step, all still connected
+            curve[-1]["bytes_sent"] = statistics.mean(f["wire_sent"] for f in finished)
+            curve[-1]["bytes_accounted"] = statistics.mean(f["bytes_sent"] for f in finished)
         rounds = [e for w, f in zip(workers, finished) for e in w.of("round")
                   if e.get("member") and f["first_round"] <= e["round"] < f["first_round"] + f["steps"]]
         diverged = sum(len(w.of("diverged")) for w in workers)
@@ -216,6 +236,7 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
                 "contributed_fraction": sum(bool(e.get("contributed")) for e in rounds) / max(1, len(rounds)),
                 "members_last": [f["members"] for f in finished]}
     finally:
+        (workdir / "stop").touch()
         stop_all(workers, grace=20)
         for w in workers:
             w.close()
@@ -224,114 +245,191 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
 def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int = 256, eval_every: int = 10,
         seed: int = 0, lrs: dict[str, list[float]] | None = None, runs: list[str] | None = None,
         sweep_steps: int | None = None, threads: int = 1, workdir: str | None = None, deadline: float = 10.0,
-        log=None) -> dict:
+        log=None, seeds: list[int] | None = None, sweep: str = "full", hivemind_matchmaking: float = 1.0) -> dict:
     lrs = {**DEFAULT_LRS, **(lrs or {})}
     runs = list(runs or METHODS)
+    seeds = list(seeds) if seeds else [seed]
     unknown = [m for m in runs if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}: choose from {', '.join(METHODS)}")
-    if "adamw-dense" in runs and "adamw" not in runs:
-        runs.insert(0, "adamw")  # adamw-dense is adamw's run with computed bytes
-    sweep_steps = sweep_steps if sweep_steps is not None else max(1, steps // 3)
+    if sweep not in SWEEPS:
+        raise ValueError(f"sweep must be one of {SWEEPS}, not {sweep!r}")
+    if any(m in SHARED_LR for m in runs) and "adamw" not in runs:
+        runs.insert(0, "adamw")  # they run at adamw's chosen lr
+    runs = [m for m in METHODS if m in runs]  # adamw first
+    sweep_steps = steps if sweep == "full" else (sweep_steps if sweep_steps is not None else max(1, steps // 3))
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-convergence-"))
-    s = _Setup(nodes, global_batch, windows, seed)
-    model = build(MODEL, seed=seed)
+    setups = {sd: _Setup(nodes, global_batch, windows, sd) for sd in seeds}
+    model = build(MODEL, seed=seeds[0])
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     del model
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    timeout = 180 + 4.0 * steps  # a healthy round of the tiny model takes well under a second here
+    timeout = 180 + 4.0 * steps * max(1, nodes / 2)  # a healthy round of the tiny model takes well under a second
 
-    def train(method: str, lr: float, n_steps: int, tag: str) -> dict:
-        log(f"[convergence] {method} lr {lr:g}, {n_steps} steps ({tag})")
+    def train(method: str, lr: float, n_steps: int, tag: str, sd: int) -> dict:
+        log(f"[convergence] {method} lr {lr:g}, {n_steps} steps, seed {sd} ({tag})")
+        s, warm = setups[sd], warmup_steps(n_steps)
+        folder = root / f"{method}-{tag}-lr{lr:g}-seed{sd}"
         if method == "adamw":
             return _train_adamw(s, lr, n_steps, eval_every)
         if method == "reference":
             return _train_reference(s, lr, n_steps, eval_every)
-        folder = root / f"{method}-{tag}-lr{lr:g}"
+        if method == "adamw-dense":
+            return convergence_procs.train_gloo(s, lr, n_steps, eval_every, folder, threads, warm, timeout)
+        if method in HIVEMIND_VARIANTS:
+            return convergence_procs.train_hivemind(s, lr, n_steps, eval_every, folder, threads, warm, timeout,
+                                                    HIVEMIND_VARIANTS[method], hivemind_matchmaking)
         return _train_ours(s, lr, n_steps, eval_every, OURS_VARIANTS[method], folder, threads, deadline, timeout)
 
     result: dict = {"model": MODEL, "params": params, "nodes": nodes, "steps": steps, "global_batch": global_batch,
-                    "per_node_batch": s.per_node, "windows": windows, "eval_every": eval_every, "seed": seed,
-                    "data_seeds": [seed * 1000 + i for i in range(nodes)], "warmup": warmup_steps(steps),
-                    "sweep_steps": sweep_steps, "lrs": lrs, "workdir": str(root),
+                    "per_node_batch": global_batch // nodes, "windows": windows, "eval_every": eval_every,
+                    "seeds": seeds, "data_seeds": {sd: [sd * 1000 + i for i in range(nodes)] for sd in seeds},
+                    "warmup": warmup_steps(steps), "sweep": sweep, "sweep_steps": sweep_steps, "lrs": lrs,
+                    "shared_lr": {m: SHARED_LR[m] for m in runs if m in SHARED_LR}, "workdir": str(root),
+                    "hivemind_matchmaking_time": hivemind_matchmaking,
                     "dense_fp32_bytes_per_node_step": 2 * (nodes - 1) / nodes * 4 * params, "methods": {}}
     for method in runs:
-        if method in NOT_RUN:
-            result["methods"][method] = {"not_run": NOT_RUN[method]}
-            continue
-        if method == "adamw-dense":
-            continue  # filled from adamw's run below
-        candidates = lrs[FAMILY[method]]
-        sweep = []
-        if len(candidates) > 1:
-            for lr in candidates:
-                try:
-                    r = train(method, lr, sweep_steps, "sweep")
-                    sweep.append({"lr": lr, "loss": r["curve"][-1]["loss"]})
-                except Exception as exc:  # noqa: BLE001 - a failing lr is recorded, not fatal
-                    sweep.append({"lr": lr, "loss": None, "error": repr(exc)})
-            finite = [x for x in sweep if x["loss"] is not None and math.isfinite(x["loss"])]
-            best = min(finite, key=lambda x: x["loss"])["lr"] if finite else candidates[0]
+        sweep_runs, first = [], None
+        if method in SHARED_LR:
+            chosen = result["methods"].get(SHARED_LR[method], {}).get("lr")
+            if chosen is None:
+                result["methods"][method] = {"not_run": f"failed: {SHARED_LR[method]} has no lr"}
+                continue
+            best = chosen
         else:
+            candidates = lrs[FAMILY[method]]
             best = candidates[0]
-        try:
-            r = train(method, best, steps, "full")
-        except Exception as exc:  # noqa: BLE001 - a failed method is reported, the others still run
-            result["methods"][method] = {"not_run": f"failed: {exc!r}", "lr": best, "sweep": sweep}
+            if len(candidates) > 1 or sweep == "full":
+                for lr in candidates:  # on the first seed; a full-horizon sweep run is that lr's full run
+                    try:
+                        r = train(method, lr, sweep_steps, "sweep" if sweep == "short" else "full", seeds[0])
+                        sweep_runs.append({"lr": lr, "loss": r["curve"][-1]["loss"], "run": r})
+                    except Exception as exc:  # noqa: BLE001 - a failing lr is recorded, not fatal
+                        sweep_runs.append({"lr": lr, "loss": None, "error": repr(exc)})
+                finite = [x for x in sweep_runs if x["loss"] is not None and math.isfinite(x["loss"])]
+                best = min(finite, key=lambda x: x["loss"])["lr"] if finite else candidates[0]
+                if sweep == "full" and finite:
+                    first = next(x["run"] for x in finite if x["lr"] == best)
+        per_seed = []
+        for sd in seeds:
+            try:
+                r = first if (sd == seeds[0] and first is not None) else train(method, best, steps, "full", sd)
+            except Exception as exc:  # noqa: BLE001 - a failed method is reported, the others still run
+                per_seed.append({"seed": sd, "error": repr(exc)})
+                continue
+            per_seed.append({"seed": sd, **r})
+        sweep_out = [{k: v for k, v in x.items() if k != "run"} for x in sweep_runs]
+        done = [x for x in per_seed if "curve" in x and x["curve"]]
+        if not done:
+            result["methods"][method] = {"not_run": f"failed: {[x.get('error') for x in per_seed]}", "lr": best,
+                                         "sweep": sweep_out}
             continue
-        result["methods"][method] = {"lr": best, "sweep": sweep, **r}
-    if "adamw-dense" in runs and "curve" in result["methods"].get("adamw", {}):
-        a = result["methods"]["adamw"]
-        per_step = result["dense_fp32_bytes_per_node_step"]
-        result["methods"]["adamw-dense"] = {
-            "lr": a["lr"], "sweep": a["sweep"], "seconds": a["seconds"], "simulated": True,
-            "note": "the curve of adamw (the mean of N workers' gradients is the global batch's gradient); bytes "
-                    "computed for a ring all-reduce of the flat fp32 gradient, 2(N-1)/N x 4 x params per step",
-            "curve": [{**c, "bytes_sent": per_step * c["step"]} for c in a["curve"]]}
-    for name, m in result["methods"].items():
-        if "curve" in m:
-            last = m["curve"][-1]
-            m["final_loss"] = last["loss"]
-            m["bytes_per_node_step"] = last["bytes_sent"] / max(1, last["step"])
-    base = result["methods"].get("adamw", {}).get("final_loss")
+        main = done[0]
+        finals = [x["curve"][-1]["loss"] for x in done]
+        per_step = [x["curve"][-1]["bytes_sent"] / max(1, x["curve"][-1]["step"]) for x in done]
+        result["methods"][method] = {
+            "lr": best, "sweep": sweep_out, **{k: v for k, v in main.items() if k != "seed"},
+            "seed_runs": [{"seed": x["seed"], "final_loss": x["curve"][-1]["loss"], "bytes_per_node_step": b,
+                           "seconds": x["seconds"]} for x, b in zip(done, per_step)],
+            "failed_seeds": [x for x in per_seed if "error" in x],
+            "final_loss": statistics.mean(finals),
+            "final_loss_sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+            "final_loss_min": min(finals), "final_loss_max": max(finals),
+            "bytes_per_node_step": statistics.mean(per_step)}
+        if "bytes_accounted" in main["curve"][-1]:
+            last = main["curve"][-1]
+            result["methods"][method]["bytes_accounted_per_node_step"] = last["bytes_accounted"] / last["step"]
+    m = result["methods"]
+    base = m.get("adamw", {}).get("final_loss")
+    ours = m.get("ours", {}).get("bytes_per_node_step")
     dense = result["dense_fp32_bytes_per_node_step"]
-    for name, m in result["methods"].items():
-        if "final_loss" in m:
-            m["loss_over_adamw"] = m["final_loss"] / base if base else None
-            m["dense_over_bytes"] = dense / m["bytes_per_node_step"] if m["bytes_per_node_step"] else None
-    for name in ("reference", *OURS_VARIANTS):
-        if name in result["methods"]:
-            result["methods"][name]["simulated"] = name == "reference"
-    result["methods"] = {k: result["methods"][k] for k in METHODS if k in result["methods"]}
+    for name, x in m.items():
+        if "final_loss" in x:
+            x["simulated"] = name == "reference"
+            x["loss_over_adamw"] = x["final_loss"] / base if base else None
+            x["dense_over_bytes"] = dense / x["bytes_per_node_step"] if x["bytes_per_node_step"] else None
+            x["bytes_over_ours"] = x["bytes_per_node_step"] / ours if ours else None
+    if "final_loss" in m.get("adamw-dense", {}) and base:
+        d = m["adamw-dense"]
+        d["max_abs_diff_vs_adamw"] = max(abs(a["loss"] - b["loss"]) for a, b in zip(d["curve"], m["adamw"]["curve"]))
+    result["targets"] = targets(result)
     return result
 
 
+def targets(r: dict) -> dict:
+    """The issue's targets, as ratios (printed, never asserted): ours against dense fp32, hivemind 8-bit, AdamW."""
+    m = r["methods"]
+    ours = m.get("ours", {})
+    out: dict = {}
+    if "bytes_per_node_step" in ours and ours["bytes_per_node_step"]:
+        b = ours["bytes_per_node_step"]
+        out["dense_ring_computed_over_ours"] = (r["dense_fp32_bytes_per_node_step"] / b, 100)
+        if "bytes_per_node_step" in m.get("adamw-dense", {}):
+            out["dense_gloo_measured_over_ours"] = (m["adamw-dense"]["bytes_per_node_step"] / b, 100)
+        if "bytes_per_node_step" in m.get("hivemind-8bit", {}):
+            out["hivemind_8bit_over_ours"] = (m["hivemind-8bit"]["bytes_per_node_step"] / b,
+                                              20 if r["nodes"] <= 2 else 8)
+    if ours.get("loss_over_adamw"):
+        out["ours_loss_over_adamw"] = (ours["loss_over_adamw"], 1.02)
+    return out
+
+
+_HOW = {"adamw": "one process", "adamw-dense": "N processes, gloo all_reduce, bytes at the wire (ss)",
+        "reference": "simulated in one process, bytes computed",
+        "hivemind": "N peers, hivemind.Optimizer (AdamW), bytes at the wire (ss)",
+        "hivemind-8bit": "N peers, hivemind.Optimizer (AdamW), 8-bit, bytes at the wire (ss)"}
+
+
 def format_result(r: dict) -> str:
+    lrs = f"best held-out loss after {r['sweep_steps']} steps" + (" (the full horizon)" if r["sweep"] == "full"
+                                                                   else " (the short sweep)")
     lines = [(f"{r['model']} GPT ({r['params']:,} params), {r['steps']} steps of a global batch of {r['global_batch']} "
              f"({r['nodes']} x {r['per_node_batch']}), held-out loss on {r['windows']} windows every "
-             f"{r['eval_every']} steps; model seed {r['seed']}, data seeds {r['data_seeds']}; warm-up {r['warmup']}, "
-             f"cosine to 10%; lr: best held-out loss after {r['sweep_steps']} steps of {r['lrs']}"),
-             f"dense fp32 ring all-reduce: {r['dense_fp32_bytes_per_node_step']:,.0f} bytes per node and step",
+             f"{r['eval_every']} steps; seeds {r['seeds']} (model seed s, worker i's data seed s*1000+i); warm-up "
+             f"{r['warmup']}, cosine to 10%; lr: {lrs} of {r['lrs']} on seed {r['seeds'][0]}; "
+             f"at adamw's lr: {', '.join(r['shared_lr']) or 'none'}"),
+             f"dense fp32 ring all-reduce (computed): {r['dense_fp32_bytes_per_node_step']:,.0f} bytes per node, step",
              "",
-             (f"{'method':<15}{'lr':>8}{'final loss':>12}{'/ adamw':>9}{'bytes/node/step':>17}{'dense / this':>14}"
-              f"{'wall s':>9}  how")]
+             (f"{'method':<15}{'lr':>8}{'final loss':>12}{'sd':>8}{'/ adamw':>9}{'bytes/node/step':>17}{'/ ours':>9}"
+              f"{'dense / this':>14}{'wall s':>9}  how")]
     for name, m in r["methods"].items():
         if "final_loss" not in m:
             lines.append(f"{name:<15}  {m['not_run']}")
             continue
-        how = "one process" if name == "adamw" else ("simulated, bytes computed" if name == "adamw-dense" else
-                                                     "simulated in one process" if name == "reference" else
-                                                     f"{r['nodes']} processes, bytes accounted")
+        how = _HOW.get(name, f"N processes, bytes at the wire (ss); accounted "
+                                   f"{m.get('bytes_accounted_per_node_step', 0):,.0f}")
+        if m.get("epoch_jumps") and any(m["epoch_jumps"]):
+            how += f"; epoch jumps {m['epoch_jumps']}"
         ratio = f"{m['loss_over_adamw']:.4f}" if m.get("loss_over_adamw") else ""
         dense = f"{m['dense_over_bytes']:.1f}" if m.get("dense_over_bytes") else ""
-        lines.append(f"{name:<15}{m['lr']:>8g}{m['final_loss']:>12.4f}{ratio:>9}{m['bytes_per_node_step']:>17,.0f}"
-                     f"{dense:>14}{m['seconds']:>9.1f}  {how}")
+        vs_ours = f"{m['bytes_over_ours']:.1f}" if m.get("bytes_over_ours") else ""
+        sd = f"{m['final_loss_sd']:.4f}" if len(m["seed_runs"]) > 1 else ""
+        lines.append(f"{name:<15}{m['lr']:>8g}{m['final_loss']:>12.4f}{sd:>8}{ratio:>9}"
+                     f"{m['bytes_per_node_step']:>17,.0f}{vs_ours:>9}{dense:>14}{m['seconds']:>9.1f}  {how}")
+    if len(r["seeds"]) > 1:
+        lines += ["", "final loss per seed:"]
+        for name, m in r["methods"].items():
+            if "seed_runs" in m:
+                lines.append(f"  {name:<13}" + "   ".join(f"{x['seed']}: {x['final_loss']:.4f}"
+                                                          for x in m["seed_runs"]))
+    if "max_abs_diff_vs_adamw" in r["methods"].get("adamw-dense", {}):
+        lines += ["", f"adamw-dense (gloo) vs adamw, largest held-out loss difference on the curve: "
+                      f"{r['methods']['adamw-dense']['max_abs_diff_vs_adamw']:.2e}"]
+    if r.get("targets"):
+        names = {"dense_ring_computed_over_ours": "dense fp32 (ring, computed) / ours",
+                 "dense_gloo_measured_over_ours": "dense fp32 (gloo, measured) / ours",
+                 "hivemind_8bit_over_ours": "hivemind 8-bit / ours", "ours_loss_over_adamw": "ours loss / adamw"}
+        lines += ["", "targets (printed, not asserted):"]
+        for key, (value, goal) in r["targets"].items():
+            sense = "<=" if key == "ours_loss_over_adamw" else ">="
+            lines.append(f"  {names[key]:<36}{value:>10.4g}   target {sense} {goal}   "
+                         f"{'met' if (value <= goal if sense == '<=' else value >= goal) else 'NOT met'}")
     sweeps = [(n, m["sweep"]) for n, m in r["methods"].items() if m.get("sweep")]
     if sweeps:
-        lines += ["", "lr sweep (held-out loss after the sweep's steps):"]
-        for name, sweep in sweeps:
+        lines += ["", f"lr sweep (held-out loss after {r['sweep_steps']} steps, seed {r['seeds'][0]}):"]
+        for name, sw in sweeps:
             lines.append(f"  {name:<13}" + "   ".join(
-                f"{x['lr']:g}: {x['loss']:.4f}" if x["loss"] is not None else f"{x['lr']:g}: failed" for x in sweep))
+                f"{x['lr']:g}: {x['loss']:.4f}" if x["loss"] is not None else f"{x['lr']:g}: failed" for x in sw))
     return "\n".join(lines)
 
 

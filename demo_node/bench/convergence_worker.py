@@ -6,7 +6,9 @@ until all ``nodes`` are members, then takes ``steps`` steps (one swarm round eac
 at the end) it prints a ``curve`` line with this node's bytes sent since training began (its own accounting: what
 it wrote to streams) and, on worker 0 only, the held-out loss on ``held_out_windows(corpus, context, windows)``.
 The lr schedule is keyed to the swarm's round (as ``demo-node join``'s is), counted from the round training starts
-at (the first node runs rounds alone until the others are members).
+at (the first node runs rounds alone until the others are members). Beside its own accounting it reads its bytes
+at the wire (``ss``: the TCP bytes of its p2pd) and, with ``--stop-file``, stays in the swarm after its last step
+until that file exists, so every node reads its wire bytes while all are still connected.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import signal
 import time
+from pathlib import Path
 
 import torch
 
@@ -36,10 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--run-name", default="bench-convergence")
+    p.add_argument("--stop-file", help="after the last step, wait for this file before leaving")
     args = p.parse_args(argv)
 
     import demo_node
     from demo_node.bench.convergence import held_out, schedule_factor
+    from demo_node.bench.convergence_procs import wire_bytes
     from demo_node.data.stream import WindowStream, held_out_windows
     from demo_node.data.tokenizer import byte_tokenizer
     from demo_node.data.tokens import open_corpus
@@ -67,11 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     # (the ``finished`` line reports it, and the benchmark checks that the nodes agree)
     first_round = offset[0] = opt.round
     sent0 = opt.peer.accounting.totals()["sent"]
+    pid = opt.peer.p2pd_pid
+    wire0 = wire_bytes({pid})[pid]
     began = time.monotonic()
+
+    def wire() -> dict:
+        now = wire_bytes({pid})[pid]
+        return {"wire_sent": now["sent"] - wire0["sent"], "wire_received": now["received"] - wire0["received"]}
 
     def report(step: int) -> None:
         line = {"event": "curve", "index": args.index, "step": step, "round": opt.round,
-                "bytes_sent": opt.peer.accounting.totals()["sent"] - sent0, "seconds": time.monotonic() - began}
+                "bytes_sent": opt.peer.accounting.totals()["sent"] - sent0, "seconds": time.monotonic() - began,
+                **wire()}
         if hx is not None:
             line["loss"] = held_out(model, hx, hy)
         print(json.dumps(line), flush=True)
@@ -88,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             report(step)
     print(json.dumps({"event": "finished", "index": args.index, "steps": step, "first_round": first_round,
                       "rounds_applied": opt.rounds_applied, "members": opt.members,
-                      "seconds": time.monotonic() - began}), flush=True)
+                      "bytes_sent": opt.peer.accounting.totals()["sent"] - sent0,
+                      "seconds": time.monotonic() - began, **wire()}), flush=True)
+    while args.stop_file and not Path(args.stop_file).exists() and not opt.leave_requested:
+        time.sleep(0.2)
     opt.leave()
     return 0
 

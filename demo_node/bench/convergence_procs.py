@@ -1,0 +1,145 @@
+"""The multi-process baselines of ``demo-node bench convergence``: gloo dense averaging and ``hivemind.Optimizer``.
+
+Each starts N worker processes on 127.0.0.1 (``convergence_gloo`` or ``convergence_hivemind``), waits for all to
+finish, and merges their ``curve`` lines: the held-out loss from worker 0, the bytes (measured at the wire by each
+worker, ``ss``) as the mean over workers.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_SS_PID = re.compile(r'users:\(\("[^"]*",pid=(\d+)')
+_SS_BYTES = re.compile(r"bytes_(acked|received):(\d+)")
+
+
+def wire_bytes(pids: set[int]) -> dict[int, dict[str, int]]:
+    """TCP bytes sent (acked) and received by the established sockets of these processes, whatever their name
+    (``swarm_bench.wire_bytes`` counts p2pd's only); sockets closed before the read are not counted."""
+    out = subprocess.run(["ss", "-tinpH", "state", "established"], capture_output=True, text=True).stdout
+    totals = {p: {"sent": 0, "received": 0} for p in pids}
+    owner = None
+    for line in out.splitlines():
+        m = _SS_PID.search(line)
+        if m:
+            owner = int(m.group(1))
+            continue
+        if owner in totals:
+            for kind, value in _SS_BYTES.findall(line):
+                totals[owner]["sent" if kind == "acked" else "received"] += int(value)
+            owner = None
+    return totals
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _common(s, lr: float, steps: int, eval_every: int, threads: int, warmup: int) -> list[str]:
+    return ["--nodes", str(s.nodes), "--batch", str(s.per_node), "--steps", str(steps), "--lr", repr(lr), "--seed",
+            str(s.seed), "--windows", str(s.hx.shape[0]), "--eval-every", str(eval_every), "--warmup", str(warmup),
+            "--threads", str(threads)]
+
+
+def _wait_finished(workers: list, timeout: float, what: str) -> None:
+    from demo_node.bench.swarm_bench import _wait
+
+    def done() -> bool:
+        for w in workers:
+            if w.proc.poll() is not None and not w.of("finished"):
+                raise RuntimeError(f"{w.name} exited early: see {w.folder / 'stderr.log'}")
+        return all(w.of("finished") for w in workers)
+
+    _wait(done, timeout, what)
+
+
+def _merge(workers: list, seconds: float) -> dict:
+    by_step: dict[int, list[dict]] = {}
+    for w in workers:
+        for e in w.of("curve"):
+            by_step.setdefault(e["step"], []).append(e)
+    curve = []
+    for step in sorted(by_step):
+        lines = by_step[step]
+        loss = next((e["loss"] for e in lines if "loss" in e), None)
+        if loss is not None:
+            curve.append({"step": step, "loss": loss, "bytes_sent": statistics.mean(e["bytes_sent"] for e in lines),
+                          "bytes_received": statistics.mean(e["bytes_received"] for e in lines)})
+    finished = [w.of("finished")[0] for w in workers]
+    if curve:  # the end figure: read by each worker after its last step, all peers still connected
+        curve[-1]["bytes_sent"] = statistics.mean(f["bytes_sent"] for f in finished)
+        curve[-1]["bytes_received"] = statistics.mean(f["bytes_received"] for f in finished)
+    return {"curve": curve, "seconds": seconds, "finished": finished, "bytes_measured": "wire (ss)"}
+
+
+def train_gloo(s, lr: float, steps: int, eval_every: int, workdir: Path, threads: int, warmup: int,
+               timeout: float) -> dict:
+    """AdamW with the flat gradient all-reduced over gloo by N processes."""
+    from demo_node.daemon.children import NodeProcess, stop_all
+
+    base = [sys.executable, "-m", "demo_node.bench.convergence_gloo", "--port", str(_free_port()),
+            *_common(s, lr, steps, eval_every, threads, warmup)]
+    workers: list[NodeProcess] = []
+    began = time.monotonic()
+    try:
+        for i in range(s.nodes):
+            workers.append(NodeProcess(base + ["--index", str(i)], workdir / f"rank-{i}", name=f"rank {i}"))
+        _wait_finished(workers, timeout, f"{s.nodes} gloo ranks to take {steps} steps")
+        for w in workers:  # they exit by themselves after a last barrier
+            w.proc.wait(timeout=60)
+        return _merge(workers, time.monotonic() - began)
+    finally:
+        stop_all(workers, grace=10)
+        for w in workers:
+            w.close()
+
+
+def train_hivemind(s, lr: float, steps: int, eval_every: int, workdir: Path, threads: int, warmup: int,
+                   timeout: float, compression: str, matchmaking_time: float) -> dict:
+    """``hivemind.Optimizer`` (inner AdamW) over N peers, each with its own DHT and p2pd."""
+    from demo_node.bench.swarm_bench import _wait
+    from demo_node.daemon.children import NodeProcess, stop_all
+
+    if s.nodes < 2:
+        raise ValueError("hivemind.Optimizer needs at least 2 peers here (groups of exactly N)")
+    stop = workdir / "stop"
+    base = [sys.executable, "-m", "demo_node.bench.convergence_hivemind", "--compression", compression,
+            "--stop-file", str(stop), "--matchmaking-time", repr(matchmaking_time),
+            "--run-id", f"bench-convergence-{workdir.name}-{time.time_ns()}".replace(".", "_"), "--verbose",
+            *_common(s, lr, steps, eval_every, threads, warmup)]
+    workers: list[NodeProcess] = []
+    began = time.monotonic()
+    try:
+        workers.append(NodeProcess(base + ["--index", "0"], workdir / "peer-0", name="peer 0"))
+        _wait(lambda: bool(workers[0].of("started")) or workers[0].proc.poll() is not None, 120, "the first peer")
+        if not workers[0].of("started"):
+            raise RuntimeError(f"the first peer exited: see {workdir / 'peer-0' / 'stderr.log'}")
+        peers = workers[0].of("started")[0]["maddrs"]
+        for i in range(1, s.nodes):
+            workers.append(NodeProcess(base + ["--index", str(i), "--peers", *peers], workdir / f"peer-{i}",
+                                       name=f"peer {i}"))
+        _wait_finished(workers, timeout, f"{s.nodes} hivemind peers to take {steps} epochs")
+        seconds = time.monotonic() - began
+        stop.touch()
+        for w in workers:  # they shut hivemind down and exit by themselves
+            try:
+                w.proc.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - stop_all below ends it
+                pass
+        out = _merge(workers, seconds)
+        out["local_steps"] = [f["local_steps"] for f in out["finished"]]
+        out["epoch_jumps"] = [f["epoch_jumps"] for f in out["finished"]]
+        return out
+    finally:
+        stop.touch()
+        stop_all(workers, grace=20)
+        for w in workers:
+            w.close()
