@@ -74,6 +74,18 @@ def _wait(predicate, timeout: float, what: str, procs: list[NodeProcess]) -> Non
         time.sleep(0.2)
 
 
+def steps(events: list[dict]) -> list[dict]:
+    """A node's round lines reduced to one per step: a round the node did not step in repeats its last step's
+    figures (with overlap, or a compute longer than the round, rounds can close more often than a node steps)."""
+    out, last = [], None
+    for e in events:
+        key = (e["compute_s"], e["tokens_per_s"], e["tokens"])
+        if key != last and e["tokens"] and e["tokens_per_s"] > 0:
+            out.append({"compute_s": e["compute_s"], "cycle_s": e["tokens"] / e["tokens_per_s"]})
+        last = key
+    return out
+
+
 def ping(net: Net, src: int, dst: int, count: int = 10, bulk: int = 0) -> dict:
     """Round trips from host ``src`` to host ``dst``'s echo port, through dst's delay proxy and both links."""
     out = subprocess.run([*net.prefix(src), sys.executable, "-m", "demo_node.bench.delay_proxy", "ping",
@@ -85,9 +97,11 @@ def ping(net: Net, src: int, dst: int, count: int = 10, bulk: int = 0) -> dict:
 
 
 def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float, compute: float, rounds: int,
-                model: str, workdir: Path, node_args: list[str] = ()) -> dict:
+                model: str, workdir: Path, node_args: list[str] = (), shape_after_join: bool = False) -> dict:
     """One swarm of ``n`` nodes on links of ``down``/``up`` Mbit/s and ``latency_ms`` one way; the figures of
-    ``rounds`` rounds (at least MIN_SECONDS) after every node is a member."""
+    ``rounds`` rounds (at least MIN_SECONDS) after every node is a member. ``shape_after_join``: the rate limits
+    go on only once every node is a member (the latency is there from the start), for models whose state a joiner
+    cannot download over the slow link before the rounds it would then have to follow are gone."""
     extra = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0",
              "--compute-seconds", str(compute), "--checkpoint-every", "100000",
              "--overlap" if overlap else "--no-overlap", *node_args]
@@ -95,9 +109,14 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
     proxies: list[NodeProcess] = []
     swarm = _TimedSwarm(n, workdir, extra, out=open(os.devnull, "w"))
     try:
+        def shape() -> None:
+            for i in range(n):
+                net.limit(i, f"{up:g}mbit", burst=tbf_burst(up))
+                net.limit_down(i, f"{down:g}mbit", burst=tbf_burst(down))
+
+        if not shape_after_join:
+            shape()
         for i in range(n):
-            net.limit(i, f"{up:g}mbit", burst=tbf_burst(up))
-            net.limit_down(i, f"{down:g}mbit", burst=tbf_burst(down))
             ip = host_ip(i)
             proxies.append(NodeProcess(
                 [sys.executable, "-m", "demo_node.bench.delay_proxy", "serve", "--listen", f"{ip}:{PROXY_PORT}",
@@ -105,7 +124,7 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
                 workdir / f"proxy-{i}", prefix=net.prefix(i), name=f"proxy {i}"))
         _wait(lambda: all(p.of("ready") for p in proxies), 60, "the delay proxies", proxies)
         # the round trip between two idle hosts, and the echoed throughput (the slower uplink bounds it)
-        idle = ping(net, 1 % n, 0, count=10, bulk=int(min(up, down) * 1e6 / 8))
+        idle = ping(net, 1 % n, 0, count=10, bulk=0 if shape_after_join else int(min(up, down) * 1e6 / 8))
 
         def place(i: int) -> dict:
             return {"prefix": net.prefix(i), "listen": f"/ip4/127.0.0.1/tcp/{NODE_PORT}",
@@ -118,8 +137,10 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
             swarm.start_node(i, first.maddrs, **place(i))
         everyone = swarm.children + proxies
         _wait(lambda: all(c.last_round_event().get("members") == n and c.last_round_event().get("member")
-                          for c in swarm.children), 600, f"{n} members", everyone)
+                          for c in swarm.children), 300, f"{n} members", everyone)
         all_in = time.monotonic() - began
+        if shape_after_join:
+            shape()
         r0 = max(c.last_round_event()["round"] for c in swarm.children) + 1
         _wait(lambda: all(c.last_round_event().get("round", -1) >= r0 for c in swarm.children), 300,
               f"round {r0}", everyone)
@@ -136,6 +157,8 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
         period = (t1 - t0) / done
         events = [e for c in swarm.children for e in c.of("round") if r0 < e["round"] <= r1 and e["member"]]
         compute_s = statistics.mean(e["compute_s"] for e in events)
+        # compute time over the time from one step to the next (compute, exchange and waiting), per node and step
+        stepped = [s for c in swarm.children for s in steps([e for e in events if e["peer"] == c.peer])]
         # every round of the window that all nodes applied must carry one digest
         by_round: dict[int, set] = {}
         for e in events:
@@ -149,11 +172,14 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
         return {
             "nodes": n, "overlap": overlap, "down_mbit": down, "up_mbit": up, "latency_ms": latency_ms,
             "compute_seconds": compute, "model": model, "rounds": done, "node_args": list(node_args),
+            "shaped_after_join": shape_after_join,
             "rtt_idle": idle, "rtt_loaded": loaded,
             "round_seconds": period,
             "round_seconds_reported_median": statistics.median(e["round_seconds"] for e in events),
             "compute_s_mean": compute_s,
-            "utilisation": compute_s / period,
+            "utilisation": statistics.mean(s["compute_s"] / s["cycle_s"] for s in stepped),
+            "step_seconds": statistics.mean(s["cycle_s"] for s in stepped),
+            "utilisation_per_round": compute_s / period,
             "optimizer_s_mean": statistics.mean(e["optimizer_s"] for e in events),
             "tokens_per_s_per_node": statistics.mean(e["tokens_per_s"] for e in events),
             "members": statistics.mode(e["members"] for e in events),
@@ -181,18 +207,18 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
 
 def run(nodes: list[int], down: float = 50, up: float = 10, latency_ms: float = 50, compute: float = 1.0,
         rounds: int = 8, overlap: str = "both", model: str = "tiny", workdir: str | None = None,
-        node_args: list[str] = ()) -> dict:
+        node_args: list[str] = (), shape_after_join: bool = False) -> dict:
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-wan-"))
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[overlap]
     sizes = payload_sizes(model)
     result = {"model": model, "params": sizes["params"], "payload_bytes": sizes["ours_bytes"]["int8"],
               "down_mbit": down, "up_mbit": up, "latency_ms": latency_ms, "compute_seconds": compute,
-              "cores": os.cpu_count(), "workdir": str(root), "runs": []}
+              "cores": os.cpu_count(), "workdir": str(root), "shaped_after_join": shape_after_join, "runs": []}
     for n in nodes:
         for ov in modes:
             folder = root / f"wan-{n}-{'overlap' if ov else 'plain'}"
             result["runs"].append(run_setting(n, ov, down, up, latency_ms, compute, rounds, model, folder,
-                                              node_args))
+                                              node_args, shape_after_join))
     return result
 
 
@@ -200,24 +226,32 @@ def format_result(r: dict) -> str:
     lines = [f"model {r['model']} ({r['params']:,} parameters, payload {r['payload_bytes']:,} B), links "
              f"{r['down_mbit']:g} Mbit/s down / {r['up_mbit']:g} up, {r['latency_ms']:g} ms one way (round trip "
              f"+{2 * r['latency_ms']:g} ms), compute budget {r['compute_seconds']:g} s per round; all nodes share "
-             f"this machine's {r['cores']} cores",
+             f"this machine's {r['cores']} cores"
+             + ("; links shaped only once every node was a member (join times are over unlimited links)"
+                if r.get("shaped_after_join") else ""),
              "bytes: whole frames at the node's link per round (mean / max node), and the max node's fraction of the "
              "link's capacity x round time",
              "",
-             f"{'run':<16}{'round s':>8}{'util':>6}{'tok/s':>7}{'join s':>13}{'up B':>18}{'up':>6}{'down B':>18}"
-             f"{'down':>6}{'rtt ms':>14}{'cpu':>5}{'dig':>5}"]
+             f"{'run':<16}{'round s':>8}{'step s':>7}{'util':>6}{'u/rnd':>6}{'tok/s':>7}{'join s':>13}{'up B':>18}"
+             f"{'up':>6}{'down B':>18}{'down':>6}{'rtt ms':>14}{'cpu':>5}{'dig':>5}"]
     for o in r["runs"]:
         b = o["link_bytes_per_node_round"]
         name = f"N={o['nodes']} {'overlap' if o['overlap'] else 'no overlap'}"
+        if o["exchange"] != "relay":
+            name += f" {o['exchange']}"
         join = f"{o['join_seconds_mean_joiners']:.1f}/{o['join_seconds_max']:.1f}"
         rtt = f"{o['rtt_idle']['rtt_ms_median']:.0f}/{o['rtt_loaded']['rtt_ms_median']:.0f}"
-        lines.append(f"{name:<16}{o['round_seconds']:>8.2f}{o['utilisation']:>6.2f}{o['tokens_per_s_per_node']:>7.0f}"
+        lines.append(f"{name:<16}{o['round_seconds']:>8.2f}{o['step_seconds']:>7.2f}{o['utilisation']:>6.2f}"
+                     f"{o['utilisation_per_round']:>6.2f}{o['tokens_per_s_per_node']:>7.0f}"
                      f"{join:>13}{b['up_mean']:>9.0f}/{b['up_max']:<8.0f}{o['up_fraction_max']:>6.3f}"
                      f"{b['down_mean']:>9.0f}/{b['down_max']:<8.0f}{o['down_fraction_max']:>6.3f}{rtt:>14}"
                      f"{o['cpu_busy_fraction']:>5.2f}{'ok' if not o['digest_mismatched_rounds'] else 'DIFF':>5}")
-    lines += ["", "util: compute_s / round time (round lines); join s: process start -> first round as a member, "
-              "mean of the joiners / slowest; rtt ms: median idle / under load (host 1 -> host 0, echo through the "
-              "proxy); cpu: busy fraction of all cores; dig: one digest per round across nodes",
+    lines += ["", "round s: wall time per round over the window; step s: a node's time from one step to the next; util: "
+              "compute time / step time (a node's round lines, one per step); u/rnd: mean compute_s / round s (the "
+              "same when every node steps once a round)",
+              "join s: process start -> first round as a member, mean of the joiners / slowest; rtt ms: median idle "
+              "/ under load (host 1 -> host 0, echo through the proxy); cpu: busy fraction of all cores; dig: one digest per round across nodes",
               "idle echo throughput (bounded by the slower uplink): "
-              + ", ".join(f"N={o['nodes']}: {o['rtt_idle'].get('echo_mbit_s', 0):.2f} Mbit/s" for o in r["runs"])]
+              + ", ".join(f"N={o['nodes']}: {o['rtt_idle']['echo_mbit_s']:.2f} Mbit/s" for o in r["runs"]
+                          if "echo_mbit_s" in o["rtt_idle"])]
     return "\n".join(lines)
