@@ -169,7 +169,8 @@ def _bench_wan(args: argparse.Namespace) -> int:
         raise SystemExit(f"demo-node bench wan: {why}")
     result = wan_bench.run([int(n) for n in args.nodes.split(",")], down=args.down, up=args.up,
                            latency_ms=args.latency, compute=args.compute, rounds=args.rounds, overlap=args.overlap,
-                           model=args.model, workdir=args.workdir, node_args=list(args.node_args or []))
+                           model=args.model, workdir=args.workdir, node_args=list(args.node_args or []),
+                           shape_after_join=args.shape_after_join)
     _emit(result, wan_bench.format_result(result), args.json)
     return 0
 
@@ -507,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     wan.add_argument("--overlap", choices=["both", "on", "off"], default="both", help="run with --overlap, "
                      "without, or both")
     wan.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
+    wan.add_argument("--shape-after-join", action="store_true", help="rate-limit the links only once every node "
+                     "is a member (for a model whose state a joiner cannot download over the slow link in time)")
     wan.add_argument("--workdir", help="where logs go (default: a new temp dir)")
     wan.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     wan.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")

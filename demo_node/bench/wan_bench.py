@@ -246,11 +246,12 @@ def format_result(r: dict) -> str:
                      f"{join:>13}{b['up_mean']:>9.0f}/{b['up_max']:<8.0f}{o['up_fraction_max']:>6.3f}"
                      f"{b['down_mean']:>9.0f}/{b['down_max']:<8.0f}{o['down_fraction_max']:>6.3f}{rtt:>14}"
                      f"{o['cpu_busy_fraction']:>5.2f}{'ok' if not o['digest_mismatched_rounds'] else 'DIFF':>5}")
-    lines += ["", "round s: wall time per round over the window; step s: a node's time from one step to the next; util: "
-              "compute time / step time (a node's round lines, one per step); u/rnd: mean compute_s / round s (the "
-              "same when every node steps once a round)",
+    lines += ["", "round s: wall time per round over the window; step s: a node's time from one step to the next;",
+              "util: compute time / step time (a node's round lines, one per step); u/rnd: mean compute_s / round s "
+              "(the same when every node steps once a round)",
               "join s: process start -> first round as a member, mean of the joiners / slowest; rtt ms: median idle "
-              "/ under load (host 1 -> host 0, echo through the proxy); cpu: busy fraction of all cores; dig: one digest per round across nodes",
+              "/ under load (host 1 -> host 0, echo through the proxy)",
+              "cpu: busy fraction of all cores; dig: one digest per round across nodes",
               "idle echo throughput (bounded by the slower uplink): "
               + ", ".join(f"N={o['nodes']}: {o['rtt_idle']['echo_mbit_s']:.2f} Mbit/s" for o in r["runs"]
                           if "echo_mbit_s" in o["rtt_idle"])]
