@@ -2,10 +2,16 @@
 deadlines, and who may talk to this node at all.
 
 A frame is a 4-byte big-endian length and that many bytes; a frame longer than its kind allows is refused from its
-length, before its body is read. Every handler runs under a deadline, and each peer may have only so many streams
-open to this node at once. With an allowlist only the listed peers are served; with a swarm key (a pre-shared
-secret) a peer is served only after it proved, in a challenge-response on the "auth" protocol, that it holds the
-key (and this node proves it to the peers it asks). Every byte written or read is added to :class:`Accounting` under
+length, before its body is read. A kind served with ``reuse`` keeps its streams for the next exchange: the requester
+puts a stream whose exchange ended cleanly back in a pool and sends its next request of that kind to that peer on it,
+and the serving end answers request after request until the stream idles out. Opening a libp2p stream costs two
+protocol negotiations and its open and close frames (about 360 bytes at the wire and a round trip): the round's own
+exchange, once per owner per round, rides on one stream per peer pair instead.
+
+Every handler runs under a deadline, and each peer may have only so many streams open to this node at once. With an
+allowlist only the listed peers are served; with a swarm key (a pre-shared secret) a peer is served only after it
+proved, in a challenge-response on the "auth" protocol, that it holds the key (and this node proves it to the peers
+it asks). Every byte written or read is added to :class:`Accounting` under
 the peer, the kind and the direction.
 """
 
@@ -36,11 +42,19 @@ while the last frame is still on its way through the daemons)."""
 MAX_STREAMS_PER_PEER = 16
 """Streams one peer may have open to this node at once; more are reset at once (and counted)."""
 AUTH_TIMEOUT = 10.0
+SERVER_IDLE = 60.0
+"""Seconds a reused stream may wait at the serving end for its next request before it is closed."""
+CLIENT_IDLE = 30.0
+"""Seconds a requester keeps an idle stream for its next request (under SERVER_IDLE, so it seldom picks one that the
+other end is closing; when it does, the request goes again on a new stream)."""
+IDLE_PER_PEER = 2
+"""Idle streams of one kind a requester keeps per peer."""
 
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Part of every stream protocol's name: a node of another version is not served at all, rather than misread (2: the
-hostile-peer protocol; 3: shard results name their inputs with bits and one hash)."""
+hostile-peer protocol; 3: shard results name their inputs with bits and one hash; 4: contribute streams are reused
+from round to round)."""
 
 
 class FrameTooLarge(ConnectionError):
@@ -55,6 +69,13 @@ class Stream:
         self._reader, self._writer, self._accounting = reader, writer, accounting
         self.sent = False
         """Whether anything was written (a handler that answered must let its answer arrive before closing)."""
+        self.reusable = False
+        """The requester may put it back in its transport's pool once an exchange ended cleanly."""
+        self._peeked: bytes | None = None
+        """A frame header the serving end read while it waited for the next request."""
+        self._resend: Callable[[], Awaitable[None]] | None = None
+        """On a stream taken from the pool: sends the request again on a new stream, should this one turn out closed
+        before any answer came (the other end let it idle out just as this request went)."""
 
     async def send(self, data: bytes) -> None:
         self.sent = True
@@ -74,7 +95,7 @@ class Stream:
     async def recv(self, limit: int | None = None) -> bytes:
         """One frame; FrameTooLarge (before reading its body) when it is longer than ``limit`` or the kind's cap."""
         limit = self.limit if limit is None else min(limit, self.limit)
-        header = await self._reader.readexactly(HEADER)
+        header = await self._header()
         size = int.from_bytes(header, "big")
         if size > limit:
             self._accounting.add(self.peer_b58, self.kind, "received", HEADER)
@@ -83,6 +104,33 @@ class Stream:
         data = await self._reader.readexactly(size)
         self._accounting.add(self.peer_b58, self.kind, "received", HEADER + size)
         return data
+
+    async def _header(self) -> bytes:
+        if self._peeked is not None:
+            header, self._peeked = self._peeked, None
+            return header
+        resend, self._resend = self._resend, None
+        try:
+            return await self._reader.readexactly(HEADER)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if resend is None or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+        await resend()
+        return await self._reader.readexactly(HEADER)
+
+    async def wait_request(self, timeout: float) -> bool:
+        """At the serving end of a reused stream: wait for the next request's header; False once the requester
+        closed the stream or it idled ``timeout`` seconds."""
+        self.sent = False  # the last answer was sent long ago, or the requester has read it and closed
+        try:
+            self._peeked = await asyncio.wait_for(self._reader.readexactly(HEADER), timeout)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+            return False
+        return True
+
+    def idle(self) -> bool:
+        """Whether it can carry another exchange (the other end has not closed it)."""
+        return not self._reader.at_eof() and not self._writer.is_closing()
 
     async def await_peer_close(self, timeout: float) -> None:
         """Wait until the peer closes its end (reading and dropping anything more it sends, within the timeout)."""
@@ -117,6 +165,8 @@ class Transport:
         """Peers that proved they hold the swarm key."""
         self._proving: dict[bytes, asyncio.Future] = {}
         self._auth_served = False
+        self._idle: dict[tuple[bytes, str], list[tuple[float, Stream]]] = {}
+        """(peer, kind) -> streams whose exchange ended cleanly, with when, newest last (see ``release``)."""
 
     def _protocol(self, kind: str) -> str:
         return f"/{self.namespace}/{kind}/{PROTOCOL_VERSION}"
@@ -130,10 +180,11 @@ class Transport:
         return ""
 
     async def serve(self, kind: str, handler: Handler, *, limit: int = DEFAULT_LIMIT,
-                    timeout: float = HANDLER_TIMEOUT) -> None:
+                    timeout: float = HANDLER_TIMEOUT, reuse: bool = False) -> None:
         """Run ``handler`` for every stream a peer opens on ``kind``: frames capped at ``limit`` bytes, the whole
         exchange at ``timeout`` seconds; streams of peers this node does not admit, or beyond a peer's share of
-        open streams, are closed at once."""
+        open streams, are closed at once. With ``reuse``, ``handler`` runs again for every further request on the
+        same stream (one exchange at a time) until the requester closes it or it idles SERVER_IDLE seconds."""
 
         async def on_stream(info, reader, writer) -> None:
             peer = info.peer_id.to_bytes()
@@ -148,14 +199,9 @@ class Transport:
                 return
             self._active[peer] += 1
             try:
-                await asyncio.wait_for(handler(stream), timeout)
-            except asyncio.TimeoutError:
-                self.accounting.refuse("timeout")
-                log.debug("%s handler for %s ran out of time", kind, stream.peer_b58)
-            except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-                log.debug("%s stream from %s ended: %r", kind, stream.peer_b58, exc)
-            except Exception:
-                log.exception("%s handler failed for %s", kind, stream.peer_b58)
+                while await self._exchange(kind, handler, stream, timeout) and reuse:
+                    if not await stream.wait_request(SERVER_IDLE):
+                        break
             finally:
                 self._active[peer] -= 1
                 if not self._active[peer]:
@@ -169,6 +215,20 @@ class Transport:
             self._auth_served = True
             await self.serve("auth", self._on_auth, limit=1 << 10, timeout=AUTH_TIMEOUT)
         await self.host.p2p.add_binary_stream_handler(self._protocol(kind), on_stream)
+
+    async def _exchange(self, kind: str, handler: Handler, stream: Stream, timeout: float) -> bool:
+        """One request and its answers; whether the stream is fit for another."""
+        try:
+            await asyncio.wait_for(handler(stream), timeout)
+            return True
+        except asyncio.TimeoutError:
+            self.accounting.refuse("timeout")
+            log.debug("%s handler for %s ran out of time", kind, stream.peer_b58)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            log.debug("%s stream from %s ended: %r", kind, stream.peer_b58, exc)
+        except Exception:
+            log.exception("%s handler failed for %s", kind, stream.peer_b58)
+        return False
 
     def remember(self, peer: bytes, maddrs: list[str]) -> None:
         """Addresses to dial a peer that libp2p has not met yet (from its DHT record)."""
@@ -190,20 +250,59 @@ class Transport:
             _, reader, writer = await p2p.call_binary_stream_handler(pid, self._protocol(kind))
         return Stream(peer, kind, reader, writer, self.accounting)
 
-    async def send_request(self, peer: bytes, kind: str, data: bytes, timeout: float) -> Stream:
+    async def send_request(self, peer: bytes, kind: str, data: bytes, timeout: float, reuse: bool = False) -> Stream:
         """Open a stream and send one frame on it (proving the swarm key first, if there is one); the caller reads
-        the answers and closes the stream."""
+        the answers and closes the stream. With ``reuse`` (a kind served with reuse), an idle stream to that peer
+        is taken from the pool if there is one, and the caller hands the stream to :meth:`release` once it has read
+        every answer."""
         if self.allowlist is not None and peer not in self.allowlist:
             raise PermissionError(f"{peer_b58(peer)} is not on the allowlist")
         if self.swarm_key:
             await asyncio.wait_for(self.prove(peer), timeout)
+        pooled = self._take_idle(peer, kind) if reuse else None
+        if pooled is not None:
+            try:
+                await asyncio.wait_for(pooled.send(data), timeout)
+                pooled._resend = lambda: self._resend(pooled, data, timeout)
+                return pooled
+            except Exception:
+                await pooled.close()
         stream = await asyncio.wait_for(self.open(peer, kind), timeout)
+        stream.reusable = reuse
         try:
             await asyncio.wait_for(stream.send(data), timeout)
         except BaseException:
             await stream.close()
             raise
         return stream
+
+    async def _resend(self, stream: Stream, data: bytes, timeout: float) -> None:
+        """Move a pooled stream whose other end closed it onto a new stream, and send its request there."""
+        await stream.close()
+        fresh = await asyncio.wait_for(self.open(stream.peer, stream.kind), timeout)
+        stream._reader, stream._writer = fresh._reader, fresh._writer
+        await asyncio.wait_for(stream.send(data), timeout)
+
+    async def release(self, stream: Stream) -> None:
+        """The requester read every answer of the stream's exchange: keep it for the next request of its kind to
+        that peer (or close it, when it cannot be reused or enough are kept)."""
+        key = (stream.peer, stream.kind)
+        idle = self._idle.setdefault(key, [])
+        if not stream.reusable or not stream.idle() or len(idle) >= IDLE_PER_PEER:
+            await stream.close()
+            return
+        stream._resend = None
+        idle.append((asyncio.get_running_loop().time(), stream))
+
+    def _take_idle(self, peer: bytes, kind: str) -> Stream | None:
+        idle = self._idle.get((peer, kind), [])
+        now = asyncio.get_running_loop().time()
+        while idle:
+            since, stream = idle.pop()
+            if now - since < CLIENT_IDLE and stream.idle():
+                return stream
+            stream._writer.close()  # idled out here, or closed by the other end
+        return None
 
     async def request(self, peer: bytes, kind: str, data: bytes, timeout: float, limit: int = DEFAULT_LIMIT) -> bytes:
         """Open a stream, send one frame, wait for one frame back."""

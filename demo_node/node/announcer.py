@@ -1,5 +1,6 @@
-"""This node's DHT records while it is in a run: the run's config and its own peer record (addresses, round,
-state), refreshed every few seconds so that a crashed node disappears by itself; "left" when it leaves."""
+"""This node's DHT records while it is in a run: its own peer record (addresses, round, state), refreshed every few
+seconds so that a crashed node disappears by itself ("left" when it leaves), and the run's config, refreshed well
+within its longer lifetime."""
 
 from __future__ import annotations
 
@@ -28,15 +29,21 @@ class Announcer:
         return PeerRecord(p.peer_id_b58, p.maddrs, p.config.client_mode, self.round(), state.label)
 
     async def _beat(self) -> None:
-        dht = self.peer.host.dht
+        dht, lim = self.peer.host.dht, self.limits
+        clock = asyncio.get_running_loop().time
+        run_due = count_due = 0.0
         while True:
             try:
-                await publish_run(dht, self.run_id, self.run_config, self.limits.run_ttl)
-                await publish_peer(dht, self.run_id, self._record(self.state()), self.limits.peer_ttl)
-                self.on_peers(len(await find_peers(dht, self.run_id)))
+                await publish_peer(dht, self.run_id, self._record(self.state()), lim.peer_ttl)
+                if clock() >= run_due:
+                    if await publish_run(dht, self.run_id, self.run_config, lim.run_ttl):
+                        run_due = clock() + lim.run_refresh
+                if clock() >= count_due:
+                    self.on_peers(len(await find_peers(dht, self.run_id)))
+                    count_due = clock() + lim.peers_count_every
             except Exception as exc:
                 log.warning("DHT heartbeat failed: %r", exc)
-            await asyncio.sleep(self.limits.heartbeat)
+            await asyncio.sleep(lim.heartbeat)
 
     def start(self) -> None:
         self._task = self.peer.host.submit(self._beat())

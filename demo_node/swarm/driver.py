@@ -423,7 +423,7 @@ class RoundDriver:
                 if verify is not None:
                     request.verify.CopyFrom(verify[0])
                 stream = await self.transport.send_request(owner, "contribute", request.SerializeToString(),
-                                                           self.owner_timeout())
+                                                           self.owner_timeout(), reuse=True)
                 data = await asyncio.wait_for(stream.recv(self.result_limit(plan)), self.owner_timeout())
             got = self.open_result(r, owner, data, plan)
             if got is not None:
@@ -442,7 +442,9 @@ class RoundDriver:
             if verify is not None:
                 # the verdict comes next on this stream: whoever waits for it reads it and closes the stream
                 verify[1].set_result(stream if got is not None else None)
-            if stream is not None and (verify is None or got is None):
+            if stream is not None and got is not None and verify is None:
+                await self.transport.release(stream)  # every answer read: the next round's request goes on it
+            elif stream is not None and (verify is None or got is None):
                 await stream.close()
         return got
 
@@ -482,6 +484,8 @@ class RoundDriver:
                 data = await asyncio.wait_for(stream.recv(self.limits.small_message + (self.max_payload // 4)),
                                               self.owner_timeout() + self.limits.fetch_timeout)
                 reply = spb.VerdictReply.FromString(data)
+                await self.transport.release(stream)  # the verdict was the exchange's last answer
+                stream = None
                 if reply.status != spb.ShardResult.HAVE:
                     return None
                 signed = reply.verdict

@@ -43,9 +43,10 @@ class Handlers:
         wait = d.owner_timeout() + d.limits.fetch_timeout + d.cfg.deadline
         small = d.limits.small_message
         # a contribution may carry a second payload (for the shard this node verifies), and its stream stays open
-        # until that shard's verdict is out
+        # until that shard's verdict is out; then it waits for the same peer's contribution to the next round
         verdict_wait = d.owner_timeout() + d.limits.fetch_timeout
-        await t.serve("contribute", self._on_contribute, limit=3 * d.max_payload + (1 << 20), timeout=wait + verdict_wait)
+        await t.serve("contribute", self._on_contribute, limit=3 * d.max_payload + (1 << 20),
+                      timeout=wait + verdict_wait, reuse=True)
         await t.serve("fetch", self._on_fetch, limit=small, timeout=wait)
         await t.serve("inputs", self._on_inputs, limit=small, timeout=wait)
         await t.serve("evidence", self._on_evidence, limit=small, timeout=wait)

@@ -53,7 +53,12 @@ class Limits:
     greet_timeout: float = 10.0
     """Seconds to wait for one peer's answer to a greeting."""
     heartbeat: float = 5.0
-    """Seconds between a node's DHT records (its peer record and the run's config)."""
+    """Seconds between refreshes of a node's peer record in the DHT."""
+    run_refresh: float = 40.0
+    """Seconds between refreshes of the run's record (a third of its lifetime: it carries the whole run config, and
+    every refresh goes to several DHT nodes, so refreshing it at every heartbeat cost more bytes than a round)."""
+    peers_count_every: float = 30.0
+    """Seconds between counts of the run's peer records (the peers-known gauge): each count reads every record."""
     peer_ttl: float = 20.0
     """Seconds a peer record lives unless refreshed: a crashed peer disappears from the DHT after this."""
     run_ttl: float = 120.0
