@@ -457,8 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the best run is the result, so it costs one run per candidate) or short (--sweep-steps, then "
                     "one full run: cheaper, but a short horizon favours larger lrs)")
     cv.add_argument("--sweep-steps", type=int, help="steps of each short sweep run (default steps // 3)")
-    cv.add_argument("--hivemind-matchmaking", type=float, default=1.0,
-                    help="hivemind.Optimizer's matchmaking_time in seconds (default 1.0; loopback, groups of N)")
+    cv.add_argument("--hivemind-matchmaking", type=float, default=2.0,
+                    help="hivemind.Optimizer's matchmaking_time in seconds (default 2.0; loopback, groups of N)")
     cv.add_argument("--runs", help="methods, comma-separated (default all): adamw, adamw-dense, reference, ours, "
                     "ours-k8, ours-fp16, ours-sign, hivemind, hivemind-8bit")
     cv.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX_loss_vs_{step,bytes}.png")

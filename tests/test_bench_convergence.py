@@ -40,15 +40,17 @@ def test_gloo_dense_is_adamw_and_its_bytes_are_measured(tmp_path):
 
 @pytest.mark.swarm
 def test_hivemind_optimizer_trains_and_its_bytes_are_measured(tmp_path):
-    r = convergence.run(nodes=2, steps=6, global_batch=8, windows=16, eval_every=3, runs=["hivemind-8bit"],
+    r = convergence.run(nodes=2, steps=4, global_batch=8, windows=16, eval_every=2, runs=["hivemind-8bit"],
                         lrs={"adamw": [3e-3]}, workdir=str(tmp_path))
     h = r["methods"]["hivemind-8bit"]
     assert "not_run" not in h, h.get("not_run")
     losses = [c["loss"] for c in h["curve"]]
-    assert [c["step"] for c in h["curve"]] == [3, 6]
+    assert [c["step"] for c in h["curve"]] == [2, 4]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
     assert h["bytes_per_node_step"] > 0
-    assert h["local_steps"] == [6, 6]  # one batch per peer and epoch: hivemind's epochs are the other methods' steps
+    # counted, not asserted: hivemind's all-reduce here now and then times out on the other peer's half
+    assert len(h["partial_averages"]) == 2
+    assert h["local_steps"] == [4, 4]  # one batch per peer and epoch: hivemind's epochs are the other methods' steps
 
 
 def test_seeds_give_mean_and_spread_per_method(tmp_path):

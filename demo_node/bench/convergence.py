@@ -245,7 +245,7 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
 def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int = 256, eval_every: int = 10,
         seed: int = 0, lrs: dict[str, list[float]] | None = None, runs: list[str] | None = None,
         sweep_steps: int | None = None, threads: int = 1, workdir: str | None = None, deadline: float = 10.0,
-        log=None, seeds: list[int] | None = None, sweep: str = "full", hivemind_matchmaking: float = 1.0) -> dict:
+        log=None, seeds: list[int] | None = None, sweep: str = "full", hivemind_matchmaking: float = 2.0) -> dict:
     lrs = {**DEFAULT_LRS, **(lrs or {})}
     runs = list(runs or METHODS)
     seeds = list(seeds) if seeds else [seed]
@@ -400,6 +400,8 @@ def format_result(r: dict) -> str:
                                    f"{m.get('bytes_accounted_per_node_step', 0):,.0f}")
         if m.get("epoch_jumps") and any(m["epoch_jumps"]):
             how += f"; epoch jumps {m['epoch_jumps']}"
+        if m.get("partial_averages") and any(m["partial_averages"]):
+            how += f"; PARTIAL all-reduces per peer {m['partial_averages']} (of {r['steps']})"
         ratio = f"{m['loss_over_adamw']:.4f}" if m.get("loss_over_adamw") else ""
         dense = f"{m['dense_over_bytes']:.1f}" if m.get("dense_over_bytes") else ""
         vs_ours = f"{m['bytes_over_ours']:.1f}" if m.get("bytes_over_ours") else ""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 _SS_PID = re.compile(r'users:\(\("[^"]*",pid=(\d+)')
 _SS_BYTES = re.compile(r"bytes_(acked|received):(\d+)")
+_PARTIAL = re.compile(r"Reducer: received [\d.]+% of input tensors")
 
 
 def wire_bytes(pids: set[int]) -> dict[int, dict[str, int]]:
@@ -136,6 +137,10 @@ def train_hivemind(s, lr: float, steps: int, eval_every: int, workdir: Path, thr
                 pass
         out = _merge(workers, seconds)
         out["local_steps"] = [f["local_steps"] for f in out["finished"]]
+        # hivemind reports an all-reduce that timed out on part of the tensors only as a warning, and the step then
+        # goes on with what arrived: count those per peer (0 everywhere: every epoch averaged all gradients)
+        out["partial_averages"] = [sum(1 for line in (w.folder / "stderr.log").read_text(errors="replace").splitlines()
+                                       if _PARTIAL.search(line)) for w in workers]
         out["epoch_jumps"] = [f["epoch_jumps"] for f in out["finished"]]
         return out
     finally:
