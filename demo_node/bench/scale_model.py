@@ -13,7 +13,8 @@ Per node and round, with S a whole payload, P parameters, N members and each nod
 - sign: its slices to the owners and the others' in, its shard's signs out and the others' in: (N-1)/N (S + P/8)
   each way; with verification (three members or more) its slices again to the verifiers, and one verdict per shard;
 - on top, in every mode: the statements (each travels twice: N x 2 down, the owner's share up to N-1 requesters),
-  one shard result envelope per owner (signature, inclusion bits: N/8 bytes), and 2(N-1) libp2p streams.
+  one shard result envelope per owner (signature, inclusion bits: N/8 bytes), 2(N-1) exchanges (N-1 requests made
+  and N-1 served, on streams kept from round to round) with their frames, and the DHT's background traffic.
 Round time: communication is the larger direction over its link plus two round trips (contribution -> result ->
 verdict); with overlap a round takes max(compute, communication), without it their sum.
 """
@@ -30,14 +31,22 @@ from demo_node.swarm.signing import sign
 from demo_node.wire.codec import encoded_size
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
-STREAM_WIRE_BYTES = 450
-"""libp2p's bytes at the wire per stream (both directions: multistream-select, yamux frames and window updates,
-Noise frames), above what the stream carries. From `bench swarm --netns` (tiny GPT, sign, defenses off): the wire
-minus the accounted bytes per node and round over the streams a node takes part in: 400 B at N = 2, 467 B at N = 4
-(at N = 8 it is 953 B: the DHT's own traffic grows with N and rounds are longer there)."""
-STREAM_CPU_SECONDS = 0.004
-"""CPU per stream, node and daemon together: the slope of CPU per node and round against streams per node and round
-in the same runs (0.022 s at 2 streams, 0.031 s at 6, 0.071 s at 14)."""
+FRAME_WIRE_BYTES = 30
+"""libp2p's bytes at the wire per message a stream carries: a yamux header (12 B) and a Noise frame's length and
+authentication tag (2 + 16 B). The round's streams are reused from round to round (demo_node/net/transport.py), so
+opening one (about 360 B and a round trip, measured between two daemons) is no longer a cost per round."""
+DHT_WIRE_BYTES_PER_S_PER_PEER = 1930
+"""A node's DHT traffic per second and per other peer, both directions (its peer record refreshed every 5 s to up to
+five replicas, the run record every 40 s, a count of the peers every 30 s, its share of serving the others', and the
+daemons' own upkeep): the wire minus the accounted bytes minus the frames, per second, from `bench swarm --netns`
+(tiny GPT, sign exchange): 13.5 KB/s at N = 8 (11.5-14.6 over four runs), 2.9-6.1 at N = 4, 0.6-1.4 at N = 2. It
+grows with the peers a record reaches and a lookup visits; past Kademlia's bucket (20 peers) it should stop growing,
+which is assumed here (DHT_PEERS_CAP), not measured."""
+DHT_PEERS_CAP = 19
+EXCHANGE_CPU_SECONDS = 0.0026
+"""CPU per exchange (a request and its answers on a reused stream), node and daemon together: the slope of CPU per node
+and round against exchanges per node and round in the same runs (sign, defenses off: 0.015 s at 2 exchanges, 0.021 s
+at 6, 0.041-0.052 s at 14)."""
 MODES = ("all-gather", "relay", "sign")
 
 
@@ -109,16 +118,31 @@ def per_round(s: Setting, mode: str) -> dict:
         data = share * (payload + p / 8) + (n - 1) * signed
         if s.verify and n >= 3:
             data += share * payload + (n - 1) * (signed + verdict_bytes())
-    streams = 2 * (n - 1)
+    exchanges = 2 * (n - 1)
+    # a request and its result, and a verdict where shards are verified; each way, half of them
+    frames = exchanges * (2 + (mode == "sign" and s.verify and n >= 3))
     control = (n - 1) * envelope + (2 * statement_bytes() if n > 1 else 0)
     protocol = data + (control if mode != "all-gather" else 0)
-    wire = protocol + streams * STREAM_WIRE_BYTES / 2
-    comm = max(wire * 8 / (s.down_mbit * 1e6), wire * 8 / (s.up_mbit * 1e6)) + 2 * 2 * s.latency_s
-    cpu = streams * STREAM_CPU_SECONDS
+    framed = protocol + frames * FRAME_WIRE_BYTES / 2
+    comm = _transfer_s(framed, s) + 2 * 2 * s.latency_s
+    round_s = max(s.compute_s, comm) if s.overlap else s.compute_s + comm
+    wire = framed + dht_bytes_per_s(n) * round_s / 2
+    comm = _transfer_s(wire, s) + 2 * 2 * s.latency_s
     round_s = max(s.compute_s, comm) if s.overlap else s.compute_s + comm
     return {"mode": mode, "nodes": n, "params": p, "payload_bytes": payload, "protocol_bytes_each_way": protocol,
-            "wire_bytes_each_way": wire, "streams": streams, "communication_s": comm, "stream_cpu_s": cpu,
-            "round_s": round_s, "utilisation": s.compute_s / round_s}
+            "wire_bytes_each_way": wire, "exchanges": exchanges, "communication_s": comm,
+            "exchange_cpu_s": exchanges * EXCHANGE_CPU_SECONDS, "round_s": round_s,
+            "utilisation": s.compute_s / round_s}
+
+
+def dht_bytes_per_s(nodes: int) -> float:
+    """A node's DHT traffic per second, both directions (see DHT_WIRE_BYTES_PER_S_PER_PEER)."""
+    return DHT_WIRE_BYTES_PER_S_PER_PEER * min(nodes - 1, DHT_PEERS_CAP)
+
+
+def _transfer_s(each_way: float, s: Setting) -> float:
+    """Seconds to move ``each_way`` bytes in each direction over the node's link (the slower direction decides)."""
+    return max(each_way * 8 / (s.down_mbit * 1e6), each_way * 8 / (s.up_mbit * 1e6))
 
 
 def run(params: list[float], nodes: list[int], down: float, up: float, latency: float, compute: float,
@@ -127,7 +151,8 @@ def run(params: list[float], nodes: list[int], down: float, up: float, latency: 
             for p in params for n in nodes for m in MODES]
     return {"link_down_mbit": down, "link_up_mbit": up, "latency_s": latency, "compute_s": compute,
             "verify": verify, "overlap": overlap, "payload_bytes_per_param": payload_bytes_per_param(),
-            "stream_wire_bytes": STREAM_WIRE_BYTES, "stream_cpu_s": STREAM_CPU_SECONDS, "rows": rows}
+            "frame_wire_bytes": FRAME_WIRE_BYTES, "dht_wire_bytes_per_s_per_peer": DHT_WIRE_BYTES_PER_S_PER_PEER,
+            "exchange_cpu_s": EXCHANGE_CPU_SECONDS, "rows": rows}
 
 
 def _size(b: float) -> str:
@@ -142,11 +167,11 @@ def format_result(r: dict) -> str:
              f"compute {r['compute_s']:g} s per round, overlap {'on' if r['overlap'] else 'off'}, verification "
              f"{'on' if r['verify'] else 'off'}; payload {r['payload_bytes_per_param']:.4f} B per parameter", "",
              f"{'params':>8}{'N':>6}  {'exchange':<11}{'each way':>11}{'comm s':>10}{'round s':>10}{'util':>7}"
-             f"{'streams':>9}{'stream CPU s':>14}"]
+             f"{'exchanges':>11}{'their CPU s':>13}"]
     for row in r["rows"]:
         lines.append(f"{row['params']:>8.0e}{row['nodes']:>6}  {row['mode']:<11}{_size(row['wire_bytes_each_way']):>11}"
                      f"{row['communication_s']:>10.1f}{row['round_s']:>10.1f}{row['utilisation']:>7.2f}"
-                     f"{row['streams']:>9}{row['stream_cpu_s']:>14.2f}")
+                     f"{row['exchanges']:>11}{row['exchange_cpu_s']:>13.2f}")
     return "\n".join(lines)
 
 
@@ -157,7 +182,9 @@ def check(bench: dict) -> dict:
         mode = o.get("exchange", o["mode"])
         if mode not in ("relay", "sign") or o["defenses"] == "baseline":
             continue  # another checkout's protocol is not what this models
-        s = Setting(bench["params"], o["nodes"], verify=o["defenses"] != "off", payload=bench["payload_bytes"])
+        # the DHT's share of a round follows the round's length: the measured one, with the links out of the way
+        s = Setting(bench["params"], o["nodes"], verify=o["defenses"] != "off", payload=bench["payload_bytes"],
+                    compute_s=o["round_seconds"], latency_s=0.0, down_mbit=1e6, up_mbit=1e6)
         pred = per_round(s, mode)
         acct = o["accounted_bytes_per_node_round"]
         wire = o["wire_bytes_per_node_round"]
