@@ -402,6 +402,8 @@ def format_result(r: dict) -> str:
             how += f"; epoch jumps {m['epoch_jumps']}"
         if m.get("partial_averages") and any(m["partial_averages"]):
             how += f"; PARTIAL all-reduces per peer {m['partial_averages']} (of {r['steps']})"
+        if m.get("local_only_epochs") and any(m["local_only_epochs"]):
+            how += f"; epochs with local gradients only, per peer {m['local_only_epochs']}"
         ratio = f"{m['loss_over_adamw']:.4f}" if m.get("loss_over_adamw") else ""
         dense = f"{m['dense_over_bytes']:.1f}" if m.get("dense_over_bytes") else ""
         vs_ours = f"{m['bytes_over_ours']:.1f}" if m.get("bytes_over_ours") else ""

@@ -109,6 +109,11 @@ def _main(argv: list[str] | None) -> int:
             break
         time.sleep(0.2)
 
+    def swarm_has_the_epoch() -> bool:
+        """The epoch's samples have been reported by the swarm (not hivemind's ETA estimate: that one fires early)."""
+        progress = opt.tracker.global_progress
+        return opt.tracker.global_epoch > opt.local_epoch or progress.samples_accumulated >= args.batch * args.nodes
+
     pid = p2pd[0]
     wire0 = wire_bytes({pid})[pid]
     began = time.monotonic()
@@ -132,6 +137,8 @@ def _main(argv: list[str] | None) -> int:
         # hivemind does by itself when a peer sees the others' progress late (up to 2 batches per epoch here)
         while opt.local_epoch == epoch:
             time.sleep(0.02)
+            if not swarm_has_the_epoch():
+                continue  # a step now could close the epoch on hivemind's time estimate alone, without the others
             for q in params:
                 q.grad = torch.zeros_like(q)
             opt.step(batch_size=0)

@@ -139,8 +139,11 @@ def train_hivemind(s, lr: float, steps: int, eval_every: int, workdir: Path, thr
         out["local_steps"] = [f["local_steps"] for f in out["finished"]]
         # hivemind reports an all-reduce that timed out on part of the tensors only as a warning, and the step then
         # goes on with what arrived: count those per peer (0 everywhere: every epoch averaged all gradients)
-        out["partial_averages"] = [sum(1 for line in (w.folder / "stderr.log").read_text(errors="replace").splitlines()
-                                       if _PARTIAL.search(line)) for w in workers]
+        logs = [(w.folder / "stderr.log").read_text(errors="replace").splitlines() for w in workers]
+        out["partial_averages"] = [sum(1 for line in log if _PARTIAL.search(line)) for log in logs]
+        # an epoch a peer closed with its own gradients only (averaging skipped or failed)
+        out["local_only_epochs"] = [sum(1 for line in log if "Proceeding with local gradients" in line)
+                                    for log in logs]
         out["epoch_jumps"] = [f["epoch_jumps"] for f in out["finished"]]
         return out
     finally:
