@@ -76,20 +76,47 @@ def children_named(pid: int, name: str) -> list[int]:
     return found
 
 
-def _per_node(w0: dict, w1: dict, rounds: float, up: str = "sent", down: str = "received") -> dict[str, float]:
-    ups = [(w1[p][up] - w0[p][up]) / rounds for p in w0]
-    downs = [(w1[p][down] - w0[p][down]) / rounds for p in w0]
+def _per_node(marks: list[tuple[dict, dict]], up: str = "sent", down: str = "received") -> dict[str, float]:
+    ups = [(b["wire"][up] - a["wire"][up]) / (b["round"] - a["round"]) for a, b in marks]
+    downs = [(b["wire"][down] - a["wire"][down]) / (b["round"] - a["round"]) for a, b in marks]
     return {"up_mean": statistics.mean(ups), "down_mean": statistics.mean(downs), "up_max": max(ups),
             "down_max": max(downs)}
 
 
-def _wire(w0: dict, w1: dict, rounds: float, at_link: bool) -> dict:
+def _wire(marks: list[tuple[dict, dict]], at_link: bool) -> dict:
     """Bytes at the wire per node and round: TCP payload (from the link, or the sockets' counters), and with
     ``at_link`` also whole frames (``link_bytes_per_node_round``)."""
     if not at_link:
-        return {"wire_bytes_per_node_round": _per_node(w0, w1, rounds)}
-    return {"wire_bytes_per_node_round": _per_node(w0, w1, rounds, "sent_payload", "received_payload"),
-            "link_bytes_per_node_round": _per_node(w0, w1, rounds)}
+        return {"wire_bytes_per_node_round": _per_node(marks)}
+    return {"wire_bytes_per_node_round": _per_node(marks, "sent_payload", "received_payload"),
+            "link_bytes_per_node_round": _per_node(marks)}
+
+
+def _aligned_marks(swarm: Swarm, read_wire, r0: int, r1: int, timeout: float) -> list[tuple[dict, dict]]:
+    """Per node, two marks (its round, its accounted bytes from that round's line, and its wire counters read just
+    after the line arrived): the first at or past round ``r0``, the second at or past ``r1`` and MIN_SECONDS later.
+    A node's wire bytes per round are then counted over exactly the rounds its own lines span: reading every node's
+    counters at one instant while taking rounds from lines that are up to a round old put the two byte figures up to
+    a round apart, 17% over a window of five slow rounds."""
+    n = len(swarm.children)
+    first: list[dict | None] = [None] * n
+    last: list[dict | None] = [None] * n
+    deadline = time.monotonic() + timeout
+    while not all(last):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for round {r1}")
+        lines = [c.last_round_event() for c in swarm.children]
+        wire, now = read_wire(), time.monotonic()
+        for i, ev in enumerate(lines):
+            r = ev.get("round", -1)
+            mark = {"round": r, "accounted": (ev.get("bytes_sent", 0), ev.get("bytes_received", 0)), "wire": wire[i],
+                    "at": now}
+            if first[i] is None and r >= r0:
+                first[i] = mark
+            elif first[i] is not None and last[i] is None and r >= r1 and now - first[i]["at"] >= MIN_SECONDS:
+                last[i] = mark
+        time.sleep(0.05)
+    return list(zip(first, last))
 
 
 MIN_SECONDS = 15.0
@@ -121,24 +148,29 @@ def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_arg
         _wait(lambda: all(c.last_round_event().get("members") == n for c in swarm.children), 300, f"{n} members")
         r0 = max(c.last_round_event()["round"] for c in swarm.children) + 1
         _wait(lambda: all(c.last_round_event().get("round", -1) >= r0 for c in swarm.children), 120, f"round {r0}")
-        pids = {c.p2pd_pids[-1] for c in swarm.children}
+        p2pds = [c.p2pd_pids[-1] for c in swarm.children]
         # a node's CPU: its Python process and its libp2p daemon (on this machine all nodes share the cores, so the
         # round time follows the swarm's total CPU; this figure is what a node costs on a machine of its own)
-        cpu_pids = pids | {c.proc.pid for c in swarm.children}
-        read_wire = (lambda: {i: net.link_bytes(i) for i in range(n)}) if net is not None else (lambda: wire_bytes(pids))
-        w0, acc0, c0, t0 = read_wire(), _accounted(swarm), cpu_seconds(cpu_pids), time.monotonic()
+        cpu_pids = set(p2pds) | {c.proc.pid for c in swarm.children}
+
+        def read_wire() -> list[dict[str, int]]:
+            """Each node's wire counters so far, in the order of the swarm's nodes."""
+            if net is not None:
+                return [net.link_bytes(i) for i in range(n)]
+            totals = wire_bytes(set(p2pds))
+            return [totals[pid] for pid in p2pds]
+
+        c0, t0 = cpu_seconds(cpu_pids), time.monotonic()
         start_rounds = {c.name: c.last_round_event()["round"] for c in swarm.children}
         r1 = r0 + rounds
-        # round events reach this process a little late (a pipe and a reader thread on busy cores) while the wire
-        # counters are read at once: over a window of a few fast rounds that lag alone moved the two byte figures
-        # apart by tens of percent, so the window is also at least MIN_SECONDS long
-        _wait(lambda: all(c.last_round_event().get("round", -1) >= r1 for c in swarm.children)
-              and time.monotonic() - t0 >= MIN_SECONDS, 60 + 30 * rounds + MIN_SECONDS, f"round {r1}")
-        w1, acc1, c1, t1 = read_wire(), _accounted(swarm), cpu_seconds(cpu_pids), time.monotonic()
+        marks = _aligned_marks(swarm, read_wire, r0, r1, 60 + 30 * rounds + MIN_SECONDS)
+        c1, t1 = cpu_seconds(cpu_pids), time.monotonic()
         done = statistics.mean(c.last_round_event()["round"] - start_rounds[c.name] for c in swarm.children)
         events = [e for c in swarm.children for e in c.events if e["event"] == "round" and r0 < e["round"] <= r1]
         contributed = sum(e["contributed"] for e in events) / max(1, len(events))
         tokens = statistics.mean(e["tokens_per_s"] for e in events)
+        accounted = [((b["accounted"][0] - a["accounted"][0]) / (b["round"] - a["round"]),
+                      (b["accounted"][1] - a["accounted"][1]) / (b["round"] - a["round"])) for a, b in marks]
         return {
             "nodes": n, "mode": mode, "defenses": defenses, "rounds": rounds, "node_args": list(node_args),
             "wire_measured_at": "link" if net is not None else "sockets",
@@ -148,22 +180,16 @@ def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_arg
             "members": statistics.mode(e["members"] for e in events),
             "exchange": statistics.mode(e["mode"] for e in events),
             "contributed_fraction": contributed,
-            "accounted_bytes_per_node_round": {
-                "up_mean": statistics.mean((acc1[i][0] - acc0[i][0]) / done for i in acc0),
-                "down_mean": statistics.mean((acc1[i][1] - acc0[i][1]) / done for i in acc0),
-            },
-            **_wire(w0, w1, done, net is not None),
+            "rounds_measured_per_node": [b["round"] - a["round"] for a, b in marks],
+            "accounted_bytes_per_node_round": {"up_mean": statistics.mean(u for u, _ in accounted),
+                                               "down_mean": statistics.mean(d for _, d in accounted)},
+            **_wire(marks, net is not None),
             "cpu_seconds_per_node_round": sum(c1[p] - c0[p] for p in c1 if p in c0) / n / done,
         }
     finally:
         swarm.stop(grace=30)
         if net is not None:
             net.close()
-
-
-def _accounted(swarm: Swarm) -> dict[int, tuple[int, int]]:
-    """Each node's own byte counters, from its latest round line."""
-    return {c.name: (c.last_round_event()["bytes_sent"], c.last_round_event()["bytes_received"]) for c in swarm.children}
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
@@ -208,7 +234,8 @@ def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: st
         seconds = [e["seconds"] for w in workers for e in w.of("round")[2:]]
         return {"nodes": n, "compression": compression, "rounds": rounds,
                 "round_seconds": statistics.median(seconds),
-                **_wire(w0, w1, max(1.0, done), net is not None),
+                **_wire([({"round": 0, "wire": w0[k]}, {"round": max(1.0, done), "wire": w1[k]}) for k in w0],
+                        net is not None),
                 "failed_steps": sum(len(w.of("failed")) for w in workers)}
     finally:
         stop_all(workers, grace=20)
