@@ -91,7 +91,10 @@ def test_cli_runs_ours_beside_the_baselines(tmp_path, capsys):
         assert [c["step"] for c in m[name]["curve"]] == [3, 6], name
     assert m["adamw-dense"]["bytes_per_node_step"] > m["reference"]["bytes_per_node_step"] \
         > m["ours"]["bytes_per_node_step"] > 0
-    assert 0 < m["ours"]["bytes_accounted_per_node_step"] <= m["ours"]["bytes_per_node_step"]  # wire adds framing
+    # the wire adds ~1-2% of framing, but the two counters are read when a node's step returns, while its last
+    # round's frames may still be on their way (a sixth of this 6-step window): equal within that, not ordered
+    wire, accounted = m["ours"]["bytes_per_node_step"], m["ours"]["bytes_accounted_per_node_step"]
+    assert 0.75 * wire <= accounted <= 1.25 * wire
     assert m["ours"]["diverged_events"] == 0
     assert len(set(m["ours"]["first_rounds"])) == 1  # the nodes agree on the round training started at
     for kind in ("step", "bytes"):
