@@ -180,6 +180,12 @@ def _train_reference(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
     return {"curve": curve, "seconds": time.monotonic() - began}
 
 
+def start_round(nodes: int) -> int:
+    """The swarm round our nodes start training at, fixed in advance: joining takes about a round per node, and
+    rounds without contributions are quick; a swarm that is complete later only starts later (same schedule)."""
+    return 4 * nodes + 10
+
+
 def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict, workdir: Path, threads: int,
                 deadline: float, timeout: float) -> dict:
     from demo_node.bench.swarm_bench import _wait
@@ -189,7 +195,7 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
             str(s.per_node), "--steps", str(steps), "--lr", repr(lr), "--seed", str(s.seed), "--windows",
             str(s.hx.shape[0]), "--eval-every", str(eval_every), "--warmup", str(warmup_steps(steps)), "--threads",
             str(threads), "--deadline", str(deadline), "--run-name", f"bench-convergence-{os.getpid()}-{workdir.name}",
-            "--stop-file", str(workdir / "stop"),
+            "--stop-file", str(workdir / "stop"), "--start-round", str(start_round(s.nodes)),
             *[a for k, v in options.items() for a in (f"--{k}", str(v))]]
     workers: list[NodeProcess] = []
     began = time.monotonic()

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--run-name", default="bench-convergence")
     p.add_argument("--stop-file", help="after the last step, wait for this file before leaving")
+    p.add_argument("--start-round", type=int, required=True,
+                   help="the swarm round training starts at (the lr schedule's step 0), the same for every node")
     args = p.parse_args(argv)
 
     import demo_node
@@ -56,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     model = build("tiny", seed=args.seed)
     stream = WindowStream(corpus, context, args.batch, args.seed * 1000 + args.index)
     hx, hy = held_out_windows(corpus, context, args.windows) if args.index == 0 else (None, None)
-    offset = [0]  # the swarm round training starts at: the schedule's step 0 (the same on every node, see below)
+    # every node applies every round's update with its own lr, so the schedule's origin must be fixed before any node
+    # contributes: a round each node read when it saw all N members (as before) differed by a round between nodes
+    # on a loaded machine, and those nodes' digests then parted at every round
+    offset = [args.start_round]
     options = {k: v for k, v in (("topk", args.topk), ("values", args.values)) if v is not None}
     opt = demo_node.SwarmOptimizer(
         model.parameters(), run_name=args.run_name, peers=args.peers, lr=args.lr, listen=["/ip4/127.0.0.1/tcp/0"],
@@ -66,11 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         **options)
     signal.signal(signal.SIGTERM, lambda *_: opt.request_leave())
     opt.join()
-    while opt.members < args.nodes and not opt.leave_requested:
+    while (opt.members < args.nodes or opt.round < args.start_round) and not opt.leave_requested:
         opt.wait_round(timeout=1.0)
-    # every node gets here when it applies the first round with all N members, so each reads the same next round
-    # (the ``finished`` line reports it, and the benchmark checks that the nodes agree)
-    first_round = offset[0] = opt.round
+    first_round = opt.round  # the start round, or a round or two later on a node that looked late
     sent0 = opt.peer.accounting.totals()["sent"]
     pid = opt.peer.p2pd_pid
     wire0 = wire_bytes({pid})[pid]
