@@ -79,3 +79,14 @@ def test_an_unread_answer_never_reaches_the_next_exchange(pair):
 
     b.call(abandon(), timeout=30)
     assert _exchange(b, tb, a.peer_id, "echo", b"next") == b"re:next"
+
+
+def test_idled_out_streams_leave_the_pool(pair, monkeypatch):
+    a, b, tb, seen = pair
+    stale = b.call(tb.send_request(a.peer_id, "echo", b"one", timeout=20, reuse=True), timeout=30)
+    b.call(stale.recv(), timeout=30)
+    tb._idle[(b"a-peer-that-left", "echo")] = [(0.0, stale)]  # pooled long ago, and its peer never asked again
+    monkeypatch.setattr(tb, "_swept", 0.0)  # a sweep is due
+    _exchange(b, tb, a.peer_id, "echo", b"two")  # its release sweeps the whole pool
+    assert (b"a-peer-that-left", "echo") not in tb._idle
+    assert tb._idle.get((a.peer_id, "echo")), "the stream just released is kept"

@@ -167,6 +167,8 @@ class Transport:
         self._auth_served = False
         self._idle: dict[tuple[bytes, str], list[tuple[float, Stream]]] = {}
         """(peer, kind) -> streams whose exchange ended cleanly, with when, newest last (see ``release``)."""
+        self._swept = 0.0
+        """When the pool was last swept of streams that idled out."""
 
     def _protocol(self, kind: str) -> str:
         return f"/{self.namespace}/{kind}/{PROTOCOL_VERSION}"
@@ -286,13 +288,15 @@ class Transport:
     async def release(self, stream: Stream) -> None:
         """The requester read every answer of the stream's exchange: keep it for the next request of its kind to
         that peer (or close it, when it cannot be reused or enough are kept)."""
-        key = (stream.peer, stream.kind)
-        idle = self._idle.setdefault(key, [])
+        now = asyncio.get_running_loop().time()
+        if now - self._swept >= CLIENT_IDLE:
+            self._sweep(now)
+        idle = self._idle.setdefault((stream.peer, stream.kind), [])
         if not stream.reusable or not stream.idle() or len(idle) >= IDLE_PER_PEER:
             await stream.close()
             return
         stream._resend = None
-        idle.append((asyncio.get_running_loop().time(), stream))
+        idle.append((now, stream))
 
     def _take_idle(self, peer: bytes, kind: str) -> Stream | None:
         idle = self._idle.get((peer, kind), [])
@@ -303,6 +307,21 @@ class Transport:
                 return stream
             stream._writer.close()  # idled out here, or closed by the other end
         return None
+
+    def _sweep(self, now: float) -> None:
+        """Close the pooled streams that idled out, of every peer: those of peers that left would stay otherwise."""
+        self._swept = now
+        for key in list(self._idle):
+            kept = []
+            for since, stream in self._idle[key]:
+                if now - since < CLIENT_IDLE and stream.idle():
+                    kept.append((since, stream))
+                else:
+                    stream._writer.close()
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
 
     async def request(self, peer: bytes, kind: str, data: bytes, timeout: float, limit: int = DEFAULT_LIMIT) -> bytes:
         """Open a stream, send one frame, wait for one frame back."""
