@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from demo_node.bench.convergence import schedule_factor
     from demo_node.bench.robust_bench import held_out
-    from demo_node.bench.convergence_procs import wire_bytes
+    from demo_node.bench.swarm_bench import wire_bytes
     from demo_node.data.stream import WindowStream, held_out_windows
     from demo_node.data.tokenizer import byte_tokenizer
     from demo_node.data.tokens import open_corpus

@@ -10,32 +10,11 @@ from __future__ import annotations
 import re
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-_SS_PID = re.compile(r'users:\(\("[^"]*",pid=(\d+)')
-_SS_BYTES = re.compile(r"bytes_(acked|received):(\d+)")
 _PARTIAL = re.compile(r"Reducer: received [\d.]+% of input tensors")
-
-
-def wire_bytes(pids: set[int]) -> dict[int, dict[str, int]]:
-    """TCP bytes sent (acked) and received by the established sockets of these processes, whatever their name
-    (``swarm_bench.wire_bytes`` counts p2pd's only); sockets closed before the read are not counted."""
-    out = subprocess.run(["ss", "-tinpH", "state", "established"], capture_output=True, text=True).stdout
-    totals = {p: {"sent": 0, "received": 0} for p in pids}
-    owner = None
-    for line in out.splitlines():
-        m = _SS_PID.search(line)
-        if m:
-            owner = int(m.group(1))
-            continue
-        if owner in totals:
-            for kind, value in _SS_BYTES.findall(line):
-                totals[owner]["sent" if kind == "acked" else "received"] += int(value)
-            owner = None
-    return totals
 
 
 def _free_port() -> int:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import demo_node
     from demo_node.bench.convergence import held_out, schedule_factor
-    from demo_node.bench.convergence_procs import wire_bytes
+    from demo_node.bench.swarm_bench import wire_bytes
     from demo_node.data.stream import WindowStream, held_out_windows
     from demo_node.data.tokenizer import byte_tokenizer
     from demo_node.data.tokens import open_corpus

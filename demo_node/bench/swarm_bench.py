@@ -26,12 +26,13 @@ from demo_node.bench.payload_size import payload_sizes
 from demo_node.daemon.children import NodeProcess, stop_all
 from demo_node.daemon.launcher import Swarm
 
-_SS_PID = re.compile(r'users:\(\("p2pd",pid=(\d+)')
+_SS_PID = re.compile(r'users:\(\("[^"]*",pid=(\d+)')
 _SS_BYTES = re.compile(r"bytes_(acked|received):(\d+)")
 
 
 def wire_bytes(pids: set[int]) -> dict[int, dict[str, int]]:
-    """TCP bytes sent (acked) and received by the established sockets of these processes."""
+    """TCP bytes sent (acked) and received by the established sockets of these processes (whatever their name: a
+    p2pd, a gloo worker); sockets closed before the read are not counted."""
     out = subprocess.run(["ss", "-tinpH", "state", "established"], capture_output=True, text=True).stdout
     totals = {p: {"sent": 0, "received": 0} for p in pids}
     owner = None
