@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from demo_node.net.host import peer_from_b58
 from demo_node.node.peer import Peer
@@ -14,7 +14,7 @@ from demo_node.node.replica import InstallError, Replica
 from demo_node.run_identity import check_same, differences, run_id
 from demo_node.swarm.discovery import PeerRecord
 from demo_node.swarm.plan import Member
-from demo_node.swarm.state_sync import fetch_state, vouched
+from demo_node.swarm.state_sync import Snapshot, fetch_state, vouched
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +61,40 @@ def _failed(errors: list[str], source: str, why: str) -> None:
     errors.append(f"{source}: {why}")
 
 
+def _same_run(snap: Snapshot, run_config: Mapping[str, Any]) -> bool:
+    try:
+        theirs = json.loads(snap.run_config)
+    except ValueError:
+        return False
+    return isinstance(theirs, dict) and not differences(run_config, theirs)
+
+
 def download(peer: Peer, replica: Replica, sources: list[PeerRecord], min_round: int,
-             run_config: Mapping[str, Any], run: str) -> Downloaded:
+             run_config: Mapping[str, Any], run: str,
+             on_header: Callable[[Downloaded], Awaitable[None]] | None = None) -> Downloaded:
     """Download the parameters from the first source that serves a state of this run at ``min_round`` or later
     whose bytes hash to the digest most of its members signed, and install them (a bad download leaves the
-    parameters untouched). Sources are tried in order: the peers the user named come first."""
+    parameters untouched). Sources are tried in order: the peers the user named come first.
+
+    ``on_header`` (run on the network thread) learns each transfer's round and members before its tensors come:
+    the round loop follows the swarm from there, so a download that takes many rounds leaves no gap to catch up."""
     errors = []
     servers = [p for p in sources if not p.client]
     # how many must vouch comes from what this node knows of the run (its members' records), not from the server
     need = 2 if sum(p.state == "training" for p in sources) >= 2 else 1
     for p in servers:
+
+        async def header(snap: Snapshot, source: str = p.peer_b58) -> None:
+            if on_header is not None and snap.next_round >= min_round and _same_run(snap, run_config):
+                await on_header(Downloaded(snap.next_round, snap.members, source, set(snap.demoted)))
+
         try:
             snap = peer.host.call(fetch_state(peer.transport, peer_from_b58(p.peer_b58), min_round, replica.sizes(),
-                                              peer.limits), timeout=peer.limits.state_total_timeout)
+                                              peer.limits, on_header=header), timeout=peer.limits.state_total_timeout)
         except Exception as exc:
             _failed(errors, p.peer_b58, repr(exc))
             continue
-        try:
-            theirs = json.loads(snap.run_config)
-        except ValueError:
-            theirs = None
-        if not isinstance(theirs, dict) or differences(run_config, theirs):
+        if not _same_run(snap, run_config):
             _failed(errors, p.peer_b58, "another run config")
             continue
         if snap.next_round < min_round:

@@ -37,7 +37,7 @@ from demo_node.node.applier import RoundApplier
 from demo_node.node.config import SwarmConfig
 from demo_node.node.control import Controls, ControlServer
 from demo_node.node.events import Reporter
-from demo_node.node.joining import JoinError, download, settle_run
+from demo_node.node.joining import Downloaded, JoinError, download, settle_run
 from demo_node.node.peer import Peer
 from demo_node.node.replica import Replica
 from demo_node.node.safepoints import SafePoints
@@ -228,19 +228,20 @@ class SwarmOptimizer(DeMo):
         if sources:
             self._set_state(NodeState.JOINING)
             begun = time.monotonic()
-            got = download(self.peer, self.replica, sources, 0, self.run_config, self.run_id)
+            got = download(self.peer, self.replica, sources, 0, self.run_config, self.run_id,
+                           on_header=self._follow_from)
             self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
             self._synced_round = got.round
-            round, members, member, demoted = got.round, got.members, False, got.demoted
+            self._member_next = False
+            self.driver.set_digest(self.replica.round, self.replica.digest())
         else:
             if client:
                 raise JoinError("a client-mode node cannot start a swarm: give the peers of a running one")
-            round, members, member, demoted = self.replica.round, [Member(self.me, client)], True, set()
-        self._member_next = member
-        self.driver.set_digest(self.replica.round, self.replica.digest())
-        self.peer.host.call(self.driver.start(round, members, member, demoted))
-        self._running = True
-        self._set_state(NodeState.TRAINING if member else NodeState.JOINING)
+            self._member_next = True
+            self.driver.set_digest(self.replica.round, self.replica.digest())
+            self.peer.host.call(self.driver.start(self.replica.round, [Member(self.me, client)], True))
+            self._running = True
+        self._set_state(NodeState.TRAINING if self._member_next else NodeState.JOINING)
         self.announcer.start()
         while not self._member_next:
             if self.driver.finished.is_set() or self.leave_requested:
@@ -365,6 +366,8 @@ class SwarmOptimizer(DeMo):
                 return
             self.replica.advance(o.round)  # could not resync: the digest check repairs it later
         applied = self.applier.apply(o)
+        if self.driver.listening:
+            self.driver.stop_listening()  # a round applied on the swarm's parameters: this node may be counted now
         self._member_next = any(m.peer == self.me for m in o.next_members)
         self._set_state(NodeState.TRAINING if o.member else NodeState.JOINING)
         self.driver.set_digest(self.replica.round, applied.digest)
@@ -418,14 +421,23 @@ class SwarmOptimizer(DeMo):
         begun = time.monotonic()
         try:
             got = download(self.peer, self.replica, self.peer.peers_of(self.run_id), swarm_round, self.run_config,
-                           self.run_id)
+                           self.run_id, on_header=self._follow_from)
         except JoinError as exc:
             log.warning("catching up failed: %s", exc)
             return
         self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
         self._synced_round = got.round
         self.driver.set_digest(self.replica.round, self.replica.digest())
-        self._epoch = self.driver.rejoin(got.round, got.members, got.demoted)
+
+    async def _follow_from(self, got: Downloaded) -> None:
+        """A transfer of the swarm's state of round ``got.round`` has begun (network thread): the round loop follows
+        the rounds from there without asking to join, and their outcomes wait in its queue until the parameters are
+        in (however many rounds the transfer takes)."""
+        if not self._running:
+            await self.driver.start(got.round, got.members, False, got.demoted, listening=True)
+            self._running = True
+        else:
+            self._epoch = self.driver.rejoin(got.round, got.members, got.demoted, listening=True)
 
     def _withdraw(self) -> float:
         """Take back a hand-over no round has taken yet and put it back into the momentum; its sample weight."""

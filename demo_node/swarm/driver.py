@@ -88,6 +88,10 @@ class RoundDriver:
         self.received: dict[tuple[int, bytes], spb.ShardResult] = {}
         self.pending: dict[tuple[int, bytes], asyncio.Future] = {}
         self.round_open: dict[int, asyncio.Event] = {}
+        self.opened_at: dict[int, float] = {}
+        """Round -> when it opened here (how many rounds are kept depends on their age)."""
+        self.keep = limits.keep_rounds
+        """Rounds kept back from the current one (see Limits.keep_seconds)."""
         self.statements: dict[int, Statements] = {}
         """Round -> the verified statements its results passed on (kept for state transfers)."""
         self.demoted_at: dict[int, set[bytes]] = {}
@@ -95,6 +99,9 @@ class RoundDriver:
         self.round = 0
         """The round the loop has open (or opens next)."""
         self.member = True
+        self.listening = False
+        """Following the rounds without asking to join: the node's parameters are still downloading (it applies
+        these rounds' outcomes once they are in), so it is not counted yet."""
         self.demoted: set[bytes] = set()
         self._digest: tuple[int, bytes] = (0, b"")
         self._handoff: Handoff | None = None
@@ -119,8 +126,9 @@ class RoundDriver:
         """Set when the loop has ended (after leaving, or stopped)."""
 
     # -- lifecycle (network thread) ----------------------------------------------------------------------------
-    async def start(self, round: int, members: list[Member], member: bool, demoted: set[bytes] = frozenset()) -> None:
-        self.round, self.member, self.demoted = round, member, set(demoted)
+    async def start(self, round: int, members: list[Member], member: bool, demoted: set[bytes] = frozenset(),
+                    listening: bool = False) -> None:
+        self.round, self.member, self.demoted, self.listening = round, member and not listening, set(demoted), listening
         self.members[round] = sorted(set(members))
         self._handoff_event = asyncio.Event()
         await self.handlers.serve()
@@ -169,19 +177,26 @@ class RoundDriver:
         """The digest of this node's parameters after applying round ``round`` - 1 (what its statements report)."""
         self._digest = (round, digest)
 
-    def rejoin(self, round: int, members: list[Member], demoted: set[bytes]) -> int:
+    def rejoin(self, round: int, members: list[Member], demoted: set[bytes], listening: bool = False) -> int:
         """Continue from round ``round`` with these members, after the round in progress (a node out of step
-        downloaded the swarm's state); the new epoch: outcomes of older epochs come from before the jump."""
+        downloads the swarm's state of that round: with ``listening``, it follows the rounds without asking to join
+        until :meth:`stop_listening`); the new epoch: outcomes of older epochs come from before the jump."""
         self._epochs += 1
         epoch = self._epochs
 
         def jump() -> None:
             self._jump = (round, sorted(set(members)), set(demoted), epoch)
+            self.listening = self.listening or listening
             if self._handoff_event is not None:
                 self._handoff_event.set()
 
         self.transport.host.loop.call_soon_threadsafe(jump)
         return epoch
+
+    def stop_listening(self) -> None:
+        """The node applies rounds on the swarm's parameters: from the next round on it asks to join (or, still a
+        member in the swarm's books, acts as one)."""
+        self.transport.host.loop.call_soon_threadsafe(setattr, self, "listening", False)
 
     def request_leave(self) -> None:
         self.transport.host.loop.call_soon_threadsafe(self._request_leave)
@@ -213,7 +228,7 @@ class RoundDriver:
                     self._jump = None
                 else:
                     self.round += 1
-                self.member = any(m.peer == self.me for m in self.members[self.round])
+                self.member = not self.listening and any(m.peer == self.me for m in self.members[self.round])
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -235,7 +250,7 @@ class RoundDriver:
         return make_plan(r, members, self.layout, self.payload_bytes, self.cfg.exchange, self.run.defense.verify_shards)
 
     async def _one_round(self, r: int) -> RoundOutcome:
-        opened = time.monotonic()
+        opened = self.opened_at[r] = time.monotonic()
         plan = self.plans[r] = self.plan_of(r)
         # a node that jumped back to a downloaded state may have served this round before the jump, under the same
         # plan: what it served stands (the others applied it), so it is kept rather than made again
@@ -306,10 +321,14 @@ class RoundDriver:
             return 0
         return max(said.values())
 
+    @property
+    def _joining(self) -> bool:
+        return not self.member and not self.listening
+
     def _statement(self, r: int, plan: RoundPlan, leaving: bool) -> spb.Signed:
         digest_round, digest = self._digest
         st = spb.Statement(peer=self.me, run_id=self.run.run_id, round=r, digest_round=digest_round, digest=digest,
-                           client=self.run.client, joining=not self.member, leaving=leaving,
+                           client=self.run.client, joining=self._joining, leaving=leaving,
                            plan=plan.fingerprint if self.member else b"", accused=sorted(self.checker.accused))
         return sign(self.identity, st.SerializeToString())
 
@@ -412,14 +431,14 @@ class RoundDriver:
             shares = plan.shares(self.me)
             if owner == self.me:
                 own = self.owner_rounds[r]
-                own.arrive(self.me, not self.member, statement if owner in shares else None, payload, own_slice)
+                own.arrive(self.me, self._joining, statement if owner in shares else None, payload, own_slice)
                 data = await own.result_for(self.me)
             else:
                 request = spb.Contribute(round=r, payload=payload)
                 if owner in shares:
                     request.statement.CopyFrom(statement)
                 else:
-                    request.plan, request.joining = (plan.fingerprint if self.member else b""), not self.member
+                    request.plan, request.joining = (plan.fingerprint if self.member else b""), self._joining
                 if verify is not None:
                     request.verify.CopyFrom(verify[0])
                 stream = await self.transport.send_request(owner, "contribute", request.SerializeToString(),
@@ -571,11 +590,18 @@ class RoundDriver:
 
     def in_window(self, r: int) -> bool:
         """Rounds a peer may speak of: the few ahead this node may not have opened yet, and those it still keeps."""
-        return self.round - self.limits.keep_rounds <= r <= self.round + self.limits.rounds_ahead
+        return self.round - self.keep <= r <= self.round + self.limits.rounds_ahead
 
     def _evict(self, r: int) -> None:
-        old = r - self.limits.keep_rounds
-        for d in (self.owner_rounds, self.plans, self.members, self.round_open, self.statements, self.demoted_at):
+        lim = self.limits
+        now = time.monotonic()
+        recent = sum(now - t < lim.keep_seconds for t in self.opened_at.values())
+        # a round's results: the signs of every parameter, or in relay every member's payload, and the owners' bodies
+        round_bytes = max(self.layout.num_params // 8, len(self.members.get(r, ())) * self.payload_bytes) + 65536
+        self.keep = max(lim.keep_rounds, min(lim.keep_rounds_max, recent, lim.keep_bytes // round_bytes))
+        old = r - self.keep
+        for d in (self.owner_rounds, self.plans, self.members, self.round_open, self.statements, self.demoted_at,
+                  self.opened_at):
             for k in [k for k in d if k < old]:
                 del d[k]
         for d in (self.verifier_rounds, self.received, self.pending):

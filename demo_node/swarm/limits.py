@@ -12,8 +12,16 @@ from dataclasses import dataclass
 @dataclass(frozen=True, kw_only=True)
 class Limits:
     keep_rounds: int = 16
-    """Rounds of closed shards, received results, plans and members kept for peers that catch up or fetch late; a
-    request for a round further back than this from the current one is refused."""
+    """Rounds of closed shards, received results, plans and members kept at least, for peers that catch up or fetch
+    late; a request for a round further back than what is kept is refused."""
+    keep_seconds: float = 180.0
+    """More rounds are kept while they opened within this many seconds: a joiner follows the rounds from the one
+    its state download began at, and on a slow link that download (and the results it waits for meanwhile) can
+    span many more than ``keep_rounds`` fast rounds..."""
+    keep_rounds_max: int = 512
+    keep_bytes: int = 256 << 20
+    """...up to this many rounds, and this many bytes of shard results (estimated per round from the model's size,
+    so a large model keeps ``keep_rounds``)."""
     rounds_ahead: int = 2
     """A request for a round ahead of this node's may be kept waiting for that round to open, but not further
     ahead than this (a peer cannot park requests for round 10**9)."""

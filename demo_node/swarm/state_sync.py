@@ -91,9 +91,12 @@ class StateServer:
 
 
 async def fetch_state(transport: Transport, peer: bytes, min_round: int, expected_bytes: list[int],
-                      limits: Limits = LIMITS) -> Snapshot:
+                      limits: Limits = LIMITS,
+                      on_header: Callable[[Snapshot], Awaitable[None]] | None = None) -> Snapshot:
     """Download a peer's snapshot; its header must announce exactly ``expected_bytes`` (this model's tensors), so
-    nothing larger is ever read. Not checked here: the caller checks the digest and the statements."""
+    nothing larger is ever read. ``on_header`` gets the snapshot without its tensors as soon as the header is read
+    (a joiner follows the rounds from there while the tensors come). Not checked here: the caller checks the digest
+    and the statements."""
     timeout = limits.state_read_timeout
     stream = await asyncio.wait_for(transport.open(peer, "state"), timeout)
     try:
@@ -106,13 +109,16 @@ async def fetch_state(transport: Transport, peer: bytes, min_round: int, expecte
             raise StateError(header.error[:200])
         if list(header.tensor_bytes) != list(expected_bytes):
             raise StateError("the snapshot's tensors are not this model's")
+        members = [Member(p.peer, p.client) for p in header.members]
+        if on_header is not None:
+            await on_header(Snapshot(int(header.round), header.digest, members, [], header.run_config,
+                                     list(header.statements), list(header.demoted)))
         tensors = []
         for size in header.tensor_bytes:
             buf = bytearray()
             while len(buf) < size:
                 buf += await asyncio.wait_for(stream.recv(limit=min(limits.state_chunk, size - len(buf))), timeout)
             tensors.append(bytes(buf))
-        members = [Member(p.peer, p.client) for p in header.members]
         return Snapshot(int(header.round), header.digest, members, tensors, header.run_config,
                         list(header.statements), list(header.demoted))
     finally:
