@@ -170,7 +170,8 @@ def _bench_wan(args: argparse.Namespace) -> int:
     result = wan_bench.run([int(n) for n in args.nodes.split(",")], down=args.down, up=args.up,
                            latency_ms=args.latency, compute=args.compute, rounds=args.rounds, overlap=args.overlap,
                            model=args.model, workdir=args.workdir, node_args=list(args.node_args or []),
-                           shape_after_join=args.shape_after_join)
+                           shape_after_join=args.shape_after_join,
+                           joiner=(args.joiner_down, args.joiner_up) if args.joiner_down else None)
     _emit(result, wan_bench.format_result(result), args.json)
     return 0
 
@@ -509,7 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "without, or both")
     wan.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
     wan.add_argument("--shape-after-join", action="store_true", help="rate-limit the links only once every node "
-                     "is a member (for a model whose state a joiner cannot download over the slow link in time)")
+                     "is a member (join times are then over unlimited links)")
+    wan.add_argument("--joiner-down", type=float, default=0.0, help="the last node joins once the others train "
+                     "together, over a link of this download (Mbit/s) and --joiner-up")
+    wan.add_argument("--joiner-up", type=float, default=10.0, help="the joining node's upload, Mbit/s")
     wan.add_argument("--workdir", help="where logs go (default: a new temp dir)")
     wan.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     wan.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")

@@ -97,11 +97,12 @@ def ping(net: Net, src: int, dst: int, count: int = 10, bulk: int = 0) -> dict:
 
 
 def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float, compute: float, rounds: int,
-                model: str, workdir: Path, node_args: list[str] = (), shape_after_join: bool = False) -> dict:
+                model: str, workdir: Path, node_args: list[str] = (), shape_after_join: bool = False,
+                joiner: tuple[float, float] | None = None) -> dict:
     """One swarm of ``n`` nodes on links of ``down``/``up`` Mbit/s and ``latency_ms`` one way; the figures of
     ``rounds`` rounds (at least MIN_SECONDS) after every node is a member. ``shape_after_join``: the rate limits
-    go on only once every node is a member (the latency is there from the start), for models whose state a joiner
-    cannot download over the slow link before the rounds it would then have to follow are gone."""
+    go on only once every node is a member (the latency is there from the start). ``joiner``: the (down, up)
+    Mbit/s of the last node's link instead, started once the others train together (a slow home link joining)."""
     extra = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0",
              "--compute-seconds", str(compute), "--checkpoint-every", "100000",
              "--overlap" if overlap else "--no-overlap", *node_args]
@@ -111,8 +112,9 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
     try:
         def shape() -> None:
             for i in range(n):
-                net.limit(i, f"{up:g}mbit", burst=tbf_burst(up))
-                net.limit_down(i, f"{down:g}mbit", burst=tbf_burst(down))
+                d, u = joiner if joiner is not None and i == n - 1 else (down, up)
+                net.limit(i, f"{u:g}mbit", burst=tbf_burst(u))
+                net.limit_down(i, f"{d:g}mbit", burst=tbf_burst(d))
 
         if not shape_after_join:
             shape()
@@ -133,8 +135,12 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
         began = time.monotonic()
         first = swarm.start_node(0, [], **place(0))
         _wait(lambda: bool(first.maddrs), 180, "the first node to start", swarm.children + proxies)
-        for i in range(1, n):
+        for i in range(1, n - (joiner is not None)):
             swarm.start_node(i, first.maddrs, **place(i))
+        if joiner is not None:
+            _wait(lambda: all(c.last_round_event().get("members") == n - 1 for c in swarm.children), 300,
+                  f"{n - 1} members", swarm.children + proxies)
+            swarm.start_node(n - 1, first.maddrs, **place(n - 1))
         everyone = swarm.children + proxies
         _wait(lambda: all(c.last_round_event().get("members") == n and c.last_round_event().get("member")
                           for c in swarm.children), 300, f"{n} members", everyone)
@@ -166,7 +172,13 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
         mismatched = sorted(r for r, d in by_round.items() if len(d) > 1)
         joins = {c.name: swarm.member_at[c.name] - swarm.started_at[c.name] for c in swarm.children
                  if c.name in swarm.member_at}
+        # a joiner's state downloads, and the rounds the swarm went on while its first one came (that state's round
+        # to its first round as a member): more than the owners keep (LIMITS.keep_rounds) is what it had to follow
+        downloads = {c.name: len(c.of("synced")) for c in swarm.children}
+        spans = {c.name: c.rounds()[0]["round"] - c.of("synced")[0]["round"] for c in swarm.children
+                 if c.of("synced") and c.rounds()}
         up_cap, down_cap = up * 1e6 / 8 * period, down * 1e6 / 8 * period
+        links = [joiner if joiner is not None and i == n - 1 else (down, up) for i in range(n)]
         ups = [(w1[i]["sent"] - w0[i]["sent"]) / done for i in range(n)]
         downs = [(w1[i]["received"] - w0[i]["received"]) / done for i in range(n)]
         return {
@@ -186,14 +198,16 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
             "exchange": statistics.mode(e["mode"] for e in events),
             "contributed_fraction": sum(e["contributed"] for e in events) / len(events),
             "digest_rounds_checked": len(by_round), "digest_mismatched_rounds": mismatched,
-            "join_seconds": joins, "all_members_after_s": all_in,
+            "join_seconds": joins, "all_members_after_s": all_in, "joiner_link": joiner,
+            "state_downloads": downloads, "rounds_during_join": spans,
             "join_seconds_mean_joiners": statistics.mean(v for k, v in joins.items() if k != "node 0")
             if n > 1 else joins.get("node 0"),
             "join_seconds_max": max(joins.values()),
             "link_bytes_per_node_round": {"up_mean": statistics.mean(ups), "up_max": max(ups),
                                           "down_mean": statistics.mean(downs), "down_max": max(downs)},
             "capacity_bytes_per_round": {"up": up_cap, "down": down_cap},
-            "up_fraction_max": max(ups) / up_cap, "down_fraction_max": max(downs) / down_cap,
+            "up_fraction_max": max(ups[i] / (links[i][1] * 1e6 / 8 * period) for i in range(n)),
+            "down_fraction_max": max(downs[i] / (links[i][0] * 1e6 / 8 * period) for i in range(n)),
             # the whole machine's cores shared by every node, its libp2p daemon and its proxy
             "cpu_busy_fraction": sum(c1[p] - c0[p] for p in c1 if p in c0) / (t1 - t0) / (os.cpu_count() or 1),
         }
@@ -207,18 +221,19 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
 
 def run(nodes: list[int], down: float = 50, up: float = 10, latency_ms: float = 50, compute: float = 1.0,
         rounds: int = 8, overlap: str = "both", model: str = "tiny", workdir: str | None = None,
-        node_args: list[str] = (), shape_after_join: bool = False) -> dict:
+        node_args: list[str] = (), shape_after_join: bool = False, joiner: tuple[float, float] | None = None) -> dict:
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-wan-"))
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[overlap]
     sizes = payload_sizes(model)
     result = {"model": model, "params": sizes["params"], "payload_bytes": sizes["ours_bytes"]["int8"],
               "down_mbit": down, "up_mbit": up, "latency_ms": latency_ms, "compute_seconds": compute,
-              "cores": os.cpu_count(), "workdir": str(root), "shaped_after_join": shape_after_join, "runs": []}
+              "cores": os.cpu_count(), "workdir": str(root), "shaped_after_join": shape_after_join,
+              "joiner_link": joiner, "runs": []}
     for n in nodes:
         for ov in modes:
             folder = root / f"wan-{n}-{'overlap' if ov else 'plain'}"
             result["runs"].append(run_setting(n, ov, down, up, latency_ms, compute, rounds, model, folder,
-                                              node_args, shape_after_join))
+                                              node_args, shape_after_join, joiner))
     return result
 
 
@@ -228,7 +243,9 @@ def format_result(r: dict) -> str:
              f"+{2 * r['latency_ms']:g} ms), compute budget {r['compute_seconds']:g} s per round; all nodes share "
              f"this machine's {r['cores']} cores"
              + ("; links shaped only once every node was a member (join times are over unlimited links)"
-                if r.get("shaped_after_join") else ""),
+                if r.get("shaped_after_join") else "")
+             + (f"; the last node joins once the others train, on {r['joiner_link'][0]:g} Mbit/s down / "
+                f"{r['joiner_link'][1]:g} up" if r.get("joiner_link") else ""),
              "bytes: whole frames at the node's link per round (mean / max node), and the max node's fraction of the "
              "link's capacity x round time",
              "",
@@ -246,6 +263,11 @@ def format_result(r: dict) -> str:
                      f"{join:>13}{b['up_mean']:>9.0f}/{b['up_max']:<8.0f}{o['up_fraction_max']:>6.3f}"
                      f"{b['down_mean']:>9.0f}/{b['down_max']:<8.0f}{o['down_fraction_max']:>6.3f}{rtt:>14}"
                      f"{o['cpu_busy_fraction']:>5.2f}{'ok' if not o['digest_mismatched_rounds'] else 'DIFF':>5}")
+        if o.get("joiner_link"):
+            last = f"node {o['nodes'] - 1}"
+            lines.append(f"  {last}: {o['state_downloads'].get(last, 0)} state download(s), member "
+                         f"{o['join_seconds'].get(last, float('nan')):.1f} s after its start, "
+                         f"{o['rounds_during_join'].get(last, 0)} rounds after the round of the state it took")
     lines += ["", "round s: wall time per round over the window; step s: a node's time from one step to the next;",
               "util: compute time / step time (a node's round lines, one per step); u/rnd: mean compute_s / round s "
               "(the same when every node steps once a round)",
