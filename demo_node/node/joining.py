@@ -85,7 +85,10 @@ def download(peer: Peer, replica: Replica, sources: list[PeerRecord], min_round:
     for p in servers:
 
         async def header(snap: Snapshot, source: str = p.peer_b58) -> None:
-            if on_header is not None and snap.next_round >= min_round and _same_run(snap, run_config):
+            # the round loop is steered by the header only once the members' statements in it vouch for its round
+            # and digest, as the whole snapshot must be before it is installed
+            if on_header is not None and snap.next_round >= min_round and _same_run(snap, run_config) \
+                    and not vouched(snap, run, need):
                 await on_header(Downloaded(snap.next_round, snap.members, source, set(snap.demoted)))
 
         try:

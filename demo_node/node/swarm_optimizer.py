@@ -109,6 +109,8 @@ class SwarmOptimizer(DeMo):
         self._last_catch_up = float("-inf")
         self._synced_round = 0
         """The round of the last downloaded state (digests this node signed before it describe replaced parameters)."""
+        self._following: tuple[str, int] | None = None
+        """The source and round of the state transfer the round loop follows from (see _follow_from)."""
         self._epoch = 0
         """Outcomes of an earlier epoch were produced before the round loop jumped to a downloaded state: ignored."""
         self._digest_matched = False
@@ -230,6 +232,7 @@ class SwarmOptimizer(DeMo):
             begun = time.monotonic()
             got = download(self.peer, self.replica, sources, 0, self.run_config, self.run_id,
                            on_header=self._follow_from)
+            self._follow(got)
             self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
             self._synced_round = got.round
             self._member_next = False
@@ -425,6 +428,7 @@ class SwarmOptimizer(DeMo):
         except JoinError as exc:
             log.warning("catching up failed: %s", exc)
             return
+        self._follow(got)
         self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
         self._synced_round = got.round
         self.driver.set_digest(self.replica.round, self.replica.digest())
@@ -433,11 +437,18 @@ class SwarmOptimizer(DeMo):
         """A transfer of the swarm's state of round ``got.round`` has begun (network thread): the round loop follows
         the rounds from there without asking to join, and their outcomes wait in its queue until the parameters are
         in (however many rounds the transfer takes)."""
+        self._following = (got.source, got.round)
         if not self._running:
             await self.driver.start(got.round, got.members, False, got.demoted, listening=True)
             self._running = True
         else:
             self._epoch = self.driver.rejoin(got.round, got.members, got.demoted, listening=True)
+
+    def _follow(self, got: Downloaded) -> None:
+        """After a download: make sure the round loop follows from the installed state's round (its header steered
+        it already, unless another source's header was the last one read)."""
+        if self._following != (got.source, got.round):
+            self.peer.host.call(self._follow_from(got))
 
     def _withdraw(self) -> float:
         """Take back a hand-over no round has taken yet and put it back into the momentum; its sample weight."""
