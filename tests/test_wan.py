@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from demo_node.bench import netns, wan_bench
+from demo_node.swarm.limits import LIMITS
 
 pytestmark = [pytest.mark.wan, pytest.mark.skipif(bool(netns.available()), reason=netns.available() or "root")]
 
@@ -41,3 +42,17 @@ def test_four_nodes_with_and_without_overlap(tmp_path, request):
         o = wan_bench.run_setting(4, overlap, down=50, up=10, latency_ms=LATENCY_MS, compute=1.0, rounds=4,
                                   model="tiny", workdir=tmp_path / str(overlap))
         _check(o, 4)
+
+
+def test_a_joiner_whose_download_spans_many_rounds_follows_them_and_joins_with_one_download(tmp_path, request):
+    """A joiner on a slow link (the tiny GPT's state at 0.12 Mbit/s down takes about 45 s, 20 rounds and more):
+    it follows the rounds from its transfer's start and joins after one download. Runs only with `-m wan` (about
+    two and a half minutes)."""
+    if "wan" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("slow: run with `pytest -m wan`")
+    o = wan_bench.run_setting(3, True, down=50, up=10, latency_ms=20, compute=2.0, rounds=3, model="tiny",
+                              workdir=tmp_path, joiner=(0.12, 10))
+    assert o["members"] == 3 and o["digest_mismatched_rounds"] == []
+    assert o["state_downloads"]["node 2"] == 1
+    # the swarm went on for more rounds than the owners keep at least while the joiner's state came
+    assert o["rounds_during_join"]["node 2"] > LIMITS.keep_rounds
