@@ -217,6 +217,18 @@ def _bench_robust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _variants(text: str | None) -> dict[str, dict]:
+    """'b99:beta=0.99;k64:topk=64,values=fp16' -> {"b99": {"beta": "0.99"}, "k64": {...}} (the worker types them)."""
+    out = {}
+    for part in filter(None, (text or "").split(";")):
+        name, sep, opts = part.partition(":")
+        pairs = [o.partition("=") for o in opts.split(",") if o.strip()]
+        if not sep or not name.strip() or not pairs or any(not k.strip() or not eq for k, eq, _ in pairs):
+            raise SystemExit(f"--variants: {part!r} is not NAME:key=value[,key=value]")
+        out[name.strip()] = {k.strip(): v.strip() for k, _, v in pairs}
+    return out
+
+
 def _bench_convergence(args: argparse.Namespace) -> int:
     import torch
 
@@ -232,7 +244,8 @@ def _bench_convergence(args: argparse.Namespace) -> int:
     result = convergence.run(nodes=args.nodes, steps=args.steps, global_batch=args.global_batch, windows=args.windows,
                              eval_every=args.eval_every, seed=args.seed, lrs=lrs, runs=runs,
                              sweep_steps=args.sweep_steps, threads=max(1, args.threads), workdir=args.workdir,
-                             seeds=seeds, sweep=args.sweep, hivemind_matchmaking=args.hivemind_matchmaking)
+                             seeds=seeds, sweep=args.sweep, hivemind_matchmaking=args.hivemind_matchmaking,
+                             model=args.model, variants=_variants(args.variants))
     text = convergence.format_result(result)
     if args.out:
         result["plots"] = convergence.plot(result, args.out)
@@ -462,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="hivemind.Optimizer's matchmaking_time in seconds (default 2.0; loopback, groups of N)")
     cv.add_argument("--runs", help="methods, comma-separated (default all): adamw, adamw-dense, reference, ours, "
                     "ours-k8, ours-fp16, ours-sign, hivemind, hivemind-8bit")
+    cv.add_argument("--variants", metavar="NAME:KEY=VALUE,...;...", help="more runs of our swarm, each with its "
+                    "own SwarmOptimizer options, run as ours-NAME (e.g. 'b99:beta=0.99;k64:topk=64')")
+    cv.add_argument("--model", default="tiny", choices=[m for m in PRESETS if m != "1b"],
+                    help="GPT preset every method trains (default: tiny)")
     cv.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX_loss_vs_{step,bytes}.png")
     cv.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
     cv.add_argument("--workdir", help="where the swarm nodes' logs go (default: a new temp dir)")

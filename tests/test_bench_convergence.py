@@ -82,10 +82,13 @@ def test_cli_runs_ours_beside_the_baselines(tmp_path, capsys):
     out = tmp_path / "conv"
     assert main(["bench", "convergence", "--nodes", "2", "--steps", "6", "--global-batch", "8", "--windows", "32",
                  "--eval-every", "3", "--runs", "adamw,adamw-dense,reference,ours", "--lrs", "adamw=3e-3;demo=1e-3",
-                 "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
+                 "--variants", "b9:beta=0.9,topk=16", "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
     r = json.loads((tmp_path / "conv.json").read_text())
     m = r["methods"]
-    for name in ("adamw", "adamw-dense", "reference", "ours"):
+    assert r["model"] == "tiny" and r["variants"]["ours-b9"] == {"beta": "0.9", "topk": "16"}
+    # a variant is our swarm with those options: its payload (top-16 of each chunk) is smaller than the default's
+    assert m["ours-b9"]["bytes_accounted_per_node_step"] < m["ours"]["bytes_accounted_per_node_step"]
+    for name in ("adamw", "adamw-dense", "reference", "ours", "ours-b9"):
         assert {"lr", "curve", "final_loss", "bytes_per_node_step", "seconds"} <= set(m[name]), name
         assert all(math.isfinite(c["loss"]) for c in m[name]["curve"]), name
         assert [c["step"] for c in m[name]["curve"]] == [3, 6], name
@@ -101,3 +104,9 @@ def test_cli_runs_ours_beside_the_baselines(tmp_path, capsys):
     for kind in ("step", "bytes"):
         assert (tmp_path / f"conv_loss_vs_{kind}.png").stat().st_size > 1000
     assert "final loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["b9", "b9:", ":beta=0.9", "b9:beta"])
+def test_a_malformed_variant_names_itself(text):
+    with pytest.raises(SystemExit, match="--variants"):
+        main(["bench", "convergence", "--variants", text, "--runs", "adamw"])

@@ -1,11 +1,11 @@
-"""``demo-node bench convergence``: the tiny GPT trained the same way by several optimizers; held-out loss against
-step and against cumulative bytes sent per node.
+"""``demo-node bench convergence``: a GPT preset (the tiny one unless ``--model``) trained the same way by several
+optimizers; held-out loss against step and against cumulative bytes sent per node.
 
-Every method starts from ``build("tiny", seed=seed)``, takes ``steps`` steps of ``global_batch`` sequences split
-evenly over ``nodes`` workers, worker ``i`` drawing its batches from ``WindowStream(corpus, 64, global_batch/nodes,
+Every method starts from ``build(model, seed=seed)``, takes ``steps`` steps of ``global_batch`` sequences split
+evenly over ``nodes`` workers, worker ``i`` drawing its batches from ``WindowStream(corpus, context, global_batch/nodes,
 seed * 1000 + i)`` (the same data in the same order for every method; a one-process method concatenates the
 workers' batches), with the same lr schedule (linear warm-up over ``min(20, steps // 5)`` steps, then cosine to 10%
-of the peak at the last step), and is evaluated on one fixed held-out set, ``held_out_windows(corpus, 64, windows)``,
+of the peak at the last step), and is evaluated on one fixed held-out set, ``held_out_windows(corpus, context, windows)``,
 every ``eval_every`` steps. Methods:
 
 - ``adamw``: torch AdamW (torch defaults besides lr) in one process on the global batch. Sends nothing.
@@ -62,8 +62,10 @@ from demo_node.data.tokens import open_corpus
 from demo_node.models.gpt import PRESETS, build
 
 MODEL = "tiny"
+"""The default GPT preset (``--model``)."""
 OURS_VARIANTS = {"ours": {}, "ours-k8": {"topk": 8}, "ours-fp16": {"values": "fp16"}, "ours-sign": {"values": "sign"}}
-"""Our swarm at the defaults (topk 32, int8 values) and at other top-k and value-precision settings."""
+"""Our swarm at the defaults (topk 32, int8 values) and at other top-k and value-precision settings (``--variants``
+adds more: any SwarmOptimizer options)."""
 HIVEMIND_VARIANTS = {"hivemind": "none", "hivemind-8bit": "8bit"}
 """hivemind.Optimizer with its default compression (none: fp32) and with Uniform8BitQuantization."""
 METHODS = ("adamw", "adamw-dense", "reference", *OURS_VARIANTS, *HIVEMIND_VARIANTS)
@@ -91,12 +93,12 @@ def warmup_steps(steps: int) -> int:
 class _Setup:
     """What every method shares: the corpus, the held-out set, the workers' streams."""
 
-    def __init__(self, nodes: int, global_batch: int, windows: int, seed: int):
+    def __init__(self, nodes: int, global_batch: int, windows: int, seed: int, model: str = MODEL):
         if global_batch % nodes:
             raise ValueError(f"--global-batch {global_batch} does not split evenly over {nodes} nodes")
-        self.nodes, self.global_batch, self.seed = nodes, global_batch, seed
+        self.nodes, self.global_batch, self.seed, self.model = nodes, global_batch, seed, model
         self.per_node = global_batch // nodes
-        self.context = PRESETS[MODEL].context
+        self.context = PRESETS[model].context
         self.corpus = open_corpus("stdlib", byte_tokenizer())
         self.hx, self.hy = held_out_windows(self.corpus, self.context, windows)
 
@@ -105,7 +107,7 @@ class _Setup:
 
 
 def _train_adamw(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
-    model = build(MODEL, seed=s.seed)
+    model = build(s.model, seed=s.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     warm = warmup_steps(steps)
     streams, curve, began = s.streams(), [], time.monotonic()
@@ -159,7 +161,7 @@ class _ReferenceWorkers:
 
 
 def _train_reference(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
-    model = build(MODEL, seed=s.seed)
+    model = build(s.model, seed=s.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     workers = _ReferenceWorkers(params, s.nodes)
     warm = warmup_steps(steps)
@@ -194,9 +196,9 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
     base = [sys.executable, "-m", "demo_node.bench.convergence_worker", "--nodes", str(s.nodes), "--batch",
             str(s.per_node), "--steps", str(steps), "--lr", repr(lr), "--seed", str(s.seed), "--windows",
             str(s.hx.shape[0]), "--eval-every", str(eval_every), "--warmup", str(warmup_steps(steps)), "--threads",
-            str(threads), "--deadline", str(deadline), "--run-name", f"bench-convergence-{os.getpid()}-{workdir.name}",
+            str(threads), "--model", s.model, "--deadline", str(deadline), "--run-name", f"bench-convergence-{os.getpid()}-{workdir.name}",
             "--stop-file", str(workdir / "stop"), "--start-round", str(start_round(s.nodes)),
-            *[a for k, v in options.items() for a in (f"--{k}", str(v))]]
+            *[a for k, v in options.items() for a in ("--option", f"{k}={v}")]]
     workers: list[NodeProcess] = []
     began = time.monotonic()
     try:
@@ -251,26 +253,34 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
 def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int = 256, eval_every: int = 10,
         seed: int = 0, lrs: dict[str, list[float]] | None = None, runs: list[str] | None = None,
         sweep_steps: int | None = None, threads: int = 1, workdir: str | None = None, deadline: float = 10.0,
-        log=None, seeds: list[int] | None = None, sweep: str = "full", hivemind_matchmaking: float = 2.0) -> dict:
+        log=None, seeds: list[int] | None = None, sweep: str = "full", hivemind_matchmaking: float = 2.0,
+        model: str = MODEL, variants: dict[str, dict] | None = None) -> dict:
+    """``variants``: more runs of our swarm, name -> SwarmOptimizer options (run as ``ours-<name>``)."""
+    if model not in PRESETS:
+        raise ValueError(f"unknown model {model!r}: choose from {', '.join(PRESETS)}")
+    ours_variants = {**OURS_VARIANTS, **{f"ours-{k}": dict(v) for k, v in (variants or {}).items()}}
+    methods = (*METHODS, *(m for m in ours_variants if m not in METHODS))
+    family = {**FAMILY, **{k: "demo" for k in ours_variants}}
     lrs = {**DEFAULT_LRS, **(lrs or {})}
-    runs = list(runs or METHODS)
+    runs = list(runs or METHODS) + [m for m in methods if m not in METHODS and m not in (runs or ())]
     seeds = list(seeds) if seeds else [seed]
-    unknown = [m for m in runs if m not in METHODS]
+    unknown = [m for m in runs if m not in methods]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}: choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown methods {unknown}: choose from {', '.join(methods)}")
     if sweep not in SWEEPS:
         raise ValueError(f"sweep must be one of {SWEEPS}, not {sweep!r}")
     if any(m in SHARED_LR for m in runs) and "adamw" not in runs:
         runs.insert(0, "adamw")  # they run at adamw's chosen lr
-    runs = [m for m in METHODS if m in runs]  # adamw first
+    runs = [m for m in methods if m in runs]  # adamw first
     sweep_steps = steps if sweep == "full" else (sweep_steps if sweep_steps is not None else max(1, steps // 3))
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-convergence-"))
-    setups = {sd: _Setup(nodes, global_batch, windows, sd) for sd in seeds}
-    model = build(MODEL, seed=seeds[0])
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    del model
+    setups = {sd: _Setup(nodes, global_batch, windows, sd, model) for sd in seeds}
+    built = build(model, seed=seeds[0])
+    params = sum(p.numel() for p in built.parameters() if p.requires_grad)
+    del built
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    timeout = 180 + 4.0 * steps * max(1, nodes / 2)  # a healthy round of the tiny model takes well under a second
+    # a healthy round of the tiny model takes well under a second; a larger model's step grows with its size
+    timeout = 180 + 4.0 * steps * max(1, nodes / 2) * max(1.0, params / 1e6)
 
     def train(method: str, lr: float, n_steps: int, tag: str, sd: int) -> dict:
         log(f"[convergence] {method} lr {lr:g}, {n_steps} steps, seed {sd} ({tag})")
@@ -285,9 +295,9 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
         if method in HIVEMIND_VARIANTS:
             return convergence_procs.train_hivemind(s, lr, n_steps, eval_every, folder, threads, warm, timeout,
                                                     HIVEMIND_VARIANTS[method], hivemind_matchmaking)
-        return _train_ours(s, lr, n_steps, eval_every, OURS_VARIANTS[method], folder, threads, deadline, timeout)
+        return _train_ours(s, lr, n_steps, eval_every, ours_variants[method], folder, threads, deadline, timeout)
 
-    result: dict = {"model": MODEL, "params": params, "nodes": nodes, "steps": steps, "global_batch": global_batch,
+    result: dict = {"model": model, "variants": {m: ours_variants[m] for m in runs if m in ours_variants}, "params": params, "nodes": nodes, "steps": steps, "global_batch": global_batch,
                     "per_node_batch": global_batch // nodes, "windows": windows, "eval_every": eval_every,
                     "seeds": seeds, "data_seeds": {sd: [sd * 1000 + i for i in range(nodes)] for sd in seeds},
                     "warmup": warmup_steps(steps), "sweep": sweep, "sweep_steps": sweep_steps, "lrs": lrs,
@@ -303,7 +313,7 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
                 continue
             best = chosen
         else:
-            candidates = lrs[FAMILY[method]]
+            candidates = lrs[family[method]]
             best = candidates[0]
             if len(candidates) > 1 or sweep == "full":
                 for lr in candidates:  # on the first seed; a full-horizon sweep run is that lr's full run

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--lr", type=float, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="tiny", help="GPT preset")
     p.add_argument("--windows", type=int, default=256)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--warmup", type=int, default=20)
@@ -44,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     from demo_node.models.gpt import PRESETS, build
 
     torch.set_num_threads(args.threads)
-    context = PRESETS["tiny"].context
+    context = PRESETS[args.model].context
     corpus = open_corpus("stdlib", byte_tokenizer())
-    model = build("tiny", seed=args.seed)
+    model = build(args.model, seed=args.seed)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr)
     stream = WindowStream(corpus, context, args.batch, args.seed * 1000 + args.index)

@@ -26,7 +26,7 @@ def _free_port() -> int:
 def _common(s, lr: float, steps: int, eval_every: int, threads: int, warmup: int) -> list[str]:
     return ["--nodes", str(s.nodes), "--batch", str(s.per_node), "--steps", str(steps), "--lr", repr(lr), "--seed",
             str(s.seed), "--windows", str(s.hx.shape[0]), "--eval-every", str(eval_every), "--warmup", str(warmup),
-            "--threads", str(threads)]
+            "--threads", str(threads), "--model", s.model]
 
 
 def _wait_finished(workers: list, timeout: float, what: str) -> None:

@@ -22,6 +22,16 @@ from pathlib import Path
 import torch
 
 
+def _option(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--index", type=int, required=True)
@@ -30,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, required=True, help="sequences per node and step")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--lr", type=float, required=True)
-    p.add_argument("--topk", type=int, default=None)
-    p.add_argument("--values", default=None)
+    p.add_argument("--model", default="tiny", help="GPT preset")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a SwarmOptimizer option (topk=8, values=fp16, beta=0.99, ...), repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--windows", type=int, default=256)
     p.add_argument("--eval-every", type=int, default=10)
@@ -53,16 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     from demo_node.models.gpt import PRESETS, build
 
     torch.set_num_threads(args.threads)
-    context = PRESETS["tiny"].context
+    context = PRESETS[args.model].context
     corpus = open_corpus("stdlib", byte_tokenizer())
-    model = build("tiny", seed=args.seed)
+    model = build(args.model, seed=args.seed)
     stream = WindowStream(corpus, context, args.batch, args.seed * 1000 + args.index)
     hx, hy = held_out_windows(corpus, context, args.windows) if args.index == 0 else (None, None)
     # every node applies every round's update with its own lr, so the schedule's origin must be fixed before any node
     # contributes: a round each node read when it saw all N members (as before) differed by a round between nodes
     # on a loaded machine, and those nodes' digests then parted at every round
     offset = [args.start_round]
-    options = {k: v for k, v in (("topk", args.topk), ("values", args.values)) if v is not None}
+    options = dict(_option(o) for o in args.option)
     opt = demo_node.SwarmOptimizer(
         model.parameters(), run_name=args.run_name, peers=args.peers, lr=args.lr, listen=["/ip4/127.0.0.1/tcp/0"],
         deadline=args.deadline, reporter=demo_node.Reporter("json"),

@@ -29,6 +29,8 @@ class GPTConfig:
 PRESETS: dict[str, GPTConfig] = {
     # swarm tests: several processes on two shared cores
     "tiny": GPTConfig(n_layer=2, n_head=2, d_model=64, context=64),  # 136,960 parameters
+    # convergence between the two: how DeMo's gap to AdamW moves with model size
+    "mini": GPTConfig(n_layer=4, n_head=4, d_model=256, context=64),  # 3,307,008
     # the model of the optimizer benchmark
     "bench": GPTConfig(n_layer=6, n_head=6, d_model=384, context=128),  # 10,893,312
     "small": GPTConfig(n_layer=8, n_head=8, d_model=512, context=256),  # 25,613,312
