@@ -5,8 +5,8 @@ Every method starts from ``build(model, seed=seed)``, takes ``steps`` steps of `
 evenly over ``nodes`` workers, worker ``i`` drawing its batches from ``WindowStream(corpus, context, global_batch/nodes,
 seed * 1000 + i)`` (the same data in the same order for every method; a one-process method concatenates the
 workers' batches), with the same lr schedule (linear warm-up over ``min(20, steps // 5)`` steps, then cosine to 10%
-of the peak at the last step), and is evaluated on one fixed held-out set, ``held_out_windows(corpus, context, windows)``,
-every ``eval_every`` steps. Methods:
+of the peak at the last step), and is evaluated on one fixed held-out set,
+``held_out_windows(corpus, context, windows)``, every ``eval_every`` steps. Methods:
 
 - ``adamw``: torch AdamW (torch defaults besides lr) in one process on the global batch. Sends nothing.
 - ``adamw-dense``: AdamW with dense gradient averaging over N processes (``convergence_gloo``: torch.distributed,
@@ -196,7 +196,8 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
     base = [sys.executable, "-m", "demo_node.bench.convergence_worker", "--nodes", str(s.nodes), "--batch",
             str(s.per_node), "--steps", str(steps), "--lr", repr(lr), "--seed", str(s.seed), "--windows",
             str(s.hx.shape[0]), "--eval-every", str(eval_every), "--warmup", str(warmup_steps(steps)), "--threads",
-            str(threads), "--model", s.model, "--deadline", str(deadline), "--run-name", f"bench-convergence-{os.getpid()}-{workdir.name}",
+            str(threads), "--model", s.model, "--deadline", str(deadline),
+            "--run-name", f"bench-convergence-{os.getpid()}-{workdir.name}",
             "--stop-file", str(workdir / "stop"), "--start-round", str(start_round(s.nodes)),
             *[a for k, v in options.items() for a in ("--option", f"{k}={v}")]]
     workers: list[NodeProcess] = []
@@ -297,7 +298,8 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
                                                     HIVEMIND_VARIANTS[method], hivemind_matchmaking)
         return _train_ours(s, lr, n_steps, eval_every, ours_variants[method], folder, threads, deadline, timeout)
 
-    result: dict = {"model": model, "variants": {m: ours_variants[m] for m in runs if m in ours_variants}, "params": params, "nodes": nodes, "steps": steps, "global_batch": global_batch,
+    result: dict = {"model": model, "variants": {m: ours_variants[m] for m in runs if m in ours_variants},
+                    "params": params, "nodes": nodes, "steps": steps, "global_batch": global_batch,
                     "per_node_batch": global_batch // nodes, "windows": windows, "eval_every": eval_every,
                     "seeds": seeds, "data_seeds": {sd: [sd * 1000 + i for i in range(nodes)] for sd in seeds},
                     "warmup": warmup_steps(steps), "sweep": sweep, "sweep_steps": sweep_steps, "lrs": lrs,
