@@ -118,7 +118,11 @@ def test_a_node_killed_while_it_writes_a_checkpoint_restarts_from_the_previous_g
     resumed = b2.of("started")[-1]["resumed_round"]
     assert resumed is not None and resumed <= b.of("checkpoint")[-1]["round"] + 1
     assert not any(p.name.startswith(".ckpt-") for p in folder.iterdir())  # cleaned on start
-    back = b2.rounds()[0]["round"]
+    # b2 writes to the folder (and the event log) b wrote to: its own rounds are those after its start, and it first
+    # follows a round or two without being counted while its download comes in
+    since = b2.of("started")[-1]["ts"]
+    b2.wait(lambda: any(e["ts"] > since for e in b2.rounds()), 180, "a round as a member after restarting")
+    back = next(e["round"] for e in b2.rounds() if e["ts"] > since)
     for n in (a, b2):
         n.wait_round(back + 6, timeout=180)
     assert same_digests_from([a, b2], back, 6) >= 5
