@@ -284,6 +284,38 @@ def test_owner_closes_at_deadline_without_a_dead_member_and_excludes_late_ones()
     assert len(list(outcome.excluded_parts(PEERS[2]))) == 1  # its contribution goes back into its momentum
 
 
+def test_an_owner_stops_waiting_for_members_that_went_on_to_a_later_round():
+    """A node that restarted (or fell behind) runs rounds its peers already gave up: it closes them as soon as every
+    missing member is known to be past them, not a deadline later, and only its own arrival is awaited."""
+    _, opt = make_opt()
+    plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1]), Member(PEERS[2])], opt.layout, 1000, "relay")
+    owner = plan.owners[0]
+    params, o = make_opt(values="fp32")
+    for p in params:
+        p.grad = torch.randn_like(p)
+    c = o.prepare()
+    others = [p for p in PEERS[:3] if p != owner]
+
+    async def main():
+        signs = ShardSigns(opt.layout, opt.config.aggregation)
+
+        async def compute(contributions, ranges):
+            return pack_signs(signs.signs(contributions), ranges)
+
+        shard = OwnerRound(plan, owner, KEY[owner], opt.layout, RUN, 60.0, signs, compute, SwarmCounters())
+        shard.passed(others[0])
+        shard.passed(b"not a member")  # ignored: it was never awaited
+        shard.arrive(others[1], False, None, signed_payload(c, plan, owner, others[1], opt.layout))
+        await asyncio.sleep(0.05)
+        assert not shard.closed.is_set()  # the owner's own arrival is still to come
+        shard.arrive(owner, False, None, None)
+        await asyncio.wait_for(shard.closed.wait(), 5)  # far before the 60 s deadline
+        return shard
+
+    shard = asyncio.run(main())
+    assert shard.gone == {others[0]} and shard.included == [others[1]]
+
+
 def test_an_owner_refuses_a_payload_signed_by_another_peer():
     _, opt = make_opt()
     plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1])], opt.layout, 1000, "relay")

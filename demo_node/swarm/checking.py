@@ -15,13 +15,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.included import inputs_hash, senders_of
 from demo_node.swarm.outcome import ShardOutcome
 from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import RoundPlan
 from demo_node.swarm.signing import BadSigned, body_hash, open_body
 from demo_node.swarm.verifier import judge_signs
-from demo_node.wire.errors import PayloadError
+from demo_node.wire.errors import PayloadError, refusal_name
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 if TYPE_CHECKING:
@@ -46,6 +47,37 @@ class Received:
 class Verdict:
     signed: spb.Signed
     body: spb.VerdictBody
+
+
+def open_result(data: bytes, r: int, owner: bytes, plan: RoundPlan,
+                counters: SwarmCounters) -> tuple[Received | None, int]:
+    """A shard result's bytes, checked: HAVE, signed by its owner, of this round and the plan's mode; and, when the
+    owner refused the round as one it does not know while it is at this round or ahead, its round (else 0)."""
+    try:
+        res = spb.ShardResult.FromString(data)
+    except Exception:
+        counters.refused("malformed")
+        return None, 0
+    if res.status != spb.ShardResult.HAVE:
+        reason = refusal_name(res.refusal)
+        log.warning("round %d: owner %s answered %s (%s)", r, owner.hex()[-12:],
+                    spb.ShardResult.Status.Name(res.status) if res.status in spb.ShardResult.Status.values()
+                    else res.status, reason)
+        # an owner at this round or ahead that does not know this node's round: this node is out of step (an owner
+        # behind it is the one that must catch up)
+        ahead = reason in ("plan_mismatch", "round_unknown") and res.current_round >= r
+        return None, (max(1, int(res.current_round)) if ahead else 0)
+    try:
+        body = open_body(res.body, owner, r)
+        if body.mode != (spb.EXCHANGE_RELAY if plan.mode == "relay" else spb.EXCHANGE_SIGN):
+            log.warning("round %d: owner %s answered in another exchange mode", r, owner.hex()[-12:])
+            return None, 0
+        senders = senders_of(plan.order, body.included)
+    except (BadSigned, PayloadError) as exc:
+        log.warning("round %d: the result of %s does not check out (%s)", r, owner.hex()[-12:], exc)
+        counters.refused(exc.reason)
+        return None, 0
+    return Received(res.body, body, senders, list(res.relayed), refusal_name(res.refusal)), 0
 
 
 class Checker:

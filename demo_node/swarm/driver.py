@@ -28,21 +28,20 @@ import torch
 from demo_node.core.contribution import Contribution
 from demo_node.core.layout import Layout
 from demo_node.net.transport import Transport
-from demo_node.swarm.checking import Checker, Received, Verdict
+from demo_node.swarm.checking import Checker, Received, Verdict, open_result
 from demo_node.swarm.config import DefenseConfig, RoundConfig
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.handlers import Handlers
-from demo_node.swarm.included import senders_of
 from demo_node.swarm.limits import LIMITS, Limits
 from demo_node.swarm.membership import Statements, collect, next_members
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
 from demo_node.swarm.owner import OwnerRound
 from demo_node.swarm.plan import Member, RoundPlan, make_plan
+from demo_node.swarm.retention import Retention
 from demo_node.swarm.shard_signs import ShardSigns
-from demo_node.swarm.signing import BadSigned, open_body, open_verdict, sign
+from demo_node.swarm.signing import open_verdict, sign
 from demo_node.swarm.verifier import VerifierRound
 from demo_node.wire.codec import encode, encoded_size, max_payload_bytes
-from demo_node.wire.errors import PayloadError, refusal_name
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 from demo_node.wire.signs import pack_signs
 
@@ -88,10 +87,9 @@ class RoundDriver:
         self.received: dict[tuple[int, bytes], spb.ShardResult] = {}
         self.pending: dict[tuple[int, bytes], asyncio.Future] = {}
         self.round_open: dict[int, asyncio.Event] = {}
-        self.opened_at: dict[int, float] = {}
-        """Round -> when it opened here (how many rounds are kept depends on their age)."""
-        self.keep = limits.keep_rounds
-        """Rounds kept back from the current one (see Limits.keep_seconds)."""
+        self.retention = Retention(limits, layout.num_params, self.payload_bytes)
+        self.peer_rounds: dict[bytes, int] = {}
+        """Peer -> the round of its latest request to contribute: it is done with every round before that one."""
         self.statements: dict[int, Statements] = {}
         """Round -> the verified statements its results passed on (kept for state transfers)."""
         self.demoted_at: dict[int, set[bytes]] = {}
@@ -250,14 +248,16 @@ class RoundDriver:
         return make_plan(r, members, self.layout, self.payload_bytes, self.cfg.exchange, self.run.defense.verify_shards)
 
     async def _one_round(self, r: int) -> RoundOutcome:
-        opened = self.opened_at[r] = time.monotonic()
+        opened = self.retention.opened(r)
         plan = self.plans[r] = self.plan_of(r)
         # a node that jumped back to a downloaded state may have served this round before the jump, under the same
         # plan: what it served stands (the others applied it), so it is kept rather than made again
         served = self.owner_rounds.get(r)
         if self.me in plan.owners and (served is None or served.plan.fingerprint != plan.fingerprint):
-            self.owner_rounds[r] = OwnerRound(plan, self.me, self.identity, self.layout, self.run.run_id,
-                                              self.deadline, self.signs, self._packed_signs, self.counters)
+            own = self.owner_rounds[r] = OwnerRound(plan, self.me, self.identity, self.layout, self.run.run_id,
+                                                    self.deadline, self.signs, self._packed_signs, self.counters)
+            for peer in [p for p, at in self.peer_rounds.items() if at > r]:
+                own.passed(peer)
         for owner in plan.verified_by(self.me):
             judged = self.verifier_rounds.get((r, owner))
             if judged is None or judged.plan.fingerprint != plan.fingerprint:
@@ -377,38 +377,10 @@ class RoundDriver:
         return 2 * self.cfg.deadline + self.limits.owner_slack
 
     def open_result(self, r: int, owner: bytes, data: bytes, plan: RoundPlan) -> Received | None:
-        """A shard result's bytes, checked: HAVE, signed by its owner, of this round and the plan's mode."""
-        try:
-            res = spb.ShardResult.FromString(data)
-        except Exception:
-            self.counters.refused("malformed")
-            return None
-        if res.status != spb.ShardResult.HAVE:
-            reason = refusal_name(res.refusal)
-            if reason in ("plan_mismatch", "round_unknown") and res.current_round >= r:
-                # an owner at this round or ahead that does not know this node's round: this node is out of step
-                # (an owner behind it is the one that must catch up)
-                self._out_of_step.setdefault(r, {})[owner] = max(1, int(res.current_round))
-            log.warning("round %d: owner %s answered %s (%s)", r, owner.hex()[-12:],
-                        spb.ShardResult.Status.Name(res.status) if res.status in spb.ShardResult.Status.values()
-                        else res.status, refusal_name(res.refusal))
-            return None
-        try:
-            body = open_body(res.body, owner, r)
-        except BadSigned as exc:
-            log.warning("round %d: the result of %s does not check out (%s)", r, owner.hex()[-12:], exc)
-            self.counters.refused(exc.reason)
-            return None
-        if body.mode != (spb.EXCHANGE_RELAY if plan.mode == "relay" else spb.EXCHANGE_SIGN):
-            log.warning("round %d: owner %s answered in another exchange mode", r, owner.hex()[-12:])
-            return None
-        try:
-            senders = senders_of(plan.order, body.included)
-        except PayloadError as exc:
-            log.warning("round %d: the result of %s does not check out (%s)", r, owner.hex()[-12:], exc)
-            self.counters.refused(exc.reason)
-            return None
-        return Received(res.body, body, senders, list(res.relayed), refusal_name(res.refusal))
+        got, ahead = open_result(data, r, owner, plan, self.counters)
+        if ahead:
+            self._out_of_step.setdefault(r, {})[owner] = ahead
+        return got
 
     def _verify_part(self, r: int, plan: RoundPlan, owner: bytes, payloads: dict[bytes, spb.Signed],
                      verdict_streams: dict[bytes, asyncio.Future]) -> tuple[spb.Verify, asyncio.Future] | None:
@@ -467,7 +439,8 @@ class RoundDriver:
                 await stream.close()
         return got
 
-    async def _settle(self, r: int, plan: RoundPlan, owner: bytes, asking: asyncio.Future) -> tuple[Received | None, str]:
+    async def _settle(self, r: int, plan: RoundPlan, owner: bytes,
+                      asking: asyncio.Future) -> tuple[Received | None, str]:
         """The owner's result, from the owner or, if it cannot be had there, from the peers; and where it came from."""
         got = await asyncio.shield(asking)
         if got is not None:
@@ -589,21 +562,25 @@ class RoundDriver:
                 pass
 
     def in_window(self, r: int) -> bool:
-        """Rounds a peer may speak of: the few ahead this node may not have opened yet, and those it still keeps."""
-        return self.round - self.keep <= r <= self.round + self.limits.rounds_ahead
+        return self.retention.in_window(self.round, r)
+
+    def moved_on(self, peer: bytes, r: int) -> None:
+        """``peer`` (authenticated by its stream) asked to contribute to round ``r``: it will not come to the
+        rounds before it, so this node's owner rounds before it stop waiting for it. A peer that says so falsely
+        only leaves itself out."""
+        self.peer_rounds[peer] = r
+        for own in self.owner_rounds.values():
+            if own.round < r:
+                own.passed(peer)
 
     def _evict(self, r: int) -> None:
-        lim = self.limits
-        now = time.monotonic()
-        recent = sum(now - t < lim.keep_seconds for t in self.opened_at.values())
-        # a round's results: the signs of every parameter, or in relay every member's payload, and the owners' bodies
-        round_bytes = max(self.layout.num_params // 8, len(self.members.get(r, ())) * self.payload_bytes) + 65536
-        self.keep = max(lim.keep_rounds, min(lim.keep_rounds_max, recent, lim.keep_bytes // round_bytes))
-        old = r - self.keep
-        for d in (self.owner_rounds, self.plans, self.members, self.round_open, self.statements, self.demoted_at,
-                  self.opened_at):
+        old = self.retention.oldest_kept(r, len(self.members.get(r, ())))
+        for d in (self.owner_rounds, self.plans, self.members, self.round_open, self.statements, self.demoted_at):
             for k in [k for k in d if k < old]:
                 del d[k]
         for d in (self.verifier_rounds, self.received, self.pending):
             for k in [k for k in d if k[0] < old]:
                 del d[k]
+        members = {m.peer for m in self.members.get(r + 1, ())}
+        for p in [p for p in self.peer_rounds if p not in members]:
+            del self.peer_rounds[p]

@@ -62,6 +62,7 @@ class Handlers:
         if msg is None:
             await stream.send(self._refusal(0, "malformed"))
             return
+        d.moved_on(stream.peer, msg.round)
         if not d.in_window(msg.round):
             await stream.send(self._refusal(msg.round, "round_unknown"))
             return

@@ -72,7 +72,8 @@ def collect(plan: RoundPlan, run_id: str, bodies: dict[bytes, spb.ShardBody | No
     return statements, lost
 
 
-def next_members(plan: RoundPlan, statements: Statements, lost: set[bytes], demoted: set[bytes]) -> tuple[list[Member], set[bytes]]:
+def next_members(plan: RoundPlan, statements: Statements, lost: set[bytes],
+                 demoted: set[bytes]) -> tuple[list[Member], set[bytes]]:
     """The members of the next round and the demoted peers (see the module docstring)."""
     if len(lost) == len(plan.owners):
         return list(plan.members), set(demoted)  # no shard result at all: nothing learnt, keep the members
@@ -100,7 +101,8 @@ def next_members(plan: RoundPlan, statements: Statements, lost: set[bytes], demo
 def digest_majority(statements: Statements, members: set[bytes], digest_round: int) -> tuple[bytes, list[bytes]] | None:
     """The digest most members signed for ``digest_round`` (ties: the one of the smallest peer id), and the members
     that signed it."""
-    same = [st for p, st in statements.by_peer.items() if p in members and st.digest_round == digest_round and st.digest]
+    same = [st for p, st in statements.by_peer.items()
+            if p in members and st.digest_round == digest_round and st.digest]
     if not same:
         return None
     counts = Counter(st.digest for st in same)

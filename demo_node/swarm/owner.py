@@ -1,7 +1,8 @@
 """One shard of one round, as its owner runs it: collect signed contributions, close, answer with a signed result.
 
-The owner closes when every member of the round has reached it (with a contribution or without one) or when the
-deadline after the first arrival has passed; whatever arrives after that is too late for this round. An owner that
+The owner closes when every member of the round has reached it (with a contribution or without one) or has gone on
+to a later round (a node that restarted or fell behind catches up at once), or when the deadline after the first
+arrival has passed; whatever arrives after that is too late for this round. An owner that
 no other member reached before it closed includes nothing (its result still passes on statements): whoever gets the
 result later applies no update for that shard, the owner included, so an owner cut off from the swarm never trains
 alone on its own shard while the others skip it. The result is
@@ -66,6 +67,8 @@ class OwnerRound:
         self.arrivals: dict[bytes, Arrival] = {}
         self.statements: dict[bytes, spb.Signed] = {}
         self.present: set[bytes] = set()
+        self.gone: set[bytes] = set()
+        """Members that have gone on to a later round: they will not come to this one."""
         self.refusals: dict[bytes, str] = {}
         self.opened = time.monotonic()
         self.first_arrival: float | None = None
@@ -113,7 +116,17 @@ class OwnerRound:
             except (PayloadError, BadSigned) as exc:
                 log.warning("round %d: dropped payload from %s: %s", self.round, sender.hex()[-12:], exc)
                 self._refuse(sender, exc.reason)
-        if self.plan.peers <= self.present:
+        self._close_if_complete()
+
+    def passed(self, peer: bytes) -> None:
+        """``peer`` has gone on to a later round (it gave this one up): the owner no longer waits for it."""
+        if peer in self.plan.peers and peer not in self.present and not self.closed.is_set():
+            self.gone.add(peer)
+            self._close_if_complete()
+
+    def _close_if_complete(self) -> None:
+        # this node's own arrival is always awaited (it is never gone): a round closes only once it is open here
+        if self.plan.peers <= self.present | self.gone and self.me in self.present:
             self._close_soon()
 
     def _refuse(self, sender: bytes, reason: str) -> None:

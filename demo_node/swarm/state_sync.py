@@ -146,5 +146,6 @@ def vouched(snap: Snapshot, run_id: str, need: int = 2) -> str:
         del reports[p]
     agree = sum(d == snap.digest for d in reports.values())
     if agree < need or 2 * agree <= len(reports):
-        return f"{agree} of {len(reports)} members signed this digest for round {snap.next_round} (need {need} and most)"
+        return (f"{agree} of {len(reports)} members signed this digest for round {snap.next_round}"
+                f" (need {need} and most)")
     return ""
