@@ -382,6 +382,12 @@ def test_a_snapshot_is_vouched_only_by_most_members_two_at_least():
     assert vouched(snap(bad, [(PEERS[2], bad)], members=1), RUN)
     assert vouched(snap(good, [(PEERS[0], good)], members=1), RUN, need=1) == ""  # it knows no other peer
     assert vouched(snap(good, [(PEERS[0], good), (PEERS[1], bad)]), RUN)  # one against one: undecided
+    # a server that lists members of its own making (their keys its own) to vouch for its state: they count only
+    # when the downloader knows them in the run (its DHT records, or the majority it saw in its rounds)
+    forged = snap(bad, [(PEERS[2], bad), (PEERS[3], bad)], members=4)
+    assert vouched(forged, RUN) == "" and vouched(forged, RUN, known={PEERS[0], PEERS[1], PEERS[2]})
+    assert vouched(snap(good, [(PEERS[0], good), (PEERS[1], good)]), RUN, known={PEERS[0], PEERS[1]}) == ""
+    assert vouched(snap(good, [(PEERS[0], good), (PEERS[3], good)]), RUN)  # PEERS[3] is not in the members list
 
 
 def test_robust_aggregation_bounds_weights_and_norms():

@@ -23,7 +23,8 @@ class JoinError(RuntimeError):
     """The node cannot join or go on; the message says why."""
 
 
-def settle_run(runs: Mapping[str, Mapping[str, Any]], mine: Mapping[str, Mapping[str, Any]], wanted_id: str = "") -> str:
+def settle_run(runs: Mapping[str, Mapping[str, Any]], mine: Mapping[str, Mapping[str, Any]],
+               wanted_id: str = "") -> str:
     """The id of the run this node trains, given the runs announced (run id -> config) and this node's config.
 
     With ``wanted_id``, that run must be announced with this config or be this config's own id; otherwise the run of
@@ -38,7 +39,8 @@ def settle_run(runs: Mapping[str, Mapping[str, Any]], mine: Mapping[str, Mapping
             raise JoinError(f"run {wanted_id} is not announced by any peer (runs seen: {sorted(runs) or 'none'})")
         return mine_id
     name = mine["run"]["run_name"]
-    same_name = {rid: c for rid, c in runs.items() if isinstance(c.get("run"), dict) and c["run"].get("run_name") == name}
+    same_name = {rid: c for rid, c in runs.items()
+                 if isinstance(c.get("run"), dict) and c["run"].get("run_name") == name}
     if not same_name or mine_id in same_name:
         return mine_id
     check_same(mine, sorted(same_name.items())[0][1])  # raises, naming the differing fields
@@ -82,13 +84,14 @@ def download(peer: Peer, replica: Replica, sources: list[PeerRecord], min_round:
     servers = [p for p in sources if not p.client]
     # how many must vouch comes from what this node knows of the run (its members' records), not from the server
     need = 2 if sum(p.state == "training" for p in sources) >= 2 else 1
+    known = {peer_from_b58(p.peer_b58) for p in sources}
     for p in servers:
 
         async def header(snap: Snapshot, source: str = p.peer_b58) -> None:
             # the round loop is steered by the header only once the members' statements in it vouch for its round
             # and digest, as the whole snapshot must be before it is installed
             if on_header is not None and snap.next_round >= min_round and _same_run(snap, run_config) \
-                    and not vouched(snap, run, need):
+                    and not vouched(snap, run, need, known):
                 await on_header(Downloaded(snap.next_round, snap.members, source, set(snap.demoted)))
 
         try:
@@ -103,7 +106,7 @@ def download(peer: Peer, replica: Replica, sources: list[PeerRecord], min_round:
         if snap.next_round < min_round:
             _failed(errors, p.peer_b58, f"a state of round {snap.next_round}, needed {min_round}")
             continue
-        why = vouched(snap, run, need)
+        why = vouched(snap, run, need, known)
         if why:
             _failed(errors, p.peer_b58, why)
             continue

@@ -125,11 +125,14 @@ async def fetch_state(transport: Transport, peer: bytes, min_round: int, expecte
         await stream.close()
 
 
-def vouched(snap: Snapshot, run_id: str, need: int = 2) -> str:
+def vouched(snap: Snapshot, run_id: str, need: int = 2, known: set[bytes] | None = None) -> str:
     """Why the snapshot's digest is not vouched for ("" if it is): at least ``need`` distinct members signed it for
     its round, and more of those that signed a digest for that round signed this one than any other. ``need`` comes
     from what the downloader knows, never from the server: 2 once it knows two peers of the run (so the server alone
-    cannot vouch for its own state), 1 when the server is the only peer it knows."""
+    cannot vouch for its own state), 1 when the server is the only peer it knows. Only statements of peers in the
+    header's members count, and, with ``known``, only of the peers the downloader itself knows in the run: the
+    server writes the members list and could make up members of its own, with keys of its own, to vouch for it."""
+    members = {m.peer for m in snap.members}
     reports: dict[bytes, bytes] = {}
     conflicting: set[bytes] = set()
     for signed in snap.statements:
@@ -137,7 +140,9 @@ def vouched(snap: Snapshot, run_id: str, need: int = 2) -> str:
             st = open_statement(signed, run_id=run_id)
         except BadSigned:
             continue
-        if st.digest_round != snap.next_round:
+        if st.digest_round != snap.next_round or st.peer not in members:
+            continue
+        if known is not None and st.peer not in known:
             continue
         if st.peer in reports and reports[st.peer] != st.digest:
             conflicting.add(st.peer)
