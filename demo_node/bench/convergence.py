@@ -190,35 +190,19 @@ def start_round(nodes: int) -> int:
 
 def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict, workdir: Path, threads: int,
                 deadline: float, timeout: float) -> dict:
-    from demo_node.bench.swarm_bench import _wait
-    from demo_node.daemon.children import NodeProcess, stop_all
+    from demo_node.bench.convergence_procs import common_args, start_joined, wait_finished
+    from demo_node.daemon.children import stop_all
 
-    base = [sys.executable, "-m", "demo_node.bench.convergence_worker", "--nodes", str(s.nodes), "--batch",
-            str(s.per_node), "--steps", str(steps), "--lr", repr(lr), "--seed", str(s.seed), "--windows",
-            str(s.hx.shape[0]), "--eval-every", str(eval_every), "--warmup", str(warmup_steps(steps)), "--threads",
-            str(threads), "--model", s.model, "--deadline", str(deadline),
+    base = [sys.executable, "-m", "demo_node.bench.convergence_worker",
+            *common_args(s, lr, steps, eval_every, threads, warmup_steps(steps)), "--deadline", str(deadline),
             "--run-name", f"bench-convergence-{os.getpid()}-{workdir.name}",
             "--stop-file", str(workdir / "stop"), "--start-round", str(start_round(s.nodes)),
             *[a for k, v in options.items() for a in ("--option", f"{k}={v}")]]
-    workers: list[NodeProcess] = []
+    workers: list = []
     began = time.monotonic()
     try:
-        workers.append(NodeProcess(base + ["--index", "0"], workdir / "node-0", name="node 0"))
-        _wait(lambda: bool(workers[0].of("started")) or workers[0].proc.poll() is not None, 120, "the first node")
-        if not workers[0].of("started"):
-            raise RuntimeError(f"the first node exited: see {workdir / 'node-0' / 'stderr.log'}")
-        peers = workers[0].of("started")[0]["maddrs"]
-        for i in range(1, s.nodes):
-            workers.append(NodeProcess(base + ["--index", str(i), "--peers", *peers], workdir / f"node-{i}",
-                                       name=f"node {i}"))
-
-        def done() -> bool:
-            for w in workers:
-                if w.proc.poll() is not None and not w.of("finished"):
-                    raise RuntimeError(f"{w.name} exited early: see {w.folder / 'stderr.log'}")
-            return all(w.of("finished") for w in workers)
-
-        _wait(done, timeout, f"{s.nodes} nodes to take {steps} steps")
+        start_joined(workers, base, workdir, s.nodes, "node")
+        wait_finished(workers, timeout, f"{s.nodes} nodes to take {steps} steps")
         seconds = time.monotonic() - began
         (workdir / "stop").touch()  # every node has read its wire bytes: they may leave
         by_step = {}

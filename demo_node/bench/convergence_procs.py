@@ -23,13 +23,31 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _common(s, lr: float, steps: int, eval_every: int, threads: int, warmup: int) -> list[str]:
+def start_joined(workers: list, base: list[str], workdir: Path, nodes: int, label: str) -> None:
+    """Start worker 0, wait for its addresses, then workers 1..N-1 with ``--peers`` pointing at it (each worker's
+    folder is workdir/<label>-<i>), each added to ``workers`` as it starts: the caller stops them (``stop_all``),
+    also when this raises."""
+    from demo_node.bench.swarm_bench import _wait
+    from demo_node.daemon.children import NodeProcess
+
+    workers.append(NodeProcess(base + ["--index", "0"], workdir / f"{label}-0", name=f"{label} 0"))
+    _wait(lambda: bool(workers[0].of("started")) or workers[0].proc.poll() is not None, 120, f"the first {label}")
+    if not workers[0].of("started"):
+        raise RuntimeError(f"the first {label} exited: see {workdir / f'{label}-0' / 'stderr.log'}")
+    peers = workers[0].of("started")[0]["maddrs"]
+    for i in range(1, nodes):
+        workers.append(NodeProcess(base + ["--index", str(i), "--peers", *peers], workdir / f"{label}-{i}",
+                                   name=f"{label} {i}"))
+
+
+def common_args(s, lr: float, steps: int, eval_every: int, threads: int, warmup: int) -> list[str]:
+    """The arguments every convergence worker takes: the setup's shape, data and schedule."""
     return ["--nodes", str(s.nodes), "--batch", str(s.per_node), "--steps", str(steps), "--lr", repr(lr), "--seed",
             str(s.seed), "--windows", str(s.hx.shape[0]), "--eval-every", str(eval_every), "--warmup", str(warmup),
             "--threads", str(threads), "--model", s.model]
 
 
-def _wait_finished(workers: list, timeout: float, what: str) -> None:
+def wait_finished(workers: list, timeout: float, what: str) -> None:
     from demo_node.bench.swarm_bench import _wait
 
     def done() -> bool:
@@ -66,13 +84,13 @@ def train_gloo(s, lr: float, steps: int, eval_every: int, workdir: Path, threads
     from demo_node.daemon.children import NodeProcess, stop_all
 
     base = [sys.executable, "-m", "demo_node.bench.convergence_gloo", "--port", str(_free_port()),
-            *_common(s, lr, steps, eval_every, threads, warmup)]
+            *common_args(s, lr, steps, eval_every, threads, warmup)]
     workers: list[NodeProcess] = []
     began = time.monotonic()
     try:
         for i in range(s.nodes):
             workers.append(NodeProcess(base + ["--index", str(i)], workdir / f"rank-{i}", name=f"rank {i}"))
-        _wait_finished(workers, timeout, f"{s.nodes} gloo ranks to take {steps} steps")
+        wait_finished(workers, timeout, f"{s.nodes} gloo ranks to take {steps} steps")
         for w in workers:  # they exit by themselves after a last barrier
             w.proc.wait(timeout=60)
         return _merge(workers, time.monotonic() - began)
@@ -85,8 +103,7 @@ def train_gloo(s, lr: float, steps: int, eval_every: int, workdir: Path, threads
 def train_hivemind(s, lr: float, steps: int, eval_every: int, workdir: Path, threads: int, warmup: int,
                    timeout: float, compression: str, matchmaking_time: float) -> dict:
     """``hivemind.Optimizer`` (inner AdamW) over N peers, each with its own DHT and p2pd."""
-    from demo_node.bench.swarm_bench import _wait
-    from demo_node.daemon.children import NodeProcess, stop_all
+    from demo_node.daemon.children import stop_all
 
     if s.nodes < 2:
         raise ValueError("hivemind.Optimizer needs at least 2 peers here (groups of exactly N)")
@@ -94,19 +111,12 @@ def train_hivemind(s, lr: float, steps: int, eval_every: int, workdir: Path, thr
     base = [sys.executable, "-m", "demo_node.bench.convergence_hivemind", "--compression", compression,
             "--stop-file", str(stop), "--matchmaking-time", repr(matchmaking_time),
             "--run-id", f"bench-convergence-{workdir.name}-{time.time_ns()}".replace(".", "_"), "--verbose",
-            *_common(s, lr, steps, eval_every, threads, warmup)]
-    workers: list[NodeProcess] = []
+            *common_args(s, lr, steps, eval_every, threads, warmup)]
+    workers: list = []
     began = time.monotonic()
     try:
-        workers.append(NodeProcess(base + ["--index", "0"], workdir / "peer-0", name="peer 0"))
-        _wait(lambda: bool(workers[0].of("started")) or workers[0].proc.poll() is not None, 120, "the first peer")
-        if not workers[0].of("started"):
-            raise RuntimeError(f"the first peer exited: see {workdir / 'peer-0' / 'stderr.log'}")
-        peers = workers[0].of("started")[0]["maddrs"]
-        for i in range(1, s.nodes):
-            workers.append(NodeProcess(base + ["--index", str(i), "--peers", *peers], workdir / f"peer-{i}",
-                                       name=f"peer {i}"))
-        _wait_finished(workers, timeout, f"{s.nodes} hivemind peers to take {steps} epochs")
+        start_joined(workers, base, workdir, s.nodes, "peer")
+        wait_finished(workers, timeout, f"{s.nodes} hivemind peers to take {steps} epochs")
         seconds = time.monotonic() - began
         stop.touch()
         for w in workers:  # they shut hivemind down and exit by themselves
