@@ -11,7 +11,7 @@ from demo_node.crypto import Identity
 from demo_node.swarm.config import RELAY, SIGN
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.included import inputs_hash, mask_of, senders_of
-from demo_node.swarm.membership import Statements, collect, digest_majority, next_members
+from demo_node.swarm.membership import Statements, collect, digest_majority, majority_decides, next_members
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
 from demo_node.swarm.owner import OwnerRound
 from demo_node.swarm.plan import Member, choose_mode, make_plan, split
@@ -131,6 +131,24 @@ def test_digest_majority_from_signed_statements_ties_go_to_the_smallest_peer():
     twice = statement(PEERS[1], digest_round=3, digest=b"x")
     st.add(twice, open_statement(twice, run_id=RUN))
     assert digest_majority(st, set(PEERS), 3)[1] == [PEERS[0]]
+
+
+def test_a_tie_of_single_reports_makes_nobody_download_unless_the_swarm_is_two():
+    """Three members, one statement missing for the round (its signer reported an older round): the attacker's
+    digest and an honest node's tie 1-1, and the tie goes to the smaller peer id. That must not make the honest node
+    take the attacker's state (a CI run caught an honest node resyncing from an attacker so)."""
+    st = Statements()
+    attacker, honest, silent = sorted(PEERS[:3])
+    for peer, d in ((attacker, b"bad"), (honest, b"good")):
+        signed = statement(peer, digest_round=8, digest=d)
+        st.add(signed, open_statement(signed, run_id=RUN))
+    majority = digest_majority(st, {attacker, honest, silent}, 8)
+    assert majority == (b"bad", [attacker])  # the tie-break alone would pick the attacker
+    assert not majority_decides(majority[1], {attacker, honest, silent})
+    assert majority_decides(majority[1], {attacker, honest})  # two members: no one else to ask
+    two = statement(silent, digest_round=8, digest=b"bad")
+    st.add(two, open_statement(two, run_id=RUN))
+    assert majority_decides(digest_majority(st, {attacker, honest, silent}, 8)[1], {attacker, honest, silent})
 
 
 def bodies_with(plan, statements: dict[bytes, spb.Signed], lose: set = frozenset()):

@@ -73,18 +73,25 @@ def _same_run(snap: Snapshot, run_config: Mapping[str, Any]) -> bool:
 
 def download(peer: Peer, replica: Replica, sources: list[PeerRecord], min_round: int,
              run_config: Mapping[str, Any], run: str,
-             on_header: Callable[[Downloaded], Awaitable[None]] | None = None) -> Downloaded:
+             on_header: Callable[[Downloaded], Awaitable[None]] | None = None,
+             members: set[bytes] | None = None) -> Downloaded:
     """Download the parameters from the first source that serves a state of this run at ``min_round`` or later
     whose bytes hash to the digest most of its members signed, and install them (a bad download leaves the
     parameters untouched). Sources are tried in order: the peers the user named come first.
 
     ``on_header`` (run on the network thread) learns each transfer's round and members before its tensors come:
-    the round loop follows the swarm from there, so a download that takes many rounds leaves no gap to catch up."""
+    the round loop follows the swarm from there, so a download that takes many rounds leaves no gap to catch up.
+
+    Who may vouch for a state, and how many must, come from what this node knows by itself: ``members`` (the other
+    members of a round it ran, when it resyncs) or else the sources' own records."""
     errors = []
     servers = [p for p in sources if not p.client]
-    # how many must vouch comes from what this node knows of the run (its members' records), not from the server
-    need = 2 if sum(p.state == "training" for p in sources) >= 2 else 1
-    known = {peer_from_b58(p.peer_b58) for p in sources}
+    # how many must vouch comes from what this node knows of the run, never from the server
+    if members:
+        need, known = min(2, len(members)), set(members)
+    else:
+        need = 2 if sum(p.state == "training" for p in sources) >= 2 else 1
+        known = {peer_from_b58(p.peer_b58) for p in sources}
     for p in servers:
 
         async def header(snap: Snapshot, source: str = p.peer_b58) -> None:

@@ -49,7 +49,7 @@ from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.discovery import PeerRecord
 from demo_node.swarm.driver import Handoff, RoundDriver, RunSettings
 from demo_node.swarm.limits import LIMITS, Limits
-from demo_node.swarm.membership import digest_majority
+from demo_node.swarm.membership import digest_majority, majority_decides
 from demo_node.swarm.outcome import RoundOutcome
 from demo_node.swarm.plan import Member
 from demo_node.swarm.shard_signs import ShardSigns
@@ -387,24 +387,29 @@ class SwarmOptimizer(DeMo):
         reported = o.statements.by_peer.get(self.me)
         if reported is None or not reported.digest or reported.digest_round < self._synced_round:
             return  # nothing said, or said of parameters that a download has replaced since
-        majority = digest_majority(o.statements, {m.peer for m in o.plan.members}, reported.digest_round)
+        members = {m.peer for m in o.plan.members}
+        majority = digest_majority(o.statements, members, reported.digest_round)
         if majority is None:
             return
         if reported.digest == majority[0]:
-            self._digest_matched = len(majority[1]) >= min(2, len(o.plan.members))
+            self._digest_matched = len(majority[1]) >= min(2, len(members))
             return
         self._digest_matched = False
+        if not majority_decides(majority[1], members):
+            return
         self.stats.diverged(o.round, reported.digest_round, reported.digest, majority[0], len(majority[1]))
-        self._resync(self.replica.round, sources=majority[1])
+        self._resync(self.replica.round, sources=majority[1], members=members - {self.me})
 
-    def _resync(self, min_round: int, sources: list[bytes] | None = None) -> None:
-        """Download the parameters again: from ``sources`` (the majority's holders), else from any peer."""
-        peers = [PeerRecord(peer_b58(p), [], False, 0, NodeState.TRAINING.label) for p in (sources or []) if p != self.me]
+    def _resync(self, min_round: int, sources: list[bytes] | None = None, members: set[bytes] | None = None) -> None:
+        """Download the parameters again: from ``sources`` (the majority's holders), else from any peer; with
+        ``members`` (the round's other members), vouched for by two of them where there are two."""
+        peers = [PeerRecord(peer_b58(p), [], False, 0, NodeState.TRAINING.label)
+                 for p in (sources or []) if p != self.me]
         if not peers:
             peers = self.peer.peers_of(self.run_id)
         begun = time.monotonic()
         try:
-            got = download(self.peer, self.replica, peers, min_round, self.run_config, self.run_id)
+            got = download(self.peer, self.replica, peers, min_round, self.run_config, self.run_id, members=members)
         except JoinError as exc:
             log.warning("resync failed: %s", exc)
             return

@@ -109,3 +109,11 @@ def digest_majority(statements: Statements, members: set[bytes], digest_round: i
     top = max(counts.values())
     best = min((st for st in same if counts[st.digest] == top), key=lambda st: st.peer).digest
     return best, sorted(st.peer for st in same if st.digest == best)
+
+
+def majority_decides(holders: list[bytes], members: set[bytes]) -> bool:
+    """Whether a majority digest held by ``holders`` may make a member that holds another one download it: with more
+    than two members, one holder decides nothing. Such a "majority" is a tie of single reports (the others'
+    statements of that round missing or of another round) broken by peer id, which a lone attacker must not win; a
+    later round's statements decide. With two members there is no one else to ask."""
+    return len(members) <= 2 or len(holders) >= 2
