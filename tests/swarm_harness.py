@@ -61,5 +61,12 @@ class Cluster:
                 pass
 
 
+def joined_round(node: NodeProc) -> int:
+    """The first round this node applied as a member. Its round line follows the "joined" line, written by the same
+    call: a test that reads the log between the two sees "joined" and no round yet, so this waits for the round."""
+    node.wait(lambda: bool(node.rounds()), 60, "a round as a member")
+    return node.rounds()[0]["round"]
+
+
 def round_times(node: NodeProc, start: int, stop: int) -> list[float]:
     return [e["round_seconds"] for e in node.rounds() if start <= e["round"] < stop]

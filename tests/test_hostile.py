@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from demo_node.crypto import Identity
-from tests.swarm_harness import RUN_ARGS, Cluster, NodeProc
+from tests.swarm_harness import RUN_ARGS, Cluster, NodeProc, joined_round
 
 pytestmark = pytest.mark.swarm
 DEADLINE = 6.0
@@ -182,7 +182,7 @@ def test_junk_dht_records_are_dropped_and_a_joiner_still_joins(cluster):
     late = cluster.start("late", honest[1].maddrs, args=FLAT, run_args=[])  # adopts the run's config from peers
     late.wait(lambda: bool(late.of("joined")), 180, "joined")
     assert late.of("started")[0]["run_config"]["run"]["model"] == "tiny"
-    assert_unharmed(honest + [late], late.rounds()[0]["round"], rounds=10)
+    assert_unharmed(honest + [late], joined_round(late), rounds=10)
 
 
 def test_a_poisoned_state_is_refused_and_the_joiner_takes_a_vouched_one(cluster):
@@ -192,7 +192,7 @@ def test_a_poisoned_state_is_refused_and_the_joiner_takes_a_vouched_one(cluster)
     synced = late.of("synced")[0]
     assert synced["source"] != m.peer
     assert "members signed this digest" in late.tail(200)
-    assert_unharmed(honest + [late], late.rounds()[0]["round"], rounds=10)
+    assert_unharmed(honest + [late], joined_round(late), rounds=10)
 
 
 def test_floods_of_streams_frames_and_requests_do_not_stall_the_swarm(cluster):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.swarm_harness import Cluster, NodeProc, round_times
+from tests.swarm_harness import Cluster, NodeProc, joined_round, round_times
 
 pytestmark = pytest.mark.swarm
 DEADLINE = 6.0
@@ -24,12 +24,6 @@ def cluster(tmp_path):
     c = Cluster(tmp_path)
     yield c
     c.close()
-
-
-def joined_round(node: NodeProc) -> int:
-    """The first round this node applied as a member (its round line follows the "joined" line)."""
-    node.wait(lambda: bool(node.rounds()), 60, "a round as a member")
-    return node.rounds()[0]["round"]
 
 
 def wait_members(nodes: list[NodeProc], count: int, timeout: float = 180) -> int:

@@ -120,7 +120,7 @@ class OwnerRound:
 
     def passed(self, peer: bytes) -> None:
         """``peer`` has gone on to a later round (it gave this one up): the owner no longer waits for it."""
-        if peer in self.plan.peers and peer not in self.present and not self.closed.is_set():
+        if not self._closing and peer not in self.present and peer in self.plan.peers:
             self.gone.add(peer)
             self._close_if_complete()
 
