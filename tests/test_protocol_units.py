@@ -205,14 +205,19 @@ def test_one_accuser_demotes_nobody_two_do():
     assert demoted == {PEERS[0]}
 
 
+def owner_round(plan, me, opt, deadline, robust=True) -> OwnerRound:
+    """``me``'s owner round of ``plan``, its signs computed in place (call inside a running event loop)."""
+    signs = ShardSigns(opt.layout, opt.config.aggregation, robust=robust)
+
+    async def compute(contributions, ranges):
+        return pack_signs(signs.signs(contributions), ranges)
+
+    return OwnerRound(plan, me, KEY[me], opt.layout, RUN, deadline, signs, compute, SwarmCounters())
+
+
 def run_owner(plan, me, opt, requests, deadline=30.0, robust=True):
     async def main():
-        signs = ShardSigns(opt.layout, opt.config.aggregation, robust=robust)
-
-        async def compute(contributions, ranges):
-            return pack_signs(signs.signs(contributions), ranges)
-
-        owner = OwnerRound(plan, me, KEY[me], opt.layout, RUN, deadline, signs, compute, SwarmCounters())
+        owner = owner_round(plan, me, opt, deadline, robust)
         for sender, payload in requests:
             st = statement(sender, round=plan.round, plan=plan.fingerprint)
             owner.arrive(sender, False, st if me in plan.shares(sender) else None, payload)
@@ -279,14 +284,19 @@ def test_shard_results_apply_the_sample_weighted_aggregate(mode):
                 assert (a.detach() != b.detach()).float().mean() < 1e-3
 
 
-def test_owner_closes_at_deadline_without_a_dead_member_and_excludes_late_ones():
+def three_member_relay_round():
+    """A round of three members in relay exchange: (an optimizer for its layout, the plan, its first owner, and a
+    contribution to send)."""
     _, opt = make_opt()
     plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1]), Member(PEERS[2])], opt.layout, 1000, "relay")
-    owner = plan.owners[0]
     params, o = make_opt(values="fp32")
     for p in params:
         p.grad = torch.randn_like(p)
-    c = o.prepare()
+    return opt, plan, plan.owners[0], o.prepare()
+
+
+def test_owner_closes_at_deadline_without_a_dead_member_and_excludes_late_ones():
+    opt, plan, owner, c = three_member_relay_round()
     data = signed_payload(c, plan, owner, PEERS[0], opt.layout)
     reqs = [(PEERS[0], data), (PEERS[1], None)]
     shard, results = run_owner(plan, owner, opt, reqs, deadline=0.5)  # PEERS[2] never comes
@@ -305,22 +315,11 @@ def test_owner_closes_at_deadline_without_a_dead_member_and_excludes_late_ones()
 def test_an_owner_stops_waiting_for_members_that_went_on_to_a_later_round():
     """A node that restarted (or fell behind) runs rounds its peers already gave up: it closes them as soon as every
     missing member is known to be past them, not a deadline later, and only its own arrival is awaited."""
-    _, opt = make_opt()
-    plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1]), Member(PEERS[2])], opt.layout, 1000, "relay")
-    owner = plan.owners[0]
-    params, o = make_opt(values="fp32")
-    for p in params:
-        p.grad = torch.randn_like(p)
-    c = o.prepare()
+    opt, plan, owner, c = three_member_relay_round()
     others = [p for p in PEERS[:3] if p != owner]
 
     async def main():
-        signs = ShardSigns(opt.layout, opt.config.aggregation)
-
-        async def compute(contributions, ranges):
-            return pack_signs(signs.signs(contributions), ranges)
-
-        shard = OwnerRound(plan, owner, KEY[owner], opt.layout, RUN, 60.0, signs, compute, SwarmCounters())
+        shard = owner_round(plan, owner, opt, deadline=60.0)
         shard.passed(others[0])
         shard.passed(b"not a member")  # ignored: it was never awaited
         shard.arrive(others[1], False, None, signed_payload(c, plan, owner, others[1], opt.layout))
