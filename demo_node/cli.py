@@ -153,9 +153,14 @@ def _bench_swarm(args: argparse.Namespace) -> int:
     nodes = [int(n) for n in args.nodes.split(",")]
     modes = tuple(args.modes.split(","))
     node_args = list(args.node_args or [])
+    defenses = tuple(args.defenses.split(","))
+    unknown = [d for d in defenses if d not in swarm_bench.DEFENSES]
+    if unknown:
+        raise SystemExit(f"demo-node bench swarm: --defenses {','.join(unknown)}: each must be one of "
+                         f"{', '.join(swarm_bench.DEFENSES)}")
     result = swarm_bench.run(nodes, rounds=args.rounds, model=args.model, workdir=args.workdir, modes=modes,
-                             averager=not args.skip_averager, node_args=node_args,
-                             defenses=tuple(args.defenses.split(",")), baseline=args.baseline,
+                             averager=not args.skip_averager, node_args=node_args, defenses=defenses,
+                             baseline=args.baseline,
                              netns=_netns(args.netns))
     _emit(result, swarm_bench.format_result(result), args.json)
     return 0
@@ -413,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
     sw.add_argument("--modes", default="relay,sign", help="our exchange modes to measure")
     sw.add_argument("--skip-averager", action="store_true", help="do not run hivemind's DecentralizedAverager")
-    sw.add_argument("--defenses", default="on", help="on, off or on,off: the run-level defenses (verified shards, "
-                    "robust aggregation) switched on, off, or both side by side")
+    sw.add_argument("--defenses", default="on", help="comma-separated: on (verified shards, robust aggregation), "
+                    "audit (the same, verifiers auditing a quarter of the rounds), off; several run side by side")
     sw.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
                     help="run each node in a network namespace of its own and read its bytes at the wire from its "
                     "link (needs root; auto: when possible), else from the TCP counters of its sockets")

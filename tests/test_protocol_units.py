@@ -18,7 +18,7 @@ from demo_node.swarm.plan import Member, choose_mode, make_plan, split
 from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.swarm.signing import BadSigned, open_body, open_statement, sign
 from demo_node.swarm.state_sync import Snapshot, vouched
-from demo_node.swarm.verifier import judge_signs
+from demo_node.swarm.verifier import VerifierRound, judge_signs
 from demo_node.wire.codec import encode
 from demo_node.wire.errors import PayloadError, refusal_code
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
@@ -384,6 +384,62 @@ def test_a_verifier_catches_a_flipped_sign_but_forgives_rounding_at_ties():
     signs.values = with_tie
     tie[b0][1].view(-1)[flat] *= -1
     assert judge_signs(signs, contributions, layout, ranges, *pack_signs(tie, ranges))[0]
+
+
+def audit(fraction, withheld=(), lie=False):
+    """A three-member sign round whose verifier holds only its own payload and audits with ``fraction``: (the
+    finding, and which peers the verifier asked for which senders' payloads)."""
+    _, opt = make_opt()
+    plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, 10, SIGN)
+    owner = plan.owners[0]
+    verifier = plan.verifiers[owner]
+    payloads = {}
+    for seed, peer in enumerate(PEERS[:3]):
+        params, o = make_opt()
+        torch.manual_seed(seed + 1)
+        for p in params:
+            p.grad = torch.randn_like(p)
+        payloads[peer] = signed_payload(o.prepare(samples=8), plan, owner, peer, opt.layout)
+    own, _ = run_owner(plan, owner, opt, list(payloads.items()))
+    signed = own.body
+    if lie:
+        body = spb.ShardBody.FromString(signed.body)
+        body.sign_bits = bytes(b ^ 0xFF for b in body.sign_bits)
+        signed = sign(KEY[owner], body.SerializeToString())
+    asked = []
+
+    async def fetch(peer, senders):
+        asked.append((peer, list(senders)))
+        if peer == owner:
+            return [payloads[s] for s in senders]
+        return [spb.Signed() if peer in withheld else payloads[peer]]
+
+    async def main():
+        async def compute(fn):
+            return fn()
+        vr = VerifierRound(plan, owner, verifier, KEY[verifier], opt.layout, RUN,
+                           ShardSigns(opt.layout, opt.config.aggregation), compute, audit_fraction=fraction)
+        vr.arrive(verifier, payloads[verifier])
+        await vr.judge(signed, open_body(signed, owner, 0), fetch)
+        return spb.VerdictBody.FromString(vr.verdict.body).finding
+
+    return asyncio.run(main()), asked, owner, verifier
+
+
+def test_a_verifier_audits_a_drawn_fraction_of_rounds_with_inputs_from_their_senders():
+    """Below 1 the verifier holds only its own payload: undrawn, it says NOT_AUDITED without asking anyone; drawn,
+    it asks each other contributor for its own payload (the owner cannot withhold them), the owner only for those
+    a contributor did not give, and judges as it would with every copy."""
+    finding, asked, owner, verifier = audit(1e-12)
+    assert finding == spb.VerdictBody.NOT_AUDITED and asked == []
+    finding, asked, owner, verifier = audit(1 - 1e-12)
+    others = [p for p in PEERS[:3] if p != verifier]
+    assert finding == spb.VerdictBody.CORRECT and sorted(asked) == sorted((p, [p]) for p in others)
+    withholder = next(p for p in others if p != owner)
+    finding, asked, owner, verifier = audit(1 - 1e-12, withheld={withholder})
+    assert finding == spb.VerdictBody.CORRECT and asked[-1] == (owner, [withholder])
+    finding, _, _, _ = audit(1 - 1e-12, lie=True)
+    assert finding == spb.VerdictBody.WRONG
 
 
 def test_a_snapshot_is_vouched_only_by_most_members_two_at_least():

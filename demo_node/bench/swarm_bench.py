@@ -123,8 +123,12 @@ def _aligned_marks(swarm: Swarm, read_wire, r0: int, r1: int, timeout: float) ->
 MIN_SECONDS = 15.0
 """The shortest measuring window (see run_ours)."""
 
-DEFENSES = {"on": [], "off": ["--no-verify-shards", "--no-robust-aggregation"]}
-"""Options that switch the run-level defenses off (signatures stay: every message of the protocol is signed)."""
+AUDIT_FRACTION = 0.25
+DEFENSES = {"on": [], "audit": ["--audit-fraction", str(AUDIT_FRACTION)],
+            "off": ["--no-verify-shards", "--no-robust-aggregation"]}
+"""Options of each defense setting: on (every shard verified every round), audit (verifiers audit a quarter of the
+rounds), off (no verification, no robust aggregation; signatures stay: every message of the protocol is signed)."""
+LABELS = {"on": "", "audit": " audit", "off": " off", "baseline": " old"}
 
 
 def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_args: list[str] = (),
@@ -280,13 +284,13 @@ def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | 
             "accounted_over_ideal": (a["up_mean"] + a["down_mean"]) / ideal,
         })
     result["defense_cost"] = []
-    for on in (o for o in result["ours"] if o["defenses"] == "on"):
+    for on in (o for o in result["ours"] if o["defenses"] in ("on", "audit")):
         off = next((o for o in result["ours"] if o["defenses"] == "off" and o["nodes"] == on["nodes"]
                     and o["mode"] == on["mode"]), None)
         if off is not None:
             b_on, b_off = on["wire_bytes_per_node_round"], off["wire_bytes_per_node_round"]
             result["defense_cost"].append({
-                "nodes": on["nodes"], "mode": on["mode"],
+                "nodes": on["nodes"], "mode": on["mode"], "defenses": on["defenses"],
                 "round_time_on_over_off": on["round_seconds"] / off["round_seconds"],
                 "cpu_on_over_off": on["cpu_seconds_per_node_round"] / off["cpu_seconds_per_node_round"],
                 "bytes_on_over_off": (b_on["up_mean"] + b_on["down_mean"]) / (b_off["up_mean"] + b_off["down_mean"]),
@@ -329,7 +333,7 @@ def format_result(r: dict) -> str:
              f"{'wire down':>11}{'CPU s':>8}"]
     for o in r["ours"]:
         a, w = o["accounted_bytes_per_node_round"], o["wire_bytes_per_node_round"]
-        name = f"ours N={o['nodes']} {o['mode']}" + {"on": "", "off": " off", "baseline": " old"}[o["defenses"]]
+        name = f"ours N={o['nodes']} {o['mode']}" + LABELS[o["defenses"]]
         lines.append(f"{name:<22}{o['round_seconds']:>9.3f}"
                      f"{o['tokens_per_s_per_node']:>8.0f}{o['contributed_fraction']:>9.2f}{a['up_mean']:>10.0f}"
                      f"{a['down_mean']:>11.0f}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}"
@@ -339,10 +343,12 @@ def format_result(r: dict) -> str:
         lines.append(f"{'averager N=' + str(a['nodes']) + ' ' + a['compression']:<22}{a['round_seconds']:>9.3f}"
                      f"{'':>8}{'':>9}{'':>10}{'':>11}{w['up_mean']:>10.0f}{w['down_mean']:>11.0f}")
     if r.get("defense_cost"):
-        lines += ["", "defenses on / off (verified shards, robust aggregation; signatures in both):"]
+        lines += ["", f"defenses on (or audit: {AUDIT_FRACTION:g} of rounds) / off (verified shards, robust "
+                  "aggregation; signatures in both):"]
         for q in r["defense_cost"]:
-            lines.append(f"  N={q['nodes']} {q['mode']:<6} round time {q['round_time_on_over_off']:.3f}   "
-                         f"CPU per node {q['cpu_on_over_off']:.3f}   bytes {q['bytes_on_over_off']:.3f}")
+            lines.append(f"  N={q['nodes']} {q['mode']:<6}{q.get('defenses', 'on'):<6} round time "
+                         f"{q['round_time_on_over_off']:.3f}   CPU per node {q['cpu_on_over_off']:.3f}   "
+                         f"bytes {q['bytes_on_over_off']:.3f}")
     if r.get("against_baseline"):
         lines += ["", f"now (defenses on) / the checkout in {r['baseline']}:"]
         for q in r["against_baseline"]:
@@ -354,7 +360,7 @@ def format_result(r: dict) -> str:
         lines += ["", f"sign exchange, bytes per node and round (up + down) / 2(N-1)/N x (payload {r['payload_bytes']:,}"
                   f" + params/8) + 2 KB:"]
         for q in r["against_ideal"]:
-            label = {"on": "", "off": " off", "baseline": " old"}[q["defenses"]]
+            label = LABELS[q["defenses"]]
             lines.append(f"  N={q['nodes']}{label:<5} ideal {q['ideal']:>9,.0f}   at the wire {q['wire_over_ideal']:.3f}   "
                          f"accounted {q['accounted_over_ideal']:.3f}")
     lines += ["", "bytes per node and round (up + down, at the wire) and round time, ours / averager:"]

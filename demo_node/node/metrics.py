@@ -93,9 +93,10 @@ class NodeMetrics:
         self.skipped = Counter("demo_node_skipped_shards", "Shards whose result no peer had (their blocks skipped)",
                                registry=r)
         self.shard_checks = Counter("demo_node_shard_checks", "Shard results by how they were checked before they were "
-                                    "applied (verified, unverified: the verifier was silent, corrected: the owner "
-                                    "lied, recomputed, unverifiable)", ["check"], registry=r)
-        for check in ("verified", "unverified", "corrected", "recomputed", "unverifiable"):
+                                    "applied (verified, unverified: the verifier was silent, unaudited: not "
+                                    "drawn for an audit, corrected: the owner lied, recomputed, unverifiable)",
+                                    ["check"], registry=r)
+        for check in ("verified", "unverified", "unaudited", "corrected", "recomputed", "unverifiable"):
             self.shard_checks.labels(check)
         self.accused = Gauge("demo_node_peers_accused", "Peers this node caught signing claims that contradict signed "
                              "inputs", registry=r)

@@ -6,7 +6,8 @@ says WRONG, the node fetches the signed inputs, recomputes, and believes whichev
 other one signed a claim that contradicts signed inputs, and is accused, with those messages as the evidence (served
 to anyone who asks). When the verdict judged another body than the one this node got, the owner signed two results
 for one shard: that is evidence too, and the verified one is applied. A silent verifier leaves the update
-unverified (applied, and counted); an owner this node has already caught is never applied unverified.
+unverified (applied, and counted), and so does a verdict that the round was not audited (a run that audits a
+fraction of rounds); an owner this node has already caught is never applied unverified.
 """
 
 from __future__ import annotations
@@ -108,10 +109,12 @@ class Checker:
             else:
                 self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, judged=copy.signed))
                 got = copy
-        if verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED:
+        unchecked = {spb.VerdictBody.UNVERIFIED: "unverified", spb.VerdictBody.NOT_AUDITED: "unaudited"}
+        if verdict is None or verdict.body.finding in unchecked:
             if owner in self.accused:
                 return await self._recompute(r, plan, owner, None, got, None, source)
-            return self._outcome(owner, ranges, got, source, check="unverified")
+            return self._outcome(owner, ranges, got, source,
+                                 check=unchecked[verdict.body.finding] if verdict is not None else "unverified")
         if verdict.body.finding == spb.VerdictBody.CORRECT:
             return self._outcome(owner, ranges, got, source, check="verified")
         return await self._recompute(r, plan, owner, verifier, got, verdict, source)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from demo_node.options import one_of, positive
+from demo_node.options import one_of, positive, within
 
 RELAY, SIGN, AUTO = "relay", "sign", "auto"
 EXCHANGES = (AUTO, RELAY, SIGN)
@@ -42,3 +42,8 @@ class DefenseConfig:
     verify_shards: bool = True
     """In sign exchange with three members or more, a second owner recomputes every shard's update and signs a
     verdict; a node applies an update only once it is verified (or its verifier is silent)."""
+    audit_fraction: float = field(default=1.0, metadata=within(0.0, 1.0, low_open=True))
+    """The fraction of rounds a verifier audits, drawn by each verifier in secret once it holds the owner's result.
+    At 1 every contributor also sends the verifier its payload; below 1 it keeps it and serves it when the verifier
+    audits, so verification costs this fraction of a second copy of the payload, and a lying owner is caught at each
+    lie with this probability (an unaudited update is applied, and counted as unaudited)."""

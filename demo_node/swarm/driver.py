@@ -85,6 +85,9 @@ class RoundDriver:
         self.owner_rounds: dict[int, OwnerRound] = {}
         self.verifier_rounds: dict[tuple[int, bytes], VerifierRound] = {}
         self.received: dict[tuple[int, bytes], spb.ShardResult] = {}
+        self.kept_for_audit: dict[tuple[int, bytes], spb.Signed] = {}
+        """(round, owner) -> this node's signed payload for a verified shard, in a run that audits a fraction of
+        rounds: served to the shard's verifier when it audits."""
         self.pending: dict[tuple[int, bytes], asyncio.Future] = {}
         self.round_open: dict[int, asyncio.Event] = {}
         self.retention = Retention(limits, layout.num_params, self.payload_bytes)
@@ -262,7 +265,8 @@ class RoundDriver:
             judged = self.verifier_rounds.get((r, owner))
             if judged is None or judged.plan.fingerprint != plan.fingerprint:
                 self.verifier_rounds[(r, owner)] = VerifierRound(plan, owner, self.me, self.identity, self.layout,
-                                                                 self.run.run_id, self.signs, self.compute)
+                                                                 self.run.run_id, self.signs, self.compute,
+                                                                 self.run.defense.audit_fraction)
         loop = asyncio.get_running_loop()
         for owner in plan.owners:
             self.pending[(r, owner)] = loop.create_future()  # resolved once this node got or gave up on it
@@ -279,6 +283,8 @@ class RoundDriver:
                 slices[owner] = restrict(contribution, plan.ranges[owner])
                 data = encode(slices[owner], self.layout, run_id=self.run.run_id, round=r, sender=self.me)
                 payloads[owner] = sign(self.identity, data)
+                if self._audited and plan.verifiers.get(owner, self.me) != self.me:
+                    self.kept_for_audit[(r, owner)] = payloads[owner]
         # a verifier is an owner too: the payload for the shard it verifies rides on the stream to its own shard,
         # and the verdict comes back on it after the shard's result (one stream per owner, not two)
         verdict_streams = {o: loop.create_future() for o, v in plan.verifiers.items() if v != self.me}
@@ -320,6 +326,11 @@ class RoundDriver:
         if not others or 2 * len(said) <= len(others):
             return 0
         return max(said.values())
+
+    @property
+    def _audited(self) -> bool:
+        """Whether verifiers audit a drawn fraction of rounds (contributors keep their payloads for them)."""
+        return self.run.defense.audit_fraction < 1.0
 
     @property
     def _joining(self) -> bool:
@@ -389,7 +400,7 @@ class RoundDriver:
         checked = [o for o in plan.verified_by(owner) if o in verdict_streams]
         if owner == self.me or not checked:
             return None
-        verify = spb.Verify(round=r, owner=checked[0], payload=payloads.get(checked[0]))
+        verify = spb.Verify(round=r, owner=checked[0], payload=None if self._audited else payloads.get(checked[0]))
         return verify, verdict_streams[checked[0]]
 
     async def _ask_owner(self, r: int, plan: RoundPlan, owner: bytes, statement: spb.Signed,
@@ -452,7 +463,7 @@ class RoundDriver:
         """As the verifier of ``owner``'s shard: judge its result as soon as this node has it (or gave up on it)."""
         got, _ = await asyncio.shield(settled)
         await self.verifier_rounds[(r, owner)].judge(got.signed if got else None, got.body if got else None,
-                                                     lambda senders: self._inputs_from(r, owner, owner, senders))
+                                                     lambda peer, senders: self._inputs_from(r, peer, owner, senders))
 
     async def _ask_verifier(self, r: int, plan: RoundPlan, owner: bytes, payload: spb.Signed | None,
                             own_slice: Contribution | None, stream_future: asyncio.Future | None) -> Verdict | None:
@@ -578,7 +589,7 @@ class RoundDriver:
         for d in (self.owner_rounds, self.plans, self.members, self.round_open, self.statements, self.demoted_at):
             for k in [k for k in d if k < old]:
                 del d[k]
-        for d in (self.verifier_rounds, self.received, self.pending):
+        for d in (self.verifier_rounds, self.received, self.pending, self.kept_for_audit):
             for k in [k for k in d if k[0] < old]:
                 del d[k]
         members = {m.peer for m in self.members.get(r + 1, ())}

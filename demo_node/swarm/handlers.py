@@ -146,6 +146,11 @@ class Handlers:
             return
         senders = list(msg.senders)
         reply = spb.Inputs()
+        kept = d.kept_for_audit.get((msg.round, msg.owner))
+        if senders == [d.me] and kept is not None and plan.verifiers.get(msg.owner) == stream.peer:
+            reply.payloads.append(kept)  # the shard's verifier audits the round: this node's own payload
+            await stream.send(reply.SerializeToString())
+            return
         own = d.owner_rounds.get(msg.round)
         vr = d.verifier_rounds.get((msg.round, msg.owner))
         if msg.owner == d.me and own is not None and own.closed.is_set():

@@ -37,7 +37,8 @@ class ShardOutcome:
     source: str = "owner"
     """Where the result came from: the owner, another peer (the owner was unreachable), or none."""
     check: str = ""
-    """SIGN with a verifier: verified, unverified (the verifier was silent), corrected (the owner lied)."""
+    """SIGN with a verifier: verified, unverified (the verifier was silent), unaudited (its verifier drew this round
+    out of its audits), corrected (the owner lied)."""
     senders: list[bytes] = field(default_factory=list)
     """Whose contributions the body includes, in aggregation order."""
 

@@ -4,15 +4,20 @@ Contributors send the verifier the same signed payloads they send the shard's ow
 owner's signed result, it recomputes the update from the inputs the result names (asking the owner for any it
 lacks, or for all of them when the ones it holds do not hash to what the result names: the owner must hold them,
 and they are signed by their senders), compares, and signs a verdict: CORRECT,
-WRONG (with the signs the inputs give) or UNVERIFIED. A sign may differ only where the update is next to zero
-(hardware rounds differently at exact ties); anything else is a lie, and the owner's signed result with the signed
-inputs is the evidence.
+WRONG (with the signs the inputs give) or UNVERIFIED. A run that audits a fraction of rounds saves the second copy:
+contributors keep their payloads, and the verifier draws in secret, only once it holds the owner's signed result,
+whether to audit the round; if it does, it asks each contributor for its own payload (which the owner cannot
+withhold), then the owner for any still missing; if not, its verdict says NOT_AUDITED.
+
+A sign may differ only where the update is next to zero (hardware rounds differently at exact ties); anything else
+is a lie, and the owner's signed result with the signed inputs is the evidence.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Awaitable, Callable
 
 import torch
@@ -33,8 +38,11 @@ log = logging.getLogger(__name__)
 TIE = 1e-4
 """A sign may differ from the recomputation where |value| <= TIE x the largest |value| of its block."""
 
-FetchInputs = Callable[[list[bytes]], Awaitable[list[spb.Signed]]]
+FetchInputs = Callable[[bytes, list[bytes]], Awaitable[list[spb.Signed]]]
+"""(peer, senders) -> the signed payloads of ``senders`` that ``peer`` holds for the shard (empty where it has none)."""
 ComputeFn = Callable[[Callable[[], object]], Awaitable[object]]
+_DRAW = random.SystemRandom()
+"""The audit draw: from the operating system's entropy, so no peer can predict it from anything it saw."""
 
 
 def judge_signs(signs: ShardSigns, contributions: list[Contribution], layout: Layout,
@@ -63,8 +71,9 @@ def judge_signs(signs: ShardSigns, contributions: list[Contribution], layout: La
 
 class VerifierRound:
     def __init__(self, plan: RoundPlan, owner: bytes, me: bytes, identity: Identity, layout: Layout, run_id: str,
-                 signs: ShardSigns, compute: ComputeFn):
+                 signs: ShardSigns, compute: ComputeFn, audit_fraction: float = 1.0):
         self.plan, self.owner, self.me, self.identity = plan, owner, me, identity
+        self.audit_fraction = audit_fraction
         self.layout, self.run_id, self.round = layout, run_id, plan.round
         self.ranges = plan.owner_ranges(owner)
         self.signs, self.compute = signs, compute
@@ -113,11 +122,15 @@ class VerifierRound:
             senders = senders_of(self.plan.order, body.included)
         except PayloadError:
             return spb.VerdictBody.UNVERIFIED, b"", b""
+        if self.audit_fraction < 1.0:
+            if _DRAW.random() >= self.audit_fraction:
+                return spb.VerdictBody.NOT_AUDITED, b"", b""
+            await self._collect(senders, fetch)
         missing = [s for s in senders if s not in self.payloads]
         if not missing and inputs_hash([self.payloads[s] for s in senders]) != body.inputs_hash:
             missing = senders  # a contributor sent this verifier another payload than the owner: take the owner's
         if missing:
-            for sender, signed in zip(missing, await fetch(missing)):
+            for sender, signed in zip(missing, await fetch(self.owner, missing)):
                 if signed.body:
                     self.arrive(sender, signed)
         if any(s not in self.payloads for s in senders) or \
@@ -127,6 +140,13 @@ class VerifierRound:
         ok, bits, blocks = await self.compute(lambda: judge_signs(self.signs, inputs, self.layout, self.ranges,
                                                                   body.sign_bits, body.nonzero_blocks))
         return (spb.VerdictBody.CORRECT if ok else spb.VerdictBody.WRONG), bits, blocks
+
+    async def _collect(self, senders: list[bytes], fetch: FetchInputs) -> None:
+        """An audit's inputs from their senders, all at once (each serves its own payload)."""
+        asking = [s for s in senders if s not in self.payloads and s != self.me]
+        for sender, got in zip(asking, await asyncio.gather(*(fetch(s, [s]) for s in asking))):
+            if got and got[0].body:
+                self.arrive(sender, got[0])
 
     async def verdict_for(self, timeout: float) -> spb.Signed | None:
         try:
