@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from demo_node.swarm.asking import inputs_from
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.included import inputs_hash, senders_of
 from demo_node.swarm.outcome import ShardOutcome
@@ -128,7 +129,7 @@ class Checker:
     async def _judged_copy(self, r: int, plan: RoundPlan, owner: bytes, verifier: bytes,
                            verdict: Verdict) -> Received | None:
         """The owner's signed body the verifier judged, if it can show one with the hash its verdict names."""
-        copy = (await self.driver._inputs_from(r, verifier, owner, []))[0]
+        copy = (await inputs_from(self.driver, r, verifier, owner, []))[0]
         try:
             body = open_body(copy, owner, r)
         except BadSigned:
@@ -147,15 +148,15 @@ class Checker:
         ranges = plan.ranges[owner]
         body = got.body
         senders = got.senders
-        inputs = await d._inputs_from(r, verifier, owner, senders) if verifier else [spb.Signed()] * len(senders)
+        inputs = await inputs_from(d, r, verifier, owner, senders) if verifier else [spb.Signed()] * len(senders)
         lacking = [s for s, signed in zip(senders, inputs) if not signed.body]
         if lacking:
-            from_owner = dict(zip(lacking, await d._inputs_from(r, owner, owner, lacking)))
+            from_owner = dict(zip(lacking, await inputs_from(d, r, owner, owner, lacking)))
             inputs = [signed if signed.body else from_owner.get(s, spb.Signed()) for s, signed in zip(senders, inputs)]
         if verifier and inputs_hash(inputs) != body.inputs_hash:
             # a contributor may have sent the owner and the verifier different payloads: the owner's are the ones
             # its result must agree with
-            inputs = await d._inputs_from(r, owner, owner, senders)
+            inputs = await inputs_from(d, r, owner, owner, senders)
         contributions = []
         try:
             if len(inputs) != len(senders):

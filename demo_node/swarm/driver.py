@@ -28,6 +28,7 @@ import torch
 from demo_node.core.contribution import Contribution
 from demo_node.core.layout import Layout
 from demo_node.net.transport import Transport
+from demo_node.swarm.asking import fetch_result, inputs_from
 from demo_node.swarm.checking import Checker, Received, Verdict, open_result
 from demo_node.swarm.config import DefenseConfig, RoundConfig
 from demo_node.swarm.counters import SwarmCounters
@@ -456,14 +457,14 @@ class RoundDriver:
         got = await asyncio.shield(asking)
         if got is not None:
             return got, "owner"
-        got = await self._fetch(r, owner, plan)
+        got = await fetch_result(self, r, owner, plan)
         return got, ("peer" if got is not None else "none")
 
     async def _judge(self, r: int, owner: bytes, settled: asyncio.Future) -> None:
         """As the verifier of ``owner``'s shard: judge its result as soon as this node has it (or gave up on it)."""
         got, _ = await asyncio.shield(settled)
         await self.verifier_rounds[(r, owner)].judge(got.signed if got else None, got.body if got else None,
-                                                     lambda peer, senders: self._inputs_from(r, peer, owner, senders))
+                                                     lambda peer, senders: inputs_from(self, r, peer, owner, senders))
 
     async def _ask_verifier(self, r: int, plan: RoundPlan, owner: bytes, payload: spb.Signed | None,
                             own_slice: Contribution | None, stream_future: asyncio.Future | None) -> Verdict | None:
@@ -499,58 +500,6 @@ class RoundDriver:
         finally:
             if stream is not None:
                 await stream.close()
-
-    async def _inputs_from(self, r: int, peer: bytes, owner: bytes, senders: list[bytes]) -> list[spb.Signed]:
-        """Signed payloads (or, for no senders, the owner's judged body) that ``peer`` holds for ``owner``'s shard."""
-        if peer == self.me:
-            own, vr = self.owner_rounds.get(r), self.verifier_rounds.get((r, owner))
-            if owner == self.me and own is not None:
-                return own.inputs(senders) if senders else [own.body or spb.Signed()]
-            if vr is not None:
-                return vr.inputs(senders) if senders else [vr.owner_body or spb.Signed()]
-            return [spb.Signed() for _ in senders] if senders else [spb.Signed()]
-        request = spb.InputsRequest(round=r, owner=owner, senders=senders)
-        try:
-            data = await self.transport.request(peer, "inputs", request.SerializeToString(),
-                                                self.limits.fetch_timeout + self.cfg.deadline,
-                                                limit=(len(senders) + 2) * (self.max_payload + 2048))
-            reply = spb.Inputs.FromString(data)
-        except Exception as exc:
-            log.info("round %d: no inputs of %s's shard from %s (%r)", r, owner.hex()[-12:], peer.hex()[-12:], exc)
-            return [spb.Signed() for _ in senders]
-        if not senders:
-            return [reply.body]
-        out = list(reply.payloads)[: len(senders)]
-        return out + [spb.Signed()] * (len(senders) - len(out))
-
-    async def _fetch(self, r: int, owner: bytes, plan: RoundPlan) -> Received | None:
-        """Ask every other member for a shard result this node could not get from its owner."""
-        peers = [m.peer for m in plan.members if m.peer not in (self.me, owner) and not m.client]
-        request = spb.FetchResult(round=r, owner=owner).SerializeToString()
-        timeout = self.limits.fetch_timeout + self.cfg.deadline
-
-        async def ask(peer: bytes) -> Received | None:
-            try:
-                data = await self.transport.request(peer, "fetch", request, timeout, limit=self.result_limit(plan))
-                return self.open_result(r, owner, data, plan)
-            except Exception as exc:
-                log.debug("round %d: fetch of %s from %s failed: %r", r, owner.hex()[-12:], peer.hex()[-12:], exc)
-            return None
-
-        tasks = [asyncio.ensure_future(ask(p)) for p in peers]
-        try:
-            for done in asyncio.as_completed(tasks):
-                got = await done
-                if got is not None:
-                    self.received[(r, owner)] = spb.ShardResult(status=spb.ShardResult.HAVE, body=got.signed,
-                                                                relayed=got.relayed)
-                    log.info("round %d: got the shard of unreachable %s from a peer", r, owner.hex()[-12:])
-                    return got
-        finally:
-            for t in tasks:
-                t.cancel()
-        log.info("round %d: nobody has the shard of %s: its blocks are skipped", r, owner.hex()[-12:])
-        return None
 
     # -- bookkeeping -----------------------------------------------------------------------------------------------
     async def owner_round(self, r: int) -> OwnerRound | None:
