@@ -421,17 +421,17 @@ def audit(fraction, withheld=(), lie=False):
                            ShardSigns(opt.layout, opt.config.aggregation), compute, audit_fraction=fraction)
         vr.arrive(verifier, payloads[verifier])
         await vr.judge(signed, open_body(signed, owner, 0), fetch)
-        return spb.VerdictBody.FromString(vr.verdict.body).finding
+        return spb.VerdictBody.FromString(vr.verdict.body).finding if vr.audited else None
 
     return asyncio.run(main()), asked, owner, verifier
 
 
 def test_a_verifier_audits_a_drawn_fraction_of_rounds_with_inputs_from_their_senders():
-    """Below 1 the verifier holds only its own payload: undrawn, it says NOT_AUDITED without asking anyone; drawn,
+    """Below 1 the verifier holds only its own payload: undrawn, it signs no verdict and asks nobody anything; drawn,
     it asks each other contributor for its own payload (the owner cannot withhold them), the owner only for those
     a contributor did not give, and judges as it would with every copy."""
     finding, asked, owner, verifier = audit(1e-12)
-    assert finding == spb.VerdictBody.NOT_AUDITED and asked == []
+    assert finding is None and asked == []
     finding, asked, owner, verifier = audit(1 - 1e-12)
     others = [p for p in PEERS[:3] if p != verifier]
     assert finding == spb.VerdictBody.CORRECT and sorted(asked) == sorted((p, [p]) for p in others)

@@ -49,6 +49,11 @@ class Received:
 class Verdict:
     signed: spb.Signed
     body: spb.VerdictBody
+    audited: bool = True
+    """False: the verifier said it drew this round out of its audits (on its own stream; nothing is signed)."""
+
+
+NOT_AUDITED = Verdict(spb.Signed(), spb.VerdictBody(), audited=False)
 
 
 def open_result(data: bytes, r: int, owner: bytes, plan: RoundPlan,
@@ -103,6 +108,9 @@ class Checker:
         verifier = plan.verifiers.get(owner)
         if verifier is None or plan.mode != "sign":
             return self._outcome(owner, ranges, got, source)
+        unchecked = "unverified"
+        if verdict is not None and not verdict.audited:
+            verdict, unchecked = None, "unaudited"  # weighs what a silent verifier does
         if verdict is not None and verdict.body.body_hash != body_hash(got.signed):
             copy = await self._judged_copy(r, plan, owner, verifier, verdict)
             if copy is None:
@@ -110,12 +118,10 @@ class Checker:
             else:
                 self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, judged=copy.signed))
                 got = copy
-        unchecked = {spb.VerdictBody.UNVERIFIED: "unverified", spb.VerdictBody.NOT_AUDITED: "unaudited"}
-        if verdict is None or verdict.body.finding in unchecked:
+        if verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED:
             if owner in self.accused:
                 return await self._recompute(r, plan, owner, None, got, None, source)
-            return self._outcome(owner, ranges, got, source,
-                                 check=unchecked[verdict.body.finding] if verdict is not None else "unverified")
+            return self._outcome(owner, ranges, got, source, check=unchecked)
         if verdict.body.finding == spb.VerdictBody.CORRECT:
             return self._outcome(owner, ranges, got, source, check="verified")
         return await self._recompute(r, plan, owner, verifier, got, verdict, source)

@@ -29,7 +29,7 @@ from demo_node.core.contribution import Contribution
 from demo_node.core.layout import Layout
 from demo_node.net.transport import Transport
 from demo_node.swarm.asking import fetch_result, inputs_from
-from demo_node.swarm.checking import Checker, Received, Verdict, open_result
+from demo_node.swarm.checking import NOT_AUDITED, Checker, Received, Verdict, open_result
 from demo_node.swarm.config import DefenseConfig, RoundConfig
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.handlers import Handlers
@@ -479,7 +479,7 @@ class RoundDriver:
                     vr.arrive(self.me, payload, own_slice)
                 signed = await vr.verdict_for(self.owner_timeout() + self.limits.fetch_timeout)
                 if signed is None:
-                    return None
+                    return None if vr.audited else NOT_AUDITED
             else:
                 assert stream_future is not None
                 stream = await stream_future
@@ -490,6 +490,8 @@ class RoundDriver:
                 reply = spb.VerdictReply.FromString(data)
                 await self.transport.release(stream)  # the verdict was the exchange's last answer
                 stream = None
+                if reply.not_audited:
+                    return NOT_AUDITED
                 if reply.status != spb.ShardResult.HAVE:
                     return None
                 signed = reply.verdict

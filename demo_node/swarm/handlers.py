@@ -108,6 +108,8 @@ class Handlers:
         if vr is None:
             return spb.VerdictReply(status=spb.ShardResult.REJECTED, refusal=refusal_code(refusal)).SerializeToString()
         verdict = await vr.verdict_for(self.d.owner_timeout() + self.d.limits.fetch_timeout)
+        if verdict is None and not vr.audited:
+            return spb.VerdictReply(status=spb.ShardResult.DONT_HAVE, not_audited=True).SerializeToString()
         reply = spb.VerdictReply(status=spb.ShardResult.HAVE if verdict is not None else spb.ShardResult.DONT_HAVE,
                                  refusal=refusal_code(refusal) if refusal else spb.REFUSAL_NONE)
         if verdict is not None:

@@ -7,7 +7,7 @@ and they are signed by their senders), compares, and signs a verdict: CORRECT,
 WRONG (with the signs the inputs give) or UNVERIFIED. A run that audits a fraction of rounds saves the second copy:
 contributors keep their payloads, and the verifier draws in secret, only once it holds the owner's signed result,
 whether to audit the round; if it does, it asks each contributor for its own payload (which the owner cannot
-withhold), then the owner for any still missing; if not, its verdict says NOT_AUDITED.
+withhold), then the owner for any still missing; if not, it signs no verdict and tells its contributors so.
 
 A sign may differ only where the update is next to zero (hardware rounds differently at exact ties); anything else
 is a lie, and the owner's signed result with the signed inputs is the evidence.
@@ -81,6 +81,8 @@ class VerifierRound:
         self.contributions: dict[bytes, Contribution] = {}
         self.judged = asyncio.Event()
         self.verdict: spb.Signed | None = None
+        self.audited = True
+        """False once the verifier drew this round out of its audits (then it signs no verdict)."""
         self.owner_body: spb.Signed | None = None
         self._judging = False
 
@@ -107,6 +109,10 @@ class VerifierRound:
             log.exception("round %d: verifying the shard of %s failed", self.round, self.owner.hex()[-12:])
             finding, bits, blocks = spb.VerdictBody.UNVERIFIED, b"", b""
         self.owner_body = body_signed
+        if finding is None:
+            self.audited = False
+            self.judged.set()
+            return
         verdict = spb.VerdictBody(round=self.round, owner=self.owner, verifier=self.me, finding=finding,
                                   body_hash=body_hash(body_signed) if body_signed is not None else b"")
         if finding == spb.VerdictBody.WRONG:
@@ -115,7 +121,8 @@ class VerifierRound:
         self.verdict = sign(self.identity, verdict.SerializeToString())
         self.judged.set()
 
-    async def _find(self, body: spb.ShardBody | None, fetch: FetchInputs) -> tuple[int, bytes, bytes]:
+    async def _find(self, body: spb.ShardBody | None, fetch: FetchInputs) -> tuple[int | None, bytes, bytes]:
+        """The finding (None: not drawn for an audit) and the signs the inputs give."""
         if body is None or body.mode != spb.EXCHANGE_SIGN:
             return spb.VerdictBody.UNVERIFIED, b"", b""
         try:
@@ -124,7 +131,7 @@ class VerifierRound:
             return spb.VerdictBody.UNVERIFIED, b"", b""
         if self.audit_fraction < 1.0:
             if _DRAW.random() >= self.audit_fraction:
-                return spb.VerdictBody.NOT_AUDITED, b"", b""
+                return None, b"", b""
             await self._collect(senders, fetch)
         missing = [s for s in senders if s not in self.payloads]
         if not missing and inputs_hash([self.payloads[s] for s in senders]) != body.inputs_hash:

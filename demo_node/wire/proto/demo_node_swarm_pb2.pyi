@@ -218,12 +218,10 @@ class VerdictBody(_message.Message):
         CORRECT: _ClassVar[VerdictBody.Finding]
         WRONG: _ClassVar[VerdictBody.Finding]
         UNVERIFIED: _ClassVar[VerdictBody.Finding]
-        NOT_AUDITED: _ClassVar[VerdictBody.Finding]
     FINDING_UNSPECIFIED: VerdictBody.Finding
     CORRECT: VerdictBody.Finding
     WRONG: VerdictBody.Finding
     UNVERIFIED: VerdictBody.Finding
-    NOT_AUDITED: VerdictBody.Finding
     ROUND_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     VERIFIER_FIELD_NUMBER: _ClassVar[int]
@@ -241,14 +239,16 @@ class VerdictBody(_message.Message):
     def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., verifier: _Optional[bytes] = ..., body_hash: _Optional[bytes] = ..., finding: _Optional[_Union[VerdictBody.Finding, str]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ...) -> None: ...
 
 class VerdictReply(_message.Message):
-    __slots__ = ("status", "refusal", "verdict")
+    __slots__ = ("status", "refusal", "verdict", "not_audited")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    NOT_AUDITED_FIELD_NUMBER: _ClassVar[int]
     status: ShardResult.Status
     refusal: Refusal
     verdict: Signed
-    def __init__(self, status: _Optional[_Union[ShardResult.Status, str]] = ..., refusal: _Optional[_Union[Refusal, str]] = ..., verdict: _Optional[_Union[Signed, _Mapping]] = ...) -> None: ...
+    not_audited: bool
+    def __init__(self, status: _Optional[_Union[ShardResult.Status, str]] = ..., refusal: _Optional[_Union[Refusal, str]] = ..., verdict: _Optional[_Union[Signed, _Mapping]] = ..., not_audited: _Optional[bool] = ...) -> None: ...
 
 class InputsRequest(_message.Message):
     __slots__ = ("round", "owner", "senders")
