@@ -323,13 +323,18 @@ class Transport:
             else:
                 del self._idle[key]
 
-    async def request(self, peer: bytes, kind: str, data: bytes, timeout: float, limit: int = DEFAULT_LIMIT) -> bytes:
-        """Open a stream, send one frame, wait for one frame back."""
-        stream = await self.send_request(peer, kind, data, timeout)
+    async def request(self, peer: bytes, kind: str, data: bytes, timeout: float, limit: int = DEFAULT_LIMIT,
+                      reuse: bool = False) -> bytes:
+        """Send one frame, wait for one frame back: on a new stream, or with ``reuse`` (a kind served with reuse) on
+        an idle one to that peer if there is one, kept for the next request once the answer is in."""
+        stream = await self.send_request(peer, kind, data, timeout, reuse=reuse)
         try:
-            return await asyncio.wait_for(stream.recv(limit), timeout)
-        finally:
+            answer = await asyncio.wait_for(stream.recv(limit), timeout)
+        except BaseException:
             await stream.close()
+            raise
+        await (self.release(stream) if reuse else stream.close())
+        return answer
 
     # -- the swarm key: a challenge-response that proves both ends hold it -------------------------------------------
     def _mac(self, role: bytes, a: bytes, b: bytes, first: bytes, second: bytes) -> bytes:

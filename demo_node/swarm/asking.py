@@ -31,7 +31,7 @@ async def inputs_from(d: RoundDriver, r: int, peer: bytes, owner: bytes, senders
     try:
         data = await d.transport.request(peer, "inputs", request.SerializeToString(),
                                          d.limits.fetch_timeout + d.cfg.deadline,
-                                         limit=(len(senders) + 2) * (d.max_payload + 2048))
+                                         limit=(len(senders) + 2) * (d.max_payload + 2048), reuse=True)
         reply = spb.Inputs.FromString(data)
     except Exception as exc:
         log.info("round %d: no inputs of %s's shard from %s (%r)", r, owner.hex()[-12:], peer.hex()[-12:], exc)

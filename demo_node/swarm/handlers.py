@@ -48,7 +48,8 @@ class Handlers:
         await t.serve("contribute", self._on_contribute, limit=3 * d.max_payload + (1 << 20),
                       timeout=wait + verdict_wait, reuse=True)
         await t.serve("fetch", self._on_fetch, limit=small, timeout=wait)
-        await t.serve("inputs", self._on_inputs, limit=small, timeout=wait)
+        # an auditing verifier asks each contributor in the rounds it draws: on a stream kept for the next audit
+        await t.serve("inputs", self._on_inputs, limit=small, timeout=wait, reuse=True)
         await t.serve("evidence", self._on_evidence, limit=small, timeout=wait)
 
     def _refusal(self, round: int, reason: str) -> bytes:
