@@ -197,10 +197,12 @@ def _bench_model(args: argparse.Namespace) -> int:
 
     try:
         params, nodes = scale_model.params_list(args.params), scale_model.nodes_list(args.nodes)
+        if not 0 < args.audit <= 1:
+            raise ValueError(f"--audit: a fraction in (0, 1], got {args.audit}")
     except ValueError as exc:
         raise SystemExit(f"demo-node bench model: {exc}") from None
     result = scale_model.run(params, nodes, args.down or args.link, args.up or args.link, args.latency, args.compute,
-                             verify=not args.no_verify, overlap=not args.no_overlap)
+                             verify=not args.no_verify, overlap=not args.no_overlap, audit=args.audit)
     text = scale_model.format_result(result)
     if args.check:
         result["check"] = scale_model.check(scale_model.load(args.check))
@@ -514,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--latency", type=float, default=0.05, help="one-way latency in seconds (default 0.05)")
     md.add_argument("--compute", type=float, default=10.0, help="compute seconds per round (default 10)")
     md.add_argument("--no-verify", action="store_true", help="sign exchange without shard verification")
+    md.add_argument("--audit", type=float, default=1.0, help="the fraction of rounds verifiers audit (the run "
+                    "option --audit-fraction; default 1: every round)")
     md.add_argument("--no-overlap", action="store_true", help="communication after compute, not beside it")
     md.add_argument("--check", metavar="FILE", help="a `bench swarm --json` result to check the model against")
     md.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")

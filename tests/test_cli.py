@@ -44,6 +44,22 @@ def test_the_scale_model_keeps_sign_exchange_flat_in_n_and_all_gather_linear():
         cli.main(["bench", "model", "--params", "-1"])
 
 
+def sign_bytes_at_8(*options: str) -> float:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli.main(["bench", "model", "--params", "1e9", "--nodes", "8", "--json", "-", *options]) == 0
+    text = out.getvalue()
+    return next(r["protocol_bytes_each_way"] for r in json.loads(text[text.index("{"):])["rows"] if r["mode"] == "sign")
+
+
+def test_the_scale_model_charges_audits_their_fraction_of_the_second_copy():
+    every, quarter, off = sign_bytes_at_8(), sign_bytes_at_8("--audit", "0.25"), sign_bytes_at_8("--no-verify")
+    copy = every - off  # the verifiers' second copy of the slices, and the verdicts
+    assert off < quarter < every and abs((quarter - off) - copy / 4) < 0.01 * copy
+    with pytest.raises(SystemExit, match="--audit"):
+        cli.main(["bench", "model", "--audit", "0"])
+
+
 def test_join_help_lists_every_option_with_its_doc():
     text = subprocess.run([sys.executable, "-m", "demo_node", "join", "--help"], capture_output=True, text=True,
                           check=True).stdout

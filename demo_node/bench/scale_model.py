@@ -12,6 +12,8 @@ Per node and round, with S a whole payload, P parameters, N members and each nod
   others' slices of its shard in and every owner's other slices back: (N-1) S each way, as much as an all-gather;
 - sign: its slices to the owners and the others' in, its shard's signs out and the others' in: (N-1)/N (S + P/8)
   each way; with verification (three members or more) its slices again to the verifiers, and one verdict per shard;
+  with audits of a fraction a of rounds, the slices and the signed verdicts in a of the rounds (asked for on a kept
+  stream, one request per contributor) and a short "not audited" answer in the others;
 - on top, in every mode: the statements (each travels twice: N x 2 down, the owner's share up to N-1 requesters),
   one shard result envelope per owner (signature, inclusion bits: N/8 bytes), 2(N-1) exchanges (N-1 requests made
   and N-1 served, on streams kept from round to round) with their frames, and the DHT's background traffic.
@@ -62,6 +64,8 @@ class Setting:
     chunk: int = 64
     values: str = "int8"
     verify: bool = True
+    audit: float = 1.0
+    """The fraction of rounds verifiers audit (1: every round, the contributors pushing their copies)."""
     overlap: bool = True
     payload: float | None = None
     """A whole payload's bytes (default: the codec's bytes per parameter of a large matrix x params)."""
@@ -101,6 +105,16 @@ def verdict_bytes() -> int:
                .SerializeToString()) + 4
 
 
+def not_audited_bytes() -> int:
+    return len(spb.VerdictReply(status=spb.ShardResult.DONT_HAVE, not_audited=True).SerializeToString()) + 4
+
+
+def audit_request_bytes() -> int:
+    """An auditing verifier's request to one contributor, and the answer's envelope (the payload aside)."""
+    ask = spb.InputsRequest(round=10**6, owner=_KEY.peer_id, senders=[_KEY.peer_id])
+    return len(ask.SerializeToString()) + 4 + 2 + 4
+
+
 def per_round(s: Setting, mode: str) -> dict:
     """Bytes each way per node and round (protocol bytes, and at the wire), round time and utilisation."""
     n, p = s.nodes, s.params
@@ -117,10 +131,15 @@ def per_round(s: Setting, mode: str) -> dict:
     else:
         data = share * (payload + p / 8) + (n - 1) * signed
         if s.verify and n >= 3:
-            data += share * payload + (n - 1) * (signed + verdict_bytes())
+            a = s.audit
+            data += a * (share * payload + (n - 1) * (signed + verdict_bytes()))
+            if a < 1:
+                data += (n - 1) * ((1 - a) * not_audited_bytes() + a * audit_request_bytes())
     exchanges = 2 * (n - 1)
-    # a request and its result, and a verdict where shards are verified; each way, half of them
-    frames = exchanges * (2 + (mode == "sign" and s.verify and n >= 3))
+    verified = mode == "sign" and s.verify and n >= 3
+    # a request and its result, and a verdict where shards are verified; each way, half of them; an audit's request
+    # and answer per contributor in the audited rounds
+    frames = exchanges * (2 + verified) + (4 * s.audit * (n - 1) if verified and s.audit < 1 else 0)
     control = (n - 1) * envelope + (2 * statement_bytes() if n > 1 else 0)
     protocol = data + (control if mode != "all-gather" else 0)
     framed = protocol + frames * FRAME_WIRE_BYTES / 2
@@ -146,11 +165,11 @@ def _transfer_s(each_way: float, s: Setting) -> float:
 
 
 def run(params: list[float], nodes: list[int], down: float, up: float, latency: float, compute: float,
-        verify: bool = True, overlap: bool = True) -> dict:
-    rows = [per_round(Setting(p, n, down, up, latency, compute, verify=verify, overlap=overlap), m)
+        verify: bool = True, overlap: bool = True, audit: float = 1.0) -> dict:
+    rows = [per_round(Setting(p, n, down, up, latency, compute, verify=verify, audit=audit, overlap=overlap), m)
             for p in params for n in nodes for m in MODES]
     return {"link_down_mbit": down, "link_up_mbit": up, "latency_s": latency, "compute_s": compute,
-            "verify": verify, "overlap": overlap, "payload_bytes_per_param": payload_bytes_per_param(),
+            "verify": verify, "audit": audit, "overlap": overlap, "payload_bytes_per_param": payload_bytes_per_param(),
             "frame_wire_bytes": FRAME_WIRE_BYTES, "dht_wire_bytes_per_s_per_peer": DHT_WIRE_BYTES_PER_S_PER_PEER,
             "exchange_cpu_s": EXCHANGE_CPU_SECONDS, "rows": rows}
 
@@ -165,7 +184,7 @@ def _size(b: float) -> str:
 def format_result(r: dict) -> str:
     lines = [f"links {r['link_down_mbit']:g}/{r['link_up_mbit']:g} Mbit/s down/up, {r['latency_s'] * 1000:.0f} ms, "
              f"compute {r['compute_s']:g} s per round, overlap {'on' if r['overlap'] else 'off'}, verification "
-             f"{'on' if r['verify'] else 'off'}; payload {r['payload_bytes_per_param']:.4f} B per parameter", "",
+             f"{_verification(r)}; payload {r['payload_bytes_per_param']:.4f} B per parameter", "",
              f"{'params':>8}{'N':>6}  {'exchange':<11}{'each way':>11}{'comm s':>10}{'round s':>10}{'util':>7}"
              f"{'exchanges':>11}{'their CPU s':>13}"]
     for row in r["rows"]:
@@ -184,6 +203,7 @@ def check(bench: dict) -> dict:
             continue  # another checkout's protocol is not what this models
         # the DHT's share of a round follows the round's length: the measured one, with the links out of the way
         s = Setting(bench["params"], o["nodes"], verify=o["defenses"] != "off", payload=bench["payload_bytes"],
+                    audit=o.get("audit_fraction", 1.0),
                     compute_s=o["round_seconds"], latency_s=0.0, down_mbit=1e6, up_mbit=1e6)
         pred = per_round(s, mode)
         acct = o["accounted_bytes_per_node_round"]
@@ -197,14 +217,20 @@ def check(bench: dict) -> dict:
     return {"model": bench["model"], "params": bench["params"], "rows": rows}
 
 
+def _verification(r: dict) -> str:
+    if not r["verify"]:
+        return "off"
+    return "on" if r.get("audit", 1.0) >= 1 else f"audits of {r['audit']:g} of rounds"
+
+
 def format_check(c: dict) -> str:
     lines = [f"the model against bench swarm ({c['model']}, {c['params']:,} params), bytes per node and round, "
              "up + down", f"{'N':>3} {'exchange':<9}{'defenses':<10}{'protocol pred':>14}{'accounted':>11}{'error':>8}"
-             f"{'wire pred':>11}{'wire':>9}{'error':>8}"]
+             f"{'wire pred':>12}{'wire':>12}{'error':>8}"]
     for q in c["rows"]:
         lines.append(f"{q['nodes']:>3} {q['mode']:<9}{q['defenses']:<10}{q['predicted_protocol']:>14,.0f}"
-                     f"{q['measured_accounted']:>11,.0f}{q['protocol_error']:>+8.1%}{q['predicted_wire']:>11,.0f}"
-                     f"{q['measured_wire']:>9,.0f}{q['wire_error']:>+8.1%}")
+                     f"{q['measured_accounted']:>11,.0f}{q['protocol_error']:>+8.1%}{q['predicted_wire']:>12,.0f}"
+                     f"{q['measured_wire']:>12,.0f}{q['wire_error']:>+8.1%}")
     return "\n".join(lines)
 
 

@@ -178,6 +178,7 @@ def run_ours(n: int, mode: str, rounds: int, workdir: Path, model: str, node_arg
                       (b["accounted"][1] - a["accounted"][1]) / (b["round"] - a["round"])) for a, b in marks]
         return {
             "nodes": n, "mode": mode, "defenses": defenses, "rounds": rounds, "node_args": list(node_args),
+            "audit_fraction": AUDIT_FRACTION if defenses == "audit" else 1.0,
             "wire_measured_at": "link" if net is not None else "sockets",
             "tokens_per_s_per_node": tokens,
             "round_seconds": (t1 - t0) / done,
