@@ -386,9 +386,10 @@ def test_a_verifier_catches_a_flipped_sign_but_forgives_rounding_at_ties():
     assert judge_signs(signs, contributions, layout, ranges, *pack_signs(tie, ranges))[0]
 
 
-def audit(fraction, withheld=(), lie=False):
+def audit(fraction, withheld=(), lie=False, held=()):
     """A three-member sign round whose verifier holds only its own payload and audits with ``fraction``: (the
-    finding, and which peers the verifier asked for which senders' payloads)."""
+    finding, and which peers the verifier asked for which senders' payloads). ``withheld``: contributors that answer
+    with nothing; ``held``: contributors that never answer."""
     _, opt = make_opt()
     plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, 10, SIGN)
     owner = plan.owners[0]
@@ -412,15 +413,18 @@ def audit(fraction, withheld=(), lie=False):
         asked.append((peer, list(senders)))
         if peer == owner:
             return [payloads[s] for s in senders]
+        if peer in held:
+            await asyncio.Event().wait()
         return [spb.Signed() if peer in withheld else payloads[peer]]
 
     async def main():
         async def compute(fn):
             return fn()
         vr = VerifierRound(plan, owner, verifier, KEY[verifier], opt.layout, RUN,
-                           ShardSigns(opt.layout, opt.config.aggregation), compute, audit_fraction=fraction)
+                           ShardSigns(opt.layout, opt.config.aggregation), compute, audit_fraction=fraction,
+                           audit_wait=0.3)
         vr.arrive(verifier, payloads[verifier])
-        await vr.judge(signed, open_body(signed, owner, 0), fetch)
+        await asyncio.wait_for(vr.judge(signed, open_body(signed, owner, 0), fetch), 10)
         return spb.VerdictBody.FromString(vr.verdict.body).finding if vr.audited else None
 
     return asyncio.run(main()), asked, owner, verifier
@@ -437,6 +441,8 @@ def test_a_verifier_audits_a_drawn_fraction_of_rounds_with_inputs_from_their_sen
     assert finding == spb.VerdictBody.CORRECT and sorted(asked) == sorted((p, [p]) for p in others)
     withholder = next(p for p in others if p != owner)
     finding, asked, owner, verifier = audit(1 - 1e-12, withheld={withholder})
+    assert finding == spb.VerdictBody.CORRECT and asked[-1] == (owner, [withholder])
+    finding, asked, owner, verifier = audit(1 - 1e-12, held={withholder})  # holds the request: the owner is asked
     assert finding == spb.VerdictBody.CORRECT and asked[-1] == (owner, [withholder])
     finding, _, _, _ = audit(1 - 1e-12, lie=True)
     assert finding == spb.VerdictBody.WRONG

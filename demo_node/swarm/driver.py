@@ -267,7 +267,8 @@ class RoundDriver:
             if judged is None or judged.plan.fingerprint != plan.fingerprint:
                 self.verifier_rounds[(r, owner)] = VerifierRound(plan, owner, self.me, self.identity, self.layout,
                                                                  self.run.run_id, self.signs, self.compute,
-                                                                 self.run.defense.audit_fraction)
+                                                                 self.run.defense.audit_fraction,
+                                                                 self.limits.audit_wait)
         loop = asyncio.get_running_loop()
         for owner in plan.owners:
             self.pending[(r, owner)] = loop.create_future()  # resolved once this node got or gave up on it

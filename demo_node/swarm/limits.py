@@ -30,6 +30,9 @@ class Limits:
     after its first arrival, and that arrival may itself come up to a deadline after the round opened here."""
     fetch_timeout: float = 10.0
     """Seconds beyond the deadline to wait for peers' answers when asking them for an unreachable owner's result."""
+    audit_wait: float = 5.0
+    """Seconds an auditing verifier waits for the contributors to serve their own payloads before it asks the owner
+    for the rest (so a contributor that holds the request holds up no verdict longer than this)."""
     own_wait_share: float = 0.5
     """This node waits at most this share of the deadline for its own gradient before it goes without one."""
     straggler_grace: float = 0.2

@@ -7,7 +7,8 @@ and they are signed by their senders), compares, and signs a verdict: CORRECT,
 WRONG (with the signs the inputs give) or UNVERIFIED. A run that audits a fraction of rounds saves the second copy:
 contributors keep their payloads, and the verifier draws in secret, only once it holds the owner's signed result,
 whether to audit the round; if it does, it asks each contributor for its own payload (which the owner cannot
-withhold), then the owner for any still missing; if not, it signs no verdict and tells its contributors so.
+withhold), then the owner for any still missing (or not served within ``audit_wait``: a contributor cannot hold up
+the verdict); if not, it signs no verdict and tells its contributors so.
 
 A sign may differ only where the update is next to zero (hardware rounds differently at exact ties); anything else
 is a lie, and the owner's signed result with the signed inputs is the evidence.
@@ -71,9 +72,9 @@ def judge_signs(signs: ShardSigns, contributions: list[Contribution], layout: La
 
 class VerifierRound:
     def __init__(self, plan: RoundPlan, owner: bytes, me: bytes, identity: Identity, layout: Layout, run_id: str,
-                 signs: ShardSigns, compute: ComputeFn, audit_fraction: float = 1.0):
+                 signs: ShardSigns, compute: ComputeFn, audit_fraction: float = 1.0, audit_wait: float = 5.0):
         self.plan, self.owner, self.me, self.identity = plan, owner, me, identity
-        self.audit_fraction = audit_fraction
+        self.audit_fraction, self.audit_wait = audit_fraction, audit_wait
         self.layout, self.run_id, self.round = layout, run_id, plan.round
         self.ranges = plan.owner_ranges(owner)
         self.signs, self.compute = signs, compute
@@ -149,11 +150,18 @@ class VerifierRound:
         return (spb.VerdictBody.CORRECT if ok else spb.VerdictBody.WRONG), bits, blocks
 
     async def _collect(self, senders: list[bytes], fetch: FetchInputs) -> None:
-        """An audit's inputs from their senders, all at once (each serves its own payload)."""
-        asking = [s for s in senders if s not in self.payloads and s != self.me]
-        for sender, got in zip(asking, await asyncio.gather(*(fetch(s, [s]) for s in asking))):
+        """An audit's inputs from their senders, all at once (each serves its own payload), for at most
+        ``audit_wait`` seconds: what is still missing then is asked of the owner."""
+        asking = {asyncio.ensure_future(fetch(s, [s])): s for s in senders if s not in self.payloads and s != self.me}
+        if not asking:
+            return
+        done, pending = await asyncio.wait(asking, timeout=self.audit_wait)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            got = task.result() if task.exception() is None else None
             if got and got[0].body:
-                self.arrive(sender, got[0])
+                self.arrive(asking[task], got[0])
 
     async def verdict_for(self, timeout: float) -> spb.Signed | None:
         try:
