@@ -541,7 +541,9 @@ class RoundDriver:
         for d in (self.owner_rounds, self.plans, self.members, self.round_open, self.statements, self.demoted_at):
             for k in [k for k in d if k < old]:
                 del d[k]
-        for d in (self.verifier_rounds, self.received, self.pending, self.kept_for_audit):
+        for k in [k for k in self.kept_for_audit if k[0] <= r - self.limits.audit_rounds_kept]:
+            del self.kept_for_audit[k]
+        for d in (self.verifier_rounds, self.received, self.pending):
             for k in [k for k in d if k[0] < old]:
                 del d[k]
         members = {m.peer for m in self.members.get(r + 1, ())}

@@ -33,6 +33,9 @@ class Limits:
     audit_wait: float = 5.0
     """Seconds an auditing verifier waits for the contributors to serve their own payloads before it asks the owner
     for the rest (so a contributor that holds the request holds up no verdict longer than this)."""
+    audit_rounds_kept: int = 4
+    """Rounds a contributor keeps its payloads for verifiers that may audit them (an audit follows its round's
+    result at once: keeping them as long as results are kept would hold a payload per round for minutes)."""
     own_wait_share: float = 0.5
     """This node waits at most this share of the deadline for its own gradient before it goes without one."""
     straggler_grace: float = 0.2
