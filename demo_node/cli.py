@@ -204,9 +204,13 @@ def _bench_model(args: argparse.Namespace) -> int:
     result = scale_model.run(params, nodes, args.down or args.link, args.up or args.link, args.latency, args.compute,
                              verify=not args.no_verify, overlap=not args.no_overlap, audit=args.audit)
     text = scale_model.format_result(result)
+    if args.parts:
+        text += "\n\n" + scale_model.format_parts(result["rows"])
     if args.check:
         result["check"] = scale_model.check(scale_model.load(args.check))
         text += "\n\n" + scale_model.format_check(result["check"])
+        if args.parts:
+            text += "\n\n" + scale_model.format_parts(result["check"]["rows"], key="parts")
     _emit(result, text, args.json)
     return 0
 
@@ -519,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--audit", type=float, default=1.0, help="the fraction of rounds verifiers audit (the run "
                     "option --audit-fraction; default 1: every round)")
     md.add_argument("--no-overlap", action="store_true", help="communication after compute, not beside it")
+    md.add_argument("--parts", action="store_true", help="also print what each row's bytes are made of (payloads, "
+                    "signs, signatures, verification, result envelopes, statements, framing, DHT)")
     md.add_argument("--check", metavar="FILE", help="a `bench swarm --json` result to check the model against")
     md.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     md.set_defaults(func=_bench_model)

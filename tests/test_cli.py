@@ -49,7 +49,10 @@ def sign_bytes_at_8(*options: str) -> float:
     with redirect_stdout(out):
         assert cli.main(["bench", "model", "--params", "1e9", "--nodes", "8", "--json", "-", *options]) == 0
     text = out.getvalue()
-    return next(r["protocol_bytes_each_way"] for r in json.loads(text[text.index("{"):])["rows"] if r["mode"] == "sign")
+    rows = json.loads(text[text.index("{"):])["rows"]
+    for r in rows:  # the parts add up to the whole
+        assert abs(sum(r["parts_each_way"].values()) - r["wire_bytes_each_way"]) < 1e-6 * r["wire_bytes_each_way"]
+    return next(r["protocol_bytes_each_way"] for r in rows if r["mode"] == "sign")
 
 
 def test_the_scale_model_charges_audits_their_fraction_of_the_second_copy():

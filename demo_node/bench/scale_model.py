@@ -116,42 +116,50 @@ def audit_request_bytes() -> int:
 
 
 def per_round(s: Setting, mode: str) -> dict:
-    """Bytes each way per node and round (protocol bytes, and at the wire), round time and utilisation."""
+    """Bytes each way per node and round (protocol bytes, and at the wire, and what they are made of), round time and
+    utilisation."""
     n, p = s.nodes, s.params
     payload = s.payload if s.payload is not None else payload_bytes_per_param(s.topk, s.chunk, s.values) * p
     signed = 64 + 8  # a payload's signature and its envelope
     share = (n - 1) / n
-    statements_each_result = 2 if n > 1 else 1  # 2N statements over N owners
-    envelope = result_envelope_bytes(n, statements_each_result)
+    parts: dict[str, float] = {}
     if mode == "all-gather":
-        data = (n - 1) * (payload + signed)
+        parts["payloads"], parts["payload signatures"] = (n - 1) * payload, (n - 1) * signed
     elif mode == "relay":
         # slices to the n-1 other owners; as owner, the shard's other n-1 slices to each of n-1 requesters
-        data = (n - 1) * payload + n * (n - 1) * signed
+        parts["payloads"], parts["payload signatures"] = (n - 1) * payload, n * (n - 1) * signed
     else:
-        data = share * (payload + p / 8) + (n - 1) * signed
+        parts["payloads"], parts["signs"] = share * payload, share * p / 8
+        parts["payload signatures"] = (n - 1) * signed
         if s.verify and n >= 3:
             a = s.audit
-            data += a * (share * payload + (n - 1) * (signed + verdict_bytes()))
+            parts["verification"] = a * (share * payload + (n - 1) * (signed + verdict_bytes()))
             if a < 1:
-                data += (n - 1) * ((1 - a) * not_audited_bytes() + a * audit_request_bytes())
+                parts["verification"] += (n - 1) * ((1 - a) * not_audited_bytes() + a * audit_request_bytes())
+    if mode != "all-gather":
+        statements_each_result = 2 if n > 1 else 1  # 2N statements over N owners
+        bare = result_envelope_bytes(n, 0)
+        parts["result envelopes"] = (n - 1) * bare
+        parts["statements"] = (n - 1) * (result_envelope_bytes(n, statements_each_result) - bare) + (
+            2 * statement_bytes() if n > 1 else 0)
+    protocol = sum(parts.values())
     exchanges = 2 * (n - 1)
     verified = mode == "sign" and s.verify and n >= 3
     # a request and its result, and a verdict where shards are verified; each way, half of them; an audit's request
     # and answer per contributor in the audited rounds
     frames = exchanges * (2 + verified) + (4 * s.audit * (n - 1) if verified and s.audit < 1 else 0)
-    control = (n - 1) * envelope + (2 * statement_bytes() if n > 1 else 0)
-    protocol = data + (control if mode != "all-gather" else 0)
-    framed = protocol + frames * FRAME_WIRE_BYTES / 2
+    parts["libp2p framing"] = frames * FRAME_WIRE_BYTES / 2
+    framed = protocol + parts["libp2p framing"]
     comm = _transfer_s(framed, s) + 2 * 2 * s.latency_s
     round_s = max(s.compute_s, comm) if s.overlap else s.compute_s + comm
-    wire = framed + dht_bytes_per_s(n) * round_s / 2
+    parts["DHT"] = dht_bytes_per_s(n) * round_s / 2
+    wire = framed + parts["DHT"]
     comm = _transfer_s(wire, s) + 2 * 2 * s.latency_s
     round_s = max(s.compute_s, comm) if s.overlap else s.compute_s + comm
     return {"mode": mode, "nodes": n, "params": p, "payload_bytes": payload, "protocol_bytes_each_way": protocol,
             "wire_bytes_each_way": wire, "exchanges": exchanges, "communication_s": comm,
             "exchange_cpu_s": exchanges * EXCHANGE_CPU_SECONDS, "round_s": round_s,
-            "utilisation": s.compute_s / round_s}
+            "utilisation": s.compute_s / round_s, "parts_each_way": parts}
 
 
 def dht_bytes_per_s(nodes: int) -> float:
@@ -209,12 +217,24 @@ def check(bench: dict) -> dict:
         acct = o["accounted_bytes_per_node_round"]
         wire = o["wire_bytes_per_node_round"]
         measured_acct, measured_wire = acct["up_mean"] + acct["down_mean"], wire["up_mean"] + wire["down_mean"]
-        rows.append({"nodes": o["nodes"], "mode": mode, "defenses": o["defenses"],
+        rows.append({"nodes": o["nodes"], "mode": mode, "defenses": o["defenses"], "parts": pred["parts_each_way"],
                      "predicted_protocol": 2 * pred["protocol_bytes_each_way"], "measured_accounted": measured_acct,
                      "protocol_error": 2 * pred["protocol_bytes_each_way"] / measured_acct - 1,
                      "predicted_wire": 2 * pred["wire_bytes_each_way"], "measured_wire": measured_wire,
                      "wire_error": 2 * pred["wire_bytes_each_way"] / measured_wire - 1})
     return {"model": bench["model"], "params": bench["params"], "rows": rows}
+
+
+def format_parts(rows: list[dict], key: str = "parts_each_way") -> str:
+    """What each row's bytes at the wire are made of, each way per node and round, in bytes and shares of the whole."""
+    lines = ["what a node's bytes at the wire are made of, each way per round:"]
+    for row in rows:
+        parts = row[key]
+        whole = sum(parts.values())
+        name = f"{row['params']:.0e} " if "params" in row else f"{row.get('defenses', '')} "
+        lines.append(f"  {name}N={row['nodes']} {row['mode']}: " + ", ".join(
+            f"{k} {_size(v)} ({v / whole:.1%})" for k, v in parts.items() if v))
+    return "\n".join(lines)
 
 
 def _verification(r: dict) -> str:
