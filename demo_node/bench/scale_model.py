@@ -31,6 +31,7 @@ from demo_node.core.layout import Layout
 from demo_node.crypto import Identity
 from demo_node.swarm.signing import sign
 from demo_node.wire.codec import encoded_size
+from demo_node.wire.proto import demo_node_payload_pb2 as ppb
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 FRAME_WIRE_BYTES = 30
@@ -105,6 +106,12 @@ def verdict_bytes() -> int:
                .SerializeToString()) + 4
 
 
+def payload_header_bytes() -> int:
+    """What every slice of a payload repeats: version, run id, round, sender, samples."""
+    return len(ppb.Payload(version=1, run_id="demo-0123456789ab", round=10**6, sender=_KEY.peer_id,
+                           samples=8.0).SerializeToString())
+
+
 def not_audited_bytes() -> int:
     return len(spb.VerdictReply(status=spb.ShardResult.DONT_HAVE, not_audited=True).SerializeToString()) + 4
 
@@ -129,11 +136,13 @@ def per_round(s: Setting, mode: str) -> dict:
         # slices to the n-1 other owners; as owner, the shard's other n-1 slices to each of n-1 requesters
         parts["payloads"], parts["payload signatures"] = (n - 1) * payload, n * (n - 1) * signed
     else:
-        parts["payloads"], parts["signs"] = share * payload, share * p / 8
+        # n-1 slices each way, each with the header that the whole payload's size counts once
+        slices = share * payload + (n - 1 - share) * payload_header_bytes()
+        parts["payloads"], parts["signs"] = slices, share * p / 8
         parts["payload signatures"] = (n - 1) * signed
         if s.verify and n >= 3:
             a = s.audit
-            parts["verification"] = a * (share * payload + (n - 1) * (signed + verdict_bytes()))
+            parts["verification"] = a * (slices + (n - 1) * (signed + verdict_bytes()))
             if a < 1:
                 parts["verification"] += (n - 1) * ((1 - a) * not_audited_bytes() + a * audit_request_bytes())
     if mode != "all-gather":
