@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cache
 
 from demo_node.core.layout import Layout
 from demo_node.crypto import Identity
@@ -72,6 +73,7 @@ class Setting:
     """A whole payload's bytes (default: the codec's bytes per parameter of a large matrix x params)."""
 
 
+@cache  # built and measured once: the same for every row
 def payload_bytes_per_param(topk: int = 32, chunk: int = 64, values: str = "int8") -> float:
     """A whole payload's bytes per parameter, from the codec (a large matrix: per-tensor overheads vanish)."""
     side = chunk * 64
@@ -82,6 +84,7 @@ def payload_bytes_per_param(topk: int = 32, chunk: int = 64, values: str = "int8
 _KEY = Identity.generate()[0]
 
 
+@cache
 def statement_bytes() -> int:
     """A signed statement as a node sends it (digest, plan, a digest round, no accusations)."""
     st = spb.Statement(peer=_KEY.peer_id, run_id="demo-0123456789ab", round=10**6, digest_round=10**6,
@@ -89,6 +92,7 @@ def statement_bytes() -> int:
     return len(sign(_KEY, st.SerializeToString()).SerializeToString())
 
 
+@cache
 def result_envelope_bytes(nodes: int, statements: int) -> int:
     """A signed shard result without its update: owner, round, inclusion bits, inputs hash, ``statements``."""
     body = spb.ShardBody(round=10**6, owner=_KEY.peer_id, mode=spb.EXCHANGE_SIGN, included=bytes((nodes + 7) // 8),
@@ -99,6 +103,7 @@ def result_envelope_bytes(nodes: int, statements: int) -> int:
     return len(res.SerializeToString()) + 4
 
 
+@cache
 def verdict_bytes() -> int:
     v = spb.VerdictBody(round=10**6, owner=_KEY.peer_id, verifier=_KEY.peer_id, body_hash=bytes(32),
                         finding=spb.VerdictBody.CORRECT)
@@ -106,16 +111,19 @@ def verdict_bytes() -> int:
                .SerializeToString()) + 4
 
 
+@cache
 def payload_header_bytes() -> int:
     """What every slice of a payload repeats: version, run id, round, sender, samples."""
     return len(ppb.Payload(version=1, run_id="demo-0123456789ab", round=10**6, sender=_KEY.peer_id,
                            samples=8.0).SerializeToString())
 
 
+@cache
 def not_audited_bytes() -> int:
     return len(spb.VerdictReply(status=spb.ShardResult.DONT_HAVE, not_audited=True).SerializeToString()) + 4
 
 
+@cache
 def audit_request_bytes() -> int:
     """An auditing verifier's request to one contributor, and the answer's envelope (the payload aside)."""
     ask = spb.InputsRequest(round=10**6, owner=_KEY.peer_id, senders=[_KEY.peer_id])
