@@ -256,7 +256,7 @@ def _bench_convergence(args: argparse.Namespace) -> int:
                              eval_every=args.eval_every, seed=args.seed, lrs=lrs, runs=runs,
                              sweep_steps=args.sweep_steps, threads=max(1, args.threads), workdir=args.workdir,
                              seeds=seeds, sweep=args.sweep, hivemind_matchmaking=args.hivemind_matchmaking,
-                             model=args.model, variants=_variants(args.variants))
+                             model=args.model, variants=_variants(args.variants), device=args.device)
     text = convergence.format_result(result)
     if args.out:
         result["plots"] = convergence.plot(result, args.out)
@@ -337,6 +337,7 @@ def _emit(result, text: str, json_path: str | None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from demo_node import config
     from demo_node.core.config import VALUE_MODES
+    from demo_node.bench.convergence_model import MODELS as CONVERGENCE_MODELS
     from demo_node.models.presets import MODEL_CHOICES, PRESETS, SHAPES_ONLY
 
     parser = argparse.ArgumentParser(prog="demo-node", description=__doc__)
@@ -488,8 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "ours-k8, ours-fp16, ours-sign, hivemind, hivemind-8bit")
     cv.add_argument("--variants", metavar="NAME:KEY=VALUE,...;...", help="more runs of our swarm, each with its "
                     "own SwarmOptimizer options, run as ours-NAME (e.g. 'b99:beta=0.99;k64:topk=64')")
-    cv.add_argument("--model", default="tiny", choices=[m for m in PRESETS if m != "1b"],
-                    help="GPT preset every method trains (default: tiny)")
+    cv.add_argument("--model", default="tiny", choices=CONVERGENCE_MODELS,
+                    help="the GPT or Llama preset every method trains, over the corpus's bytes (default: tiny)")
+    cv.add_argument("--device", default="cpu", help="where every method trains: cpu (default), cuda, cuda:1, ...")
     cv.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX_loss_vs_{step,bytes}.png")
     cv.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
     cv.add_argument("--workdir", help="where the swarm nodes' logs go (default: a new temp dir)")

@@ -7,6 +7,7 @@ import pytest
 
 from demo_node.bench import convergence
 from demo_node.cli import main
+from demo_node.models.presets import LLAMA_PRESETS
 
 
 def test_schedule_warms_up_then_decays_to_a_tenth():
@@ -23,6 +24,27 @@ def test_in_process_methods_share_data_and_count_bytes(tmp_path):
     assert m["adamw"]["bytes_per_node_step"] == 0
     assert 0 < m["reference"]["bytes_per_node_step"] < r["dense_fp32_bytes_per_node_step"]
     assert "reference" in convergence.format_result(r)
+
+
+def test_a_llama_preset_trains_over_the_corpus_bytes(tmp_path):
+    r = convergence.run(nodes=2, steps=2, global_batch=2, windows=4, eval_every=2, runs=["adamw", "reference"],
+                        lrs={"adamw": [1e-3], "demo": [1e-3]}, model="llama-20m", device="cpu",
+                        workdir=str(tmp_path))
+    m = r["methods"]
+    # llama-20m's own vocabulary is 8,192 tokens; over the corpus's bytes its embeddings are 256 rows each
+    assert r["params"] == LLAMA_PRESETS["llama-20m"].parameter_count(vocab_size=256)
+    assert r["device"] == "cpu"
+    for name in ("adamw", "reference"):
+        losses = [c["loss"] for c in m[name]["curve"]]
+        assert len(losses) == 1 and 3.0 < losses[0] < 6.0, name  # ln(256) = 5.55 for a fresh model
+    assert m["reference"]["bytes_per_node_step"] > 0
+    assert "llama-20m Llama" in convergence.format_result(r)
+
+
+def test_an_unusable_device_names_the_option(tmp_path):
+    with pytest.raises(ValueError, match="--device 'nope'"):
+        convergence.run(nodes=1, steps=1, global_batch=1, windows=4, runs=["adamw"], device="nope",
+                        workdir=str(tmp_path))
 
 
 @pytest.mark.swarm
@@ -99,8 +121,9 @@ def test_cli_runs_ours_beside_the_baselines(tmp_path, capsys):
     wire, accounted = m["ours"]["bytes_per_node_step"], m["ours"]["bytes_accounted_per_node_step"]
     assert 0.75 * wire <= accounted <= 1.25 * wire
     assert m["ours"]["diverged_events"] == 0
-    # the schedule's origin is fixed in advance, so no node trains before it (nor, with diverged_events 0, apart)
-    assert min(m["ours"]["first_rounds"]) >= convergence.start_round(2)
+    # the schedule's origin is one round for all, announced once all are members: no node trains before it (nor,
+    # with diverged_events 0, apart)
+    assert min(m["ours"]["first_rounds"]) >= m["ours"]["start_round"]
     for kind in ("step", "bytes"):
         assert (tmp_path / f"conv_loss_vs_{kind}.png").stat().st_size > 1000
     assert "final loss" in capsys.readouterr().out

@@ -1,11 +1,12 @@
-"""``demo-node bench convergence``: a GPT preset (the tiny one unless ``--model``) trained the same way by several
-optimizers; held-out loss against step and against cumulative bytes sent per node.
+"""``demo-node bench convergence``: a GPT or Llama preset (the tiny GPT unless ``--model``) trained the same way by
+several optimizers; held-out loss against step and against cumulative bytes sent per node.
 
-Every method starts from ``build(model, seed=seed)``, takes ``steps`` steps of ``global_batch`` sequences split
-evenly over ``nodes`` workers, worker ``i`` drawing its batches from ``WindowStream(corpus, context, global_batch/nodes,
-seed * 1000 + i)`` (the same data in the same order for every method; a one-process method concatenates the
-workers' batches), with the same lr schedule (linear warm-up over ``min(20, steps // 5)`` steps, then cosine to 10%
-of the peak at the last step), and is evaluated on one fixed held-out set,
+Every method starts from ``convergence_model.make(model, seed, device)`` (the same parameters in every process; the
+data and held-out windows are drawn on the CPU and moved to ``device``), takes ``steps`` steps of ``global_batch``
+sequences split evenly over ``nodes`` workers, worker ``i`` drawing its batches from ``WindowStream(corpus, context,
+global_batch/nodes, seed * 1000 + i)`` (the same data in the same order for every method; a one-process method
+concatenates the workers' batches), with the same lr schedule (linear warm-up over ``min(20, steps // 5)`` steps,
+then cosine to 10% of the peak at the last step), and is evaluated on one fixed held-out set,
 ``held_out_windows(corpus, context, windows)``, every ``eval_every`` steps. Methods:
 
 - ``adamw``: torch AdamW (torch defaults besides lr) in one process on the global batch. Sends nothing.
@@ -19,7 +20,8 @@ of the peak at the last step), and is evaluated on one fixed held-out set,
   ``scatter_reduce(mean)``, inverse DCT, sign step. Bytes per node and step: its own payload (the int64 and fp32
   tensors, ``nbytes``) sent to each of the N-1 others, (N-1) x payload.
 - ``ours`` and ``ours-<variant>``: N real processes (``convergence_worker``, ``demo_node.SwarmOptimizer``) on
-  127.0.0.1, started together (training begins at the first round with all N members). Bytes MEASURED at the wire
+  127.0.0.1, started together (training begins a few rounds after all N are members, at a round the bench writes
+  to every node). Bytes MEASURED at the wire
   (the TCP bytes of each node's p2pd, ``ss``, read while all are connected) from that round on (so not the joiners'
   download of the parameters), mean over nodes; each node's own accounting of what it wrote to its streams is kept
   beside it (``bytes_accounted``: no libp2p framing or encryption).
@@ -59,7 +61,7 @@ from demo_node.core.layout import matrix_shape
 from demo_node.data.stream import WindowStream, held_out_windows
 from demo_node.data.tokenizer import byte_tokenizer
 from demo_node.data.tokens import open_corpus
-from demo_node.models.gpt import PRESETS, build
+from demo_node.bench.convergence_model import MODELS, check_device, context_of, make, on
 
 MODEL = "tiny"
 """The default GPT preset (``--model``)."""
@@ -93,21 +95,22 @@ def warmup_steps(steps: int) -> int:
 class _Setup:
     """What every method shares: the corpus, the held-out set, the workers' streams."""
 
-    def __init__(self, nodes: int, global_batch: int, windows: int, seed: int, model: str = MODEL):
+    def __init__(self, nodes: int, global_batch: int, windows: int, seed: int, model: str = MODEL,
+                 device: str = "cpu"):
         if global_batch % nodes:
             raise ValueError(f"--global-batch {global_batch} does not split evenly over {nodes} nodes")
-        self.nodes, self.global_batch, self.seed, self.model = nodes, global_batch, seed, model
+        self.nodes, self.global_batch, self.seed, self.model, self.device = nodes, global_batch, seed, model, device
         self.per_node = global_batch // nodes
-        self.context = PRESETS[model].context
+        self.context = context_of(model)
         self.corpus = open_corpus("stdlib", byte_tokenizer())
-        self.hx, self.hy = held_out_windows(self.corpus, self.context, windows)
+        self.hx, self.hy = on(device, *held_out_windows(self.corpus, self.context, windows))
 
     def streams(self) -> list[WindowStream]:
         return [WindowStream(self.corpus, self.context, self.per_node, self.seed * 1000 + i) for i in range(self.nodes)]
 
 
 def _train_adamw(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
-    model = build(s.model, seed=s.seed)
+    model = make(s.model, s.seed, s.device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     warm = warmup_steps(steps)
     streams, curve, began = s.streams(), [], time.monotonic()
@@ -116,7 +119,7 @@ def _train_adamw(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
             g["lr"] = lr * schedule_factor(step, steps, warm)
         opt.zero_grad(set_to_none=True)
         for st in streams:  # the mean of the workers' losses: the global batch's loss (equal micro-batches)
-            x, y = st.next()
+            x, y = on(s.device, *st.next())
             (model(x, y) / s.nodes).backward()
         opt.step()
         if (step + 1) % eval_every == 0 or step + 1 == steps:
@@ -161,7 +164,7 @@ class _ReferenceWorkers:
 
 
 def _train_reference(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
-    model = build(s.model, seed=s.seed)
+    model = make(s.model, s.seed, s.device)
     params = [p for p in model.parameters() if p.requires_grad]
     workers = _ReferenceWorkers(params, s.nodes)
     warm = warmup_steps(steps)
@@ -170,7 +173,7 @@ def _train_reference(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
         step_lr = lr * schedule_factor(step, steps, warm)
         payloads = []
         for i, st in enumerate(streams):
-            x, y = st.next()
+            x, y = on(s.device, *st.next())
             model.zero_grad(set_to_none=True)
             model(x, y).backward()
             payload, nbytes = workers.prepare(i, step_lr)
@@ -182,10 +185,30 @@ def _train_reference(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
     return {"curve": curve, "seconds": time.monotonic() - began}
 
 
-def start_round(nodes: int) -> int:
-    """The swarm round our nodes start training at, fixed in advance: joining takes about a round per node, and
-    rounds without contributions are quick; a swarm that is complete later only starts later (same schedule)."""
-    return 4 * nodes + 10
+START_MARGIN = 2
+"""Rounds between the round in which the bench saw every node a member of an N-member round and the round training
+starts at: time for every node to read the start round (a round without contributions lasts half the deadline)."""
+
+
+def announce_start(workers: list, nodes: int, path: Path, timeout: float) -> int:
+    """Wait until every node has applied a round with all ``nodes`` members, then write the round training starts at
+    to ``path`` (atomically) and return it. Every node reads the same number there: a start each node picked from
+    the rounds it had seen differed by a round between nodes on a loaded machine, and their digests parted; a start
+    fixed in advance (4N + 10 rounds) cost idle rounds of 5 s each, 90 s at N = 2 and 210 s at N = 8."""
+    from demo_node.bench.swarm_bench import _wait
+
+    def complete() -> bool:
+        for w in workers:
+            if w.proc.poll() is not None:
+                raise RuntimeError(f"{w.name} exited before training: see {w.folder / 'stderr.log'}")
+        return all(any(e.get("member") and e.get("members") == nodes for e in w.of("round")) for w in workers)
+
+    _wait(complete, timeout, f"all {nodes} nodes to be members")
+    start = max(w.of("round")[-1]["round"] for w in workers) + START_MARGIN
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(str(start))
+    tmp.replace(path)
+    return start
 
 
 def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict, workdir: Path, threads: int,
@@ -196,12 +219,13 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
     base = [sys.executable, "-m", "demo_node.bench.convergence_worker",
             *common_args(s, lr, steps, eval_every, threads, warmup_steps(steps)), "--deadline", str(deadline),
             "--run-name", f"bench-convergence-{os.getpid()}-{workdir.name}",
-            "--stop-file", str(workdir / "stop"), "--start-round", str(start_round(s.nodes)),
+            "--stop-file", str(workdir / "stop"), "--start-file", str(workdir / "start"),
             *[a for k, v in options.items() for a in ("--option", f"{k}={v}")]]
     workers: list = []
     began = time.monotonic()
     try:
         start_joined(workers, base, workdir, s.nodes, "node")
+        start = announce_start(workers, s.nodes, workdir / "start", timeout)
         wait_finished(workers, timeout, f"{s.nodes} nodes to take {steps} steps")
         seconds = time.monotonic() - began
         (workdir / "stop").touch()  # every node has read its wire bytes: they may leave
@@ -223,7 +247,7 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
         rounds = [e for w, f in zip(workers, finished) for e in w.of("round")
                   if e.get("member") and f["first_round"] <= e["round"] < f["first_round"] + f["steps"]]
         diverged = sum(len(w.of("diverged")) for w in workers)
-        return {"curve": curve, "seconds": seconds,
+        return {"curve": curve, "seconds": seconds, "start_round": start,
                 "first_rounds": [f["first_round"] for f in finished], "diverged_events": diverged,
                 "rounds_applied": [f["rounds_applied"] for f in finished],
                 "contributed_fraction": sum(bool(e.get("contributed")) for e in rounds) / max(1, len(rounds)),
@@ -239,10 +263,11 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
         seed: int = 0, lrs: dict[str, list[float]] | None = None, runs: list[str] | None = None,
         sweep_steps: int | None = None, threads: int = 1, workdir: str | None = None, deadline: float = 10.0,
         log=None, seeds: list[int] | None = None, sweep: str = "full", hivemind_matchmaking: float = 2.0,
-        model: str = MODEL, variants: dict[str, dict] | None = None) -> dict:
+        model: str = MODEL, variants: dict[str, dict] | None = None, device: str = "cpu") -> dict:
     """``variants``: more runs of our swarm, name -> SwarmOptimizer options (run as ``ours-<name>``)."""
-    if model not in PRESETS:
-        raise ValueError(f"unknown model {model!r}: choose from {', '.join(PRESETS)}")
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
+    check_device(device)
     ours_variants = {**OURS_VARIANTS, **{f"ours-{k}": dict(v) for k, v in (variants or {}).items()}}
     methods = (*METHODS, *(m for m in ours_variants if m not in METHODS))
     family = {**FAMILY, **{k: "demo" for k in ours_variants}}
@@ -259,8 +284,8 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
     runs = [m for m in methods if m in runs]  # adamw first
     sweep_steps = steps if sweep == "full" else (sweep_steps if sweep_steps is not None else max(1, steps // 3))
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-convergence-"))
-    setups = {sd: _Setup(nodes, global_batch, windows, sd, model) for sd in seeds}
-    built = build(model, seed=seeds[0])
+    setups = {sd: _Setup(nodes, global_batch, windows, sd, model, device) for sd in seeds}
+    built = make(model, seeds[0])
     params = sum(p.numel() for p in built.parameters() if p.requires_grad)
     del built
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -282,8 +307,9 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
                                                     HIVEMIND_VARIANTS[method], hivemind_matchmaking)
         return _train_ours(s, lr, n_steps, eval_every, ours_variants[method], folder, threads, deadline, timeout)
 
-    result: dict = {"model": model, "variants": {m: ours_variants[m] for m in runs if m in ours_variants},
-                    "params": params, "nodes": nodes, "steps": steps, "global_batch": global_batch,
+    result: dict = {"model": model, "device": device,
+                    "variants": {m: ours_variants[m] for m in runs if m in ours_variants}, "params": params,
+                    "nodes": nodes, "steps": steps, "global_batch": global_batch,
                     "per_node_batch": global_batch // nodes, "windows": windows, "eval_every": eval_every,
                     "seeds": seeds, "data_seeds": {sd: [sd * 1000 + i for i in range(nodes)] for sd in seeds},
                     "warmup": warmup_steps(steps), "sweep": sweep, "sweep_steps": sweep_steps, "lrs": lrs,
@@ -385,7 +411,9 @@ _HOW = {"adamw": "one process", "adamw-dense": "N processes, gloo all_reduce, by
 def format_result(r: dict) -> str:
     lrs = f"best held-out loss after {r['sweep_steps']} steps" + (" (the full horizon)" if r["sweep"] == "full"
                                                                    else " (the short sweep)")
-    lines = [(f"{r['model']} GPT ({r['params']:,} params), {r['steps']} steps of a global batch of {r['global_batch']} "
+    family = "Llama" if r["model"].startswith("llama") else "GPT"
+    lines = [(f"{r['model']} {family} ({r['params']:,} params) on {r.get('device', 'cpu')}, {r['steps']} "
+              f"steps of a global batch of {r['global_batch']} "
              f"({r['nodes']} x {r['per_node_batch']}), held-out loss on {r['windows']} windows every "
              f"{r['eval_every']} steps; seeds {r['seeds']} (model seed s, worker i's data seed s*1000+i); warm-up "
              f"{r['warmup']}, cosine to 10%; lr: {lrs} of {r['lrs']} on seed {r['seeds'][0]}; "

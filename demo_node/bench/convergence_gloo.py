@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--lr", type=float, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="tiny", help="GPT preset")
+    p.add_argument("--model", default="tiny", help="a GPT or Llama preset (convergence_model.MODELS)")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--windows", type=int, default=256)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--warmup", type=int, default=20)
@@ -42,16 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     from demo_node.data.stream import WindowStream, held_out_windows
     from demo_node.data.tokenizer import byte_tokenizer
     from demo_node.data.tokens import open_corpus
-    from demo_node.models.gpt import PRESETS, build
+    from demo_node.bench.convergence_model import context_of, make, on
 
     torch.set_num_threads(args.threads)
-    context = PRESETS[args.model].context
+    context = context_of(args.model)
     corpus = open_corpus("stdlib", byte_tokenizer())
-    model = build(args.model, seed=args.seed)
+    model = make(args.model, args.seed, args.device)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr)
     stream = WindowStream(corpus, context, args.batch, args.seed * 1000 + args.index)
-    hx, hy = held_out_windows(corpus, context, args.windows) if args.index == 0 else (None, None)
+    hx, hy = on(args.device, *held_out_windows(corpus, context, args.windows)) if args.index == 0 else (None, None)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=args.index,
                             world_size=args.nodes)
     print(json.dumps({"event": "started", "index": args.index, "pid": os.getpid()}), flush=True)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = args.lr * schedule_factor(step, args.steps, args.warmup)
         opt.zero_grad(set_to_none=True)
-        x, y = stream.next()
+        x, y = on(args.device, *stream.next())
         model(x, y).backward()
         flat = torch.cat([q.grad.reshape(-1) for q in params])
         dist.all_reduce(flat)

@@ -36,7 +36,8 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--lr", type=float, required=True)
     p.add_argument("--compression", choices=["none", "8bit"], default="none")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="tiny", help="GPT preset")
+    p.add_argument("--model", default="tiny", help="a GPT or Llama preset (convergence_model.MODELS)")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--windows", type=int, default=256)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--warmup", type=int, default=20)
@@ -62,15 +63,15 @@ def _main(argv: list[str] | None) -> int:
     from demo_node.data.stream import WindowStream, held_out_windows
     from demo_node.data.tokenizer import byte_tokenizer
     from demo_node.data.tokens import open_corpus
-    from demo_node.models.gpt import PRESETS, build
+    from demo_node.bench.convergence_model import context_of, make, on
 
     torch.set_num_threads(args.threads)
-    context = PRESETS[args.model].context
+    context = context_of(args.model)
     corpus = open_corpus("stdlib", byte_tokenizer())
-    model = build(args.model, seed=args.seed)
+    model = make(args.model, args.seed, args.device)
     params = [q for q in model.parameters() if q.requires_grad]
     stream = WindowStream(corpus, context, args.batch, args.seed * 1000 + args.index)
-    hx, hy = held_out_windows(corpus, context, args.windows) if args.index == 0 else (None, None)
+    hx, hy = on(args.device, *held_out_windows(corpus, context, args.windows)) if args.index == 0 else (None, None)
 
     dht = hivemind.DHT(initial_peers=args.peers or None, host_maddrs=["/ip4/127.0.0.1/tcp/0"], start=True,
                        nat_port_map=False, check_if_identity_free=False)
@@ -127,7 +128,7 @@ def _main(argv: list[str] | None) -> int:
     epoch = opt.local_epoch
     epochs_seen = []
     while opt.local_epoch < args.steps:
-        x, y = stream.next()
+        x, y = on(args.device, *stream.next())
         loss = model(x, y)
         loss.backward()
         opt.step()

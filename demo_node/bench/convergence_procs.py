@@ -44,7 +44,7 @@ def common_args(s, lr: float, steps: int, eval_every: int, threads: int, warmup:
     """The arguments every convergence worker takes: the setup's shape, data and schedule."""
     return ["--nodes", str(s.nodes), "--batch", str(s.per_node), "--steps", str(steps), "--lr", repr(lr), "--seed",
             str(s.seed), "--windows", str(s.hx.shape[0]), "--eval-every", str(eval_every), "--warmup", str(warmup),
-            "--threads", str(threads), "--model", s.model]
+            "--threads", str(threads), "--model", s.model, "--device", s.device]
 
 
 def wait_finished(workers: list, timeout: float, what: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, required=True, help="sequences per node and step")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--lr", type=float, required=True)
-    p.add_argument("--model", default="tiny", help="GPT preset")
+    p.add_argument("--model", default="tiny", help="a GPT or Llama preset (convergence_model.MODELS)")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a SwarmOptimizer option (topk=8, values=fp16, beta=0.99, ...), repeatable")
     p.add_argument("--seed", type=int, default=0)
@@ -51,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--run-name", default="bench-convergence")
     p.add_argument("--stop-file", help="after the last step, wait for this file before leaving")
-    p.add_argument("--start-round", type=int, required=True,
-                   help="the swarm round training starts at (the lr schedule's step 0), the same for every node")
+    p.add_argument("--start-file", required=True,
+                   help="where the bench writes the swarm round training starts at (the lr schedule's step 0), the "
+                   "same for every node, once every node is a member")
     args = p.parse_args(argv)
 
     import demo_node
@@ -61,18 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     from demo_node.data.stream import WindowStream, held_out_windows
     from demo_node.data.tokenizer import byte_tokenizer
     from demo_node.data.tokens import open_corpus
-    from demo_node.models.gpt import PRESETS, build
+    from demo_node.bench.convergence_model import context_of, make, on
 
     torch.set_num_threads(args.threads)
-    context = PRESETS[args.model].context
+    context = context_of(args.model)
     corpus = open_corpus("stdlib", byte_tokenizer())
-    model = build(args.model, seed=args.seed)
+    model = make(args.model, args.seed, args.device)
     stream = WindowStream(corpus, context, args.batch, args.seed * 1000 + args.index)
-    hx, hy = held_out_windows(corpus, context, args.windows) if args.index == 0 else (None, None)
-    # every node applies every round's update with its own lr, so the schedule's origin must be fixed before any node
-    # contributes: a round each node read when it saw all N members (as before) differed by a round between nodes
-    # on a loaded machine, and those nodes' digests then parted at every round
-    offset = [args.start_round]
+    hx, hy = on(args.device, *held_out_windows(corpus, context, args.windows)) if args.index == 0 else (None, None)
+    # every node applies every round's update with its own lr, so the schedule's origin must be the same round on
+    # every node before any contributes: the bench writes it to --start-file once all N are members (a round each
+    # node picked when it saw all N members differed by a round between nodes on a loaded machine, and those nodes'
+    # digests then parted at every round)
+    offset = [sys.maxsize]  # until the start round is known no round has an lr of its own (nothing is contributed)
     options = dict(_option(o) for o in args.option)
     opt = demo_node.SwarmOptimizer(
         model.parameters(), run_name=args.run_name, peers=args.peers, lr=args.lr, listen=["/ip4/127.0.0.1/tcp/0"],
@@ -82,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         **options)
     signal.signal(signal.SIGTERM, lambda *_: opt.request_leave())
     opt.join()
-    while (opt.members < args.nodes or opt.round < args.start_round) and not opt.leave_requested:
+    start_file = Path(args.start_file)
+    while not opt.leave_requested:
+        if offset[0] == sys.maxsize and start_file.exists():
+            offset[0] = int(start_file.read_text())
+        if opt.round >= offset[0]:
+            break
         opt.wait_round(timeout=1.0)
     first_round = opt.round  # the start round, or a round or two later on a node that looked late
     sent0 = opt.peer.accounting.totals()["sent"]
@@ -104,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     step = 0
     while step < args.steps and not opt.leave_requested:
-        x, y = stream.next()
+        x, y = on(args.device, *stream.next())
         loss = model(x, y)
         loss.backward()
         opt.step(samples=args.batch, loss=loss.item(), tokens=args.batch * context)
