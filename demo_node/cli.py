@@ -485,8 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--sweep-steps", type=int, help="steps of each short sweep run (default steps // 3)")
     cv.add_argument("--hivemind-matchmaking", type=float, default=2.0,
                     help="hivemind.Optimizer's matchmaking_time in seconds (default 2.0; loopback, groups of N)")
-    cv.add_argument("--runs", help="methods, comma-separated (default all): adamw, adamw-dense, reference, ours, "
-                    "ours-k8, ours-fp16, ours-sign, hivemind, hivemind-8bit")
+    cv.add_argument("--runs", help="methods, comma-separated (default all): adamw, adamw-dense, reference (over N "
+                    "processes), reference-sim (simulated in one), ours, ours-k8, ours-fp16, ours-sign, hivemind, "
+                    "hivemind-8bit")
     cv.add_argument("--variants", metavar="NAME:KEY=VALUE,...;...", help="more runs of our swarm, each with its "
                     "own SwarmOptimizer options, run as ours-NAME (e.g. 'b99:beta=0.99;k64:topk=64')")
     cv.add_argument("--model", default="tiny", choices=CONVERGENCE_MODELS,

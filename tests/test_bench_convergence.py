@@ -17,27 +17,27 @@ def test_schedule_warms_up_then_decays_to_a_tenth():
 
 
 def test_in_process_methods_share_data_and_count_bytes(tmp_path):
-    r = convergence.run(nodes=2, steps=4, global_batch=8, windows=16, eval_every=2, runs=["adamw", "reference"],
+    r = convergence.run(nodes=2, steps=4, global_batch=8, windows=16, eval_every=2, runs=["adamw", "reference-sim"],
                         lrs={"adamw": [3e-3], "demo": [1e-3]}, workdir=str(tmp_path))
     m = r["methods"]
-    assert set(m) == {"adamw", "reference"}
+    assert set(m) == {"adamw", "reference-sim"}
     assert m["adamw"]["bytes_per_node_step"] == 0
-    assert 0 < m["reference"]["bytes_per_node_step"] < r["dense_fp32_bytes_per_node_step"]
-    assert "reference" in convergence.format_result(r)
+    assert 0 < m["reference-sim"]["bytes_per_node_step"] < r["dense_fp32_bytes_per_node_step"]
+    assert "reference-sim" in convergence.format_result(r)
 
 
 def test_a_llama_preset_trains_over_the_corpus_bytes(tmp_path):
-    r = convergence.run(nodes=2, steps=2, global_batch=2, windows=4, eval_every=2, runs=["adamw", "reference"],
+    r = convergence.run(nodes=2, steps=2, global_batch=2, windows=4, eval_every=2, runs=["adamw", "reference-sim"],
                         lrs={"adamw": [1e-3], "demo": [1e-3]}, model="llama-20m", device="cpu",
                         workdir=str(tmp_path))
     m = r["methods"]
     # llama-20m's own vocabulary is 8,192 tokens; over the corpus's bytes its embeddings are 256 rows each
     assert r["params"] == LLAMA_PRESETS["llama-20m"].parameter_count(vocab_size=256)
     assert r["device"] == "cpu"
-    for name in ("adamw", "reference"):
+    for name in ("adamw", "reference-sim"):
         losses = [c["loss"] for c in m[name]["curve"]]
         assert len(losses) == 1 and 3.0 < losses[0] < 6.0, name  # ln(256) = 5.55 for a fresh model
-    assert m["reference"]["bytes_per_node_step"] > 0
+    assert m["reference-sim"]["bytes_per_node_step"] > 0
     assert "llama-20m Llama" in convergence.format_result(r)
 
 
@@ -58,6 +58,21 @@ def test_gloo_dense_is_adamw_and_its_bytes_are_measured(tmp_path):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-5, abs=1e-5)
     # two ranks exchange at least the flat fp32 gradient's half each way per step (ring: 2(N-1)/N x 4 x params)
     assert m["adamw-dense"]["bytes_per_node_step"] >= 0.9 * r["dense_fp32_bytes_per_node_step"]
+
+
+@pytest.mark.swarm
+def test_the_reference_over_gloo_is_its_simulation_and_its_all_gather_is_measured(tmp_path):
+    r = convergence.run(nodes=2, steps=4, global_batch=8, windows=16, eval_every=2,
+                        runs=["reference", "reference-sim"], lrs={"demo": [1e-3]}, workdir=str(tmp_path))
+    m = r["methods"]
+    real, sim = m["reference"], m["reference-sim"]
+    assert not real["simulated"] and sim["simulated"]
+    assert [c["step"] for c in real["curve"]] == [c["step"] for c in sim["curve"]] == [2, 4]
+    for x, y in zip(sim["curve"], real["curve"]):  # the same top-k, gathered by gloo instead of concatenated
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5, abs=1e-5)
+    # the all-gather sends each rank's int64 indices and fp32 values to the other: what the simulation computes,
+    # plus TCP's and gloo's framing
+    assert sim["bytes_per_node_step"] <= real["bytes_per_node_step"] < 1.5 * sim["bytes_per_node_step"]
 
 
 @pytest.mark.swarm
@@ -103,27 +118,27 @@ def test_sweep_keeps_the_lowest_loss(tmp_path, sweep):
 def test_cli_runs_ours_beside_the_baselines(tmp_path, capsys):
     out = tmp_path / "conv"
     assert main(["bench", "convergence", "--nodes", "2", "--steps", "6", "--global-batch", "8", "--windows", "32",
-                 "--eval-every", "3", "--runs", "adamw,adamw-dense,reference,ours", "--lrs", "adamw=3e-3;demo=1e-3",
+                 "--eval-every", "3", "--runs", "adamw,adamw-dense,reference-sim,ours", "--lrs", "adamw=3e-3;demo=1e-3",
                  "--variants", "b9:beta=0.9,topk=16", "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
     r = json.loads((tmp_path / "conv.json").read_text())
     m = r["methods"]
     assert r["model"] == "tiny" and r["variants"]["ours-b9"] == {"beta": "0.9", "topk": "16"}
     # a variant is our swarm with those options: its payload (top-16 of each chunk) is smaller than the default's
     assert m["ours-b9"]["bytes_accounted_per_node_step"] < m["ours"]["bytes_accounted_per_node_step"]
-    for name in ("adamw", "adamw-dense", "reference", "ours", "ours-b9"):
+    for name in ("adamw", "adamw-dense", "reference-sim", "ours", "ours-b9"):
         assert {"lr", "curve", "final_loss", "bytes_per_node_step", "seconds"} <= set(m[name]), name
         assert all(math.isfinite(c["loss"]) for c in m[name]["curve"]), name
         assert [c["step"] for c in m[name]["curve"]] == [3, 6], name
-    assert m["adamw-dense"]["bytes_per_node_step"] > m["reference"]["bytes_per_node_step"] \
+    assert m["adamw-dense"]["bytes_per_node_step"] > m["reference-sim"]["bytes_per_node_step"] \
         > m["ours"]["bytes_per_node_step"] > 0
     # the wire adds ~1-2% of framing, but the two counters are read when a node's step returns, while its last
     # round's frames may still be on their way (a sixth of this 6-step window): equal within that, not ordered
     wire, accounted = m["ours"]["bytes_per_node_step"], m["ours"]["bytes_accounted_per_node_step"]
     assert 0.75 * wire <= accounted <= 1.25 * wire
     assert m["ours"]["diverged_events"] == 0
-    # the schedule's origin is one round for all, announced once all are members: no node trains before it (nor,
-    # with diverged_events 0, apart)
-    assert min(m["ours"]["first_rounds"]) >= m["ours"]["start_round"]
+    # the schedule's origin is one round for all, announced once all are members: every node's first contribution
+    # goes to it (none earlier, none a round late), and with diverged_events 0 none trains apart
+    assert m["ours"]["first_rounds"] == [m["ours"]["start_round"]] * 2
     for kind in ("step", "bytes"):
         assert (tmp_path / f"conv_loss_vs_{kind}.png").stat().st_size > 1000
     assert "final loss" in capsys.readouterr().out

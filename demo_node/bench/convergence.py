@@ -15,16 +15,19 @@ then cosine to 10% of the peak at the last step), and is evaluated on one fixed 
   to float rounding (the result gives the largest difference). Bytes MEASURED at the wire (``ss``: the TCP bytes of
   each rank's sockets, read while all ranks are connected); the ring all-reduce figure, 2(N-1)/N x 4 x params per
   node and step, is COMPUTED beside it.
-- ``reference``: a plain re-statement of the reference DeMo (int64 indices, fp32 values, all-gather), N workers
-  SIMULATED in one process: each its own momentum and batches, their (idx, val) concatenated as an all-gather would,
-  ``scatter_reduce(mean)``, inverse DCT, sign step. Bytes per node and step: its own payload (the int64 and fp32
-  tensors, ``nbytes``) sent to each of the N-1 others, (N-1) x payload.
+- ``reference``: a plain re-statement of the reference DeMo (int64 indices, fp32 values, all-gather) over N
+  processes (``convergence_gloo --method reference``: torch.distributed, gloo on 127.0.0.1, two all_gathers per
+  step), bytes MEASURED at the wire (``ss``).
+- ``reference-sim``: the same computation with the N workers SIMULATED in one process (quick; bytes computed):
+  each its own momentum and batches, their (idx, val) concatenated as an all-gather would, ``scatter_reduce(mean)``,
+  inverse DCT, sign step. Bytes per node and step: its own payload (the int64 and fp32 tensors, ``nbytes``) sent to
+  each of the N-1 others, (N-1) x payload.
 - ``ours`` and ``ours-<variant>``: N real processes (``convergence_worker``, ``demo_node.SwarmOptimizer``) on
   127.0.0.1, started together (training begins a few rounds after all N are members, at a round the bench writes
-  to every node). Bytes MEASURED at the wire
-  (the TCP bytes of each node's p2pd, ``ss``, read while all are connected) from that round on (so not the joiners'
-  download of the parameters), mean over nodes; each node's own accounting of what it wrote to its streams is kept
-  beside it (``bytes_accounted``: no libp2p framing or encryption).
+  to every node). Bytes MEASURED at the wire (the TCP bytes of each node's p2pd, ``ss``, read while all are
+  connected) from that round on (so not the joiners' download of the parameters), mean over nodes; each node's own
+  accounting of what it wrote to its streams is kept beside it (``bytes_accounted``: no libp2p framing or
+  encryption).
 - ``hivemind`` and ``hivemind-8bit``: ``hivemind.Optimizer`` over N peers (``convergence_hivemind``), inner optimizer
   torch AdamW, ``target_batch_size`` = the global batch (one epoch = one step, one batch per peer), synchronous
   (no local updates, no delays), gradients averaged in groups of exactly N, no state averaging within the run;
@@ -70,8 +73,8 @@ OURS_VARIANTS = {"ours": {}, "ours-k8": {"topk": 8}, "ours-fp16": {"values": "fp
 adds more: any SwarmOptimizer options)."""
 HIVEMIND_VARIANTS = {"hivemind": "none", "hivemind-8bit": "8bit"}
 """hivemind.Optimizer with its default compression (none: fp32) and with Uniform8BitQuantization."""
-METHODS = ("adamw", "adamw-dense", "reference", *OURS_VARIANTS, *HIVEMIND_VARIANTS)
-FAMILY = {"adamw": "adamw", "reference": "demo", **{k: "demo" for k in OURS_VARIANTS}}
+METHODS = ("adamw", "adamw-dense", "reference", "reference-sim", *OURS_VARIANTS, *HIVEMIND_VARIANTS)
+FAMILY = {"adamw": "adamw", "reference": "demo", "reference-sim": "demo", **{k: "demo" for k in OURS_VARIANTS}}
 SHARED_LR = {"adamw-dense": "adamw", "hivemind": "adamw", "hivemind-8bit": "adamw"}
 """Methods that run at adamw's chosen lr rather than a sweep of their own: each is AdamW on the global batch's
 (averaged) gradient, so AdamW's sweep is theirs (hivemind-8bit's up to its quantisation noise); a sweep of their own
@@ -127,7 +130,7 @@ def _train_adamw(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
     return {"curve": curve, "seconds": time.monotonic() - began}
 
 
-class _ReferenceWorkers:
+class ReferenceWorkers:
     """N reference-DeMo workers in one process: their own momenta, one all-gather of their (idx, val) per step."""
 
     def __init__(self, params: list[torch.Tensor], nodes: int, topk: int = 32, chunk: int = 64, beta: float = 0.999):
@@ -166,7 +169,7 @@ class _ReferenceWorkers:
 def _train_reference(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
     model = make(s.model, s.seed, s.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    workers = _ReferenceWorkers(params, s.nodes)
+    workers = ReferenceWorkers(params, s.nodes)
     warm = warmup_steps(steps)
     streams, curve, sent, began = s.streams(), [], 0, time.monotonic()
     for step in range(steps):
@@ -298,10 +301,11 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
         folder = root / f"{method}-{tag}-lr{lr:g}-seed{sd}"
         if method == "adamw":
             return _train_adamw(s, lr, n_steps, eval_every)
-        if method == "reference":
+        if method == "reference-sim":
             return _train_reference(s, lr, n_steps, eval_every)
-        if method == "adamw-dense":
-            return convergence_procs.train_gloo(s, lr, n_steps, eval_every, folder, threads, warm, timeout)
+        if method in ("adamw-dense", "reference"):
+            return convergence_procs.train_gloo(s, lr, n_steps, eval_every, folder, threads, warm, timeout,
+                                                "dense" if method == "adamw-dense" else "reference")
         if method in HIVEMIND_VARIANTS:
             return convergence_procs.train_hivemind(s, lr, n_steps, eval_every, folder, threads, warm, timeout,
                                                     HIVEMIND_VARIANTS[method], hivemind_matchmaking)
@@ -373,7 +377,7 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
     dense = result["dense_fp32_bytes_per_node_step"]
     for name, x in m.items():
         if "final_loss" in x:
-            x["simulated"] = name == "reference"
+            x["simulated"] = name == "reference-sim"
             x["loss_over_adamw"] = x["final_loss"] / base if base else None
             x["dense_over_bytes"] = dense / x["bytes_per_node_step"] if x["bytes_per_node_step"] else None
             x["bytes_over_ours"] = x["bytes_per_node_step"] / ours if ours else None
@@ -403,7 +407,8 @@ def targets(r: dict) -> dict:
 
 
 _HOW = {"adamw": "one process", "adamw-dense": "N processes, gloo all_reduce, bytes at the wire (ss)",
-        "reference": "simulated in one process, bytes computed",
+        "reference": "N processes, gloo all_gather, bytes at the wire (ss)",
+        "reference-sim": "simulated in one process, bytes computed",
         "hivemind": "N peers, hivemind.Optimizer (AdamW), bytes at the wire (ss)",
         "hivemind-8bit": "N peers, hivemind.Optimizer (AdamW), 8-bit, bytes at the wire (ss)"}
 

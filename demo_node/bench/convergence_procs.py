@@ -1,4 +1,5 @@
-"""The multi-process baselines of ``demo-node bench convergence``: gloo dense averaging and ``hivemind.Optimizer``.
+"""The multi-process baselines of ``demo-node bench convergence``: over gloo (dense averaging, the reference DeMo's
+all-gather) and ``hivemind.Optimizer``.
 
 Each starts N worker processes on 127.0.0.1 (``convergence_gloo`` or ``convergence_hivemind``), waits for all to
 finish, and merges their ``curve`` lines: the held-out loss from worker 0, the bytes (measured at the wire by each
@@ -79,11 +80,12 @@ def _merge(workers: list, seconds: float) -> dict:
 
 
 def train_gloo(s, lr: float, steps: int, eval_every: int, workdir: Path, threads: int, warmup: int,
-               timeout: float) -> dict:
-    """AdamW with the flat gradient all-reduced over gloo by N processes."""
+               timeout: float, method: str = "dense") -> dict:
+    """N processes over gloo: AdamW with the flat gradient all-reduced (``dense``), or the reference DeMo with its
+    top-k all-gathered (``reference``)."""
     from demo_node.daemon.children import NodeProcess, stop_all
 
-    base = [sys.executable, "-m", "demo_node.bench.convergence_gloo", "--port", str(_free_port()),
+    base = [sys.executable, "-m", "demo_node.bench.convergence_gloo", "--port", str(_free_port()), "--method", method,
             *common_args(s, lr, steps, eval_every, threads, warmup)]
     workers: list[NodeProcess] = []
     began = time.monotonic()
