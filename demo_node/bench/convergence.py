@@ -64,7 +64,7 @@ from demo_node.core.layout import matrix_shape
 from demo_node.data.stream import WindowStream, held_out_windows
 from demo_node.data.tokenizer import byte_tokenizer
 from demo_node.data.tokens import open_corpus
-from demo_node.bench.convergence_model import MODELS, check_device, context_of, make, on
+from demo_node.bench.convergence_model import MODELS, check_device, context_of, make, on, parameter_count
 
 MODEL = "tiny"
 """The default GPT preset (``--model``)."""
@@ -288,9 +288,7 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
     sweep_steps = steps if sweep == "full" else (sweep_steps if sweep_steps is not None else max(1, steps // 3))
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-convergence-"))
     setups = {sd: _Setup(nodes, global_batch, windows, sd, model, device) for sd in seeds}
-    built = make(model, seeds[0])
-    params = sum(p.numel() for p in built.parameters() if p.requires_grad)
-    del built
+    params = parameter_count(model)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     # a healthy round of the tiny model takes well under a second; a larger model's step grows with its size
     timeout = 180 + 4.0 * steps * max(1, nodes / 2) * max(1.0, params / 1e6)

@@ -19,22 +19,33 @@ MODELS = (*(m for m in PRESETS if m != "1b"), *LLAMA_PRESETS)
 """What ``--model`` accepts: the GPT presets up to ``large`` and the Llama presets (the larger ones for a GPU)."""
 
 
+def spec_of(model: str) -> dict:
+    """The node's own spec of ``model`` over the corpus's bytes, at the preset's own sequence length."""
+    from demo_node.models.spec import model_spec
+
+    return model_spec(model, None, BYTE_VOCAB, 0)
+
+
 def context_of(model: str) -> int:
     """The sequence length every method trains and evaluates at: the preset's own."""
-    if model in PRESETS:
-        return PRESETS[model].context
-    if model in LLAMA_PRESETS:
-        return LLAMA_PRESETS[model].context
-    raise ValueError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
+    from demo_node.models.spec import default_context
+
+    return default_context(spec_of(model))
+
+
+def parameter_count(model: str) -> int:
+    """Parameters of ``model``, counted without allocating its weights."""
+    from demo_node.models.spec import spec_parameter_count
+
+    return spec_parameter_count(spec_of(model))
 
 
 def make(model: str, seed: int, device: str = "cpu") -> nn.Module:
     """A freshly initialised ``model`` on ``device``: drawn on the CPU in fp32 from ``seed`` (the same parameters in
     every process and on every device), ``forward(x, y)`` the mean cross-entropy."""
-    from demo_node.models.spec import build_model, model_spec
+    from demo_node.models.spec import build_model
 
-    spec = model_spec(model, None, BYTE_VOCAB, context_of(model))
-    return build_model(spec, device, seed)
+    return build_model(spec_of(model), device, seed)
 
 
 def check_device(device: str) -> str:
