@@ -256,7 +256,8 @@ def _bench_convergence(args: argparse.Namespace) -> int:
                              eval_every=args.eval_every, seed=args.seed, lrs=lrs, runs=runs,
                              sweep_steps=args.sweep_steps, threads=max(1, args.threads), workdir=args.workdir,
                              seeds=seeds, sweep=args.sweep, hivemind_matchmaking=args.hivemind_matchmaking,
-                             model=args.model, variants=_variants(args.variants), device=args.device)
+                             model=args.model, variants=_variants(args.variants), device=args.device,
+                             sweep_seeds=args.sweep_seeds)
     text = convergence.format_result(result)
     if args.out:
         result["plots"] = convergence.plot(result, args.out)
@@ -475,13 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--eval-every", type=int, default=10)
     cv.add_argument("--seed", type=int, default=0, help="model seed; worker i's data seed is seed*1000+i")
     cv.add_argument("--seeds", help="several seeds, comma-separated (e.g. 0,1): every method runs once per seed, at "
-                    "the lr its sweep on the first seed chose; the table gives the mean and sd of the final loss")
+                    "the lr its sweep chose (--sweep-seeds); the table gives the mean and sd of the final loss")
     cv.add_argument("--lrs", help="lr candidates per family, e.g. 'adamw=1e-3,3e-3,1e-2;demo=1e-3,3e-3' (the "
                     "default); adamw-dense and hivemind* run at adamw's choice")
     cv.add_argument("--sweep", choices=["full", "short"], default="full",
                     help="lr sweep over the full horizon (default: picks the lr that is best at the steps reported; "
                     "the best run is the result, so it costs one run per candidate) or short (--sweep-steps, then "
                     "one full run: cheaper, but a short horizon favours larger lrs)")
+    cv.add_argument("--sweep-seeds", choices=["first", "all"], default="first",
+                    help="the seeds each lr is tried on: the first (default), or all of --seeds (the lr with the "
+                    "lowest mean final loss wins; with --sweep full those runs are the results, so it costs nothing "
+                    "more than running every candidate on every seed)")
     cv.add_argument("--sweep-steps", type=int, help="steps of each short sweep run (default steps // 3)")
     cv.add_argument("--hivemind-matchmaking", type=float, default=2.0,
                     help="hivemind.Optimizer's matchmaking_time in seconds (default 2.0; loopback, groups of N)")
@@ -514,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     tr.set_defaults(func=_bench_train)
     md = bench_sub.add_parser("model", help="bytes per node, round time and compute utilisation on paper, for any "
-                              "model size and swarm size; --check sets it against a bench swarm result")
+                              "model size and swarm size; --check sets it against a bench swarm or convergence result")
     md.add_argument("--params", default="1e9,1e10", help="parameters, comma-separated (default 1e9,1e10)")
     md.add_argument("--nodes", default="8,100,1000", help="swarm sizes, comma-separated")
     md.add_argument("--link", type=float, default=100.0, help="link speed in Mbit/s, both ways (default 100)")
@@ -528,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--no-overlap", action="store_true", help="communication after compute, not beside it")
     md.add_argument("--parts", action="store_true", help="also print what each row's bytes are made of (payloads, "
                     "signs, signatures, verification, result envelopes, statements, framing, DHT)")
-    md.add_argument("--check", metavar="FILE", help="a `bench swarm --json` result to check the model against")
+    md.add_argument("--check", metavar="FILE", help="a `bench swarm --json` or `bench convergence --json` result to "
+                    "check the model against")
     md.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     md.set_defaults(func=_bench_model)
 

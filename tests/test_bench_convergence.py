@@ -26,6 +26,24 @@ def test_in_process_methods_share_data_and_count_bytes(tmp_path):
     assert "reference-sim" in convergence.format_result(r)
 
 
+def test_an_lr_swept_on_every_seed_wins_on_its_mean_and_its_runs_are_the_results(tmp_path):
+    trained = []
+    r = convergence.run(nodes=2, steps=4, global_batch=8, windows=16, eval_every=2, runs=["adamw"],
+                        lrs={"adamw": [1e-4, 3e-3]}, seeds=[0, 1], sweep_seeds="all", workdir=str(tmp_path),
+                        log=trained.append)
+    m = r["methods"]["adamw"]
+    assert r["sweep_seeds"] == [0, 1] and [x["lr"] for x in m["sweep"]] == [1e-4, 3e-3]
+    for x in m["sweep"]:
+        assert len(x["losses"]) == 2 and x["loss"] == pytest.approx(sum(x["losses"]) / 2)
+    best = min(m["sweep"], key=lambda x: x["loss"])
+    assert m["lr"] == best["lr"]
+    # the chosen lr's sweep runs are its per-seed results: two lrs on two seeds are four runs, none more
+    assert [x["final_loss"] for x in m["seed_runs"]] == best["losses"] and len(trained) == 4
+    assert "mean of seeds 0,1" in convergence.format_result(r)
+    with pytest.raises(ValueError, match="sweep_seeds"):
+        convergence.run(runs=["adamw"], sweep_seeds="some", workdir=str(tmp_path))
+
+
 def test_a_llama_preset_trains_over_the_corpus_bytes(tmp_path):
     r = convergence.run(nodes=2, steps=2, global_batch=2, windows=4, eval_every=2, runs=["adamw", "reference-sim"],
                         lrs={"adamw": [1e-3], "demo": [1e-3]}, model="llama-20m", device="cpu",
@@ -142,6 +160,14 @@ def test_cli_runs_ours_beside_the_baselines(tmp_path, capsys):
     for kind in ("step", "bytes"):
         assert (tmp_path / f"conv_loss_vs_{kind}.png").stat().st_size > 1000
     assert "final loss" in capsys.readouterr().out
+    # the scale model set against these runs: each of ours, with its own options (top-16: a smaller prediction) and
+    # the exchange its rounds used; within the last round's frames in flight of the bytes it sent
+    assert main(["bench", "model", "--check", str(tmp_path / "conv.json"), "--json", str(tmp_path / "check.json")]) == 0
+    rows = {q["method"]: q for q in json.loads((tmp_path / "check.json").read_text())["check"]["rows"]}
+    assert set(rows) == {"ours", "ours-b9"} and {q["mode"] for q in rows.values()} == {"relay"}
+    assert rows["ours-b9"]["predicted_wire"] < rows["ours"]["predicted_wire"]
+    assert all(abs(q["wire_error"]) < 0.35 for q in rows.values()), rows
+    assert "bench convergence" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("text", ["b9", "b9:", ":beta=0.9", "b9:beta"])

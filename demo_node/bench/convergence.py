@@ -36,8 +36,8 @@ then cosine to 10% of the peak at the last step), and is evaluated on one fixed 
   progress reports), mean over peers.
 
 Learning rates (``sweep``): ``full`` (the default) runs every lr of a method's family (``adamw`` or ``demo``) for the
-full ``steps`` on the first seed and keeps the one with the lowest final held-out loss (that run is the result: the
-lr is chosen at the horizon that is reported); ``short`` runs each for ``sweep_steps`` (default a third, with the
+full ``steps`` on the first seed (``sweep_seeds="all"``: on every seed) and keeps the one with the lowest (mean)
+final held-out loss (those runs are the result: the lr is chosen at the horizon that is reported); ``short`` runs each for ``sweep_steps`` (default a third, with the
 schedule cut short there: same warm-up, the cosine spanning ``sweep_steps``), then the best for the full ``steps``
 (cheaper, but a short horizon favours larger lrs). ``adamw-dense``, ``hivemind`` and ``hivemind-8bit`` run at
 ``adamw``'s choice (see ``SHARED_LR``). With several ``seeds`` every method runs once more per further seed at its
@@ -81,6 +81,10 @@ SHARED_LR = {"adamw-dense": "adamw", "hivemind": "adamw", "hivemind-8bit": "adam
 would only repeat it at several times the cost (N processes each)."""
 DEFAULT_LRS = {"adamw": [1e-3, 3e-3, 1e-2], "demo": [1e-3, 3e-3]}
 SWEEPS = ("full", "short")
+SWEEP_SEEDS = ("first", "all")
+"""The seeds an lr is chosen on: the first (the default), or every seed (the lr with the lowest mean final loss;
+with a full sweep each of those runs is also its seed's result, so it costs no more than running the candidates on
+every seed)."""
 
 
 def schedule_factor(step: int, steps: int, warmup: int) -> float:
@@ -250,7 +254,12 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
         rounds = [e for w, f in zip(workers, finished) for e in w.of("round")
                   if e.get("member") and f["first_round"] <= e["round"] < f["first_round"] + f["steps"]]
         diverged = sum(len(w.of("diverged")) for w in workers)
-        return {"curve": curve, "seconds": seconds, "start_round": start,
+        # what `bench model --check` needs to set its prediction against this run: the exchange the rounds used and
+        # a training round's length (what a node's DHT traffic follows)
+        exchange = statistics.mode(e["mode"] for e in rounds) if rounds else None
+        round_seconds = statistics.mean(f["seconds"] / max(1, f["steps"]) for f in finished)
+        return {"curve": curve, "seconds": seconds, "start_round": start, "exchange": exchange,
+                "round_seconds": round_seconds,
                 "first_rounds": [f["first_round"] for f in finished], "diverged_events": diverged,
                 "rounds_applied": [f["rounds_applied"] for f in finished],
                 "contributed_fraction": sum(bool(e.get("contributed")) for e in rounds) / max(1, len(rounds)),
@@ -266,7 +275,8 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
         seed: int = 0, lrs: dict[str, list[float]] | None = None, runs: list[str] | None = None,
         sweep_steps: int | None = None, threads: int = 1, workdir: str | None = None, deadline: float = 10.0,
         log=None, seeds: list[int] | None = None, sweep: str = "full", hivemind_matchmaking: float = 2.0,
-        model: str = MODEL, variants: dict[str, dict] | None = None, device: str = "cpu") -> dict:
+        model: str = MODEL, variants: dict[str, dict] | None = None, device: str = "cpu",
+        sweep_seeds: str = "first") -> dict:
     """``variants``: more runs of our swarm, name -> SwarmOptimizer options (run as ``ours-<name>``)."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
@@ -285,6 +295,9 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
     if any(m in SHARED_LR for m in runs) and "adamw" not in runs:
         runs.insert(0, "adamw")  # they run at adamw's chosen lr
     runs = [m for m in methods if m in runs]  # adamw first
+    if sweep_seeds not in SWEEP_SEEDS:
+        raise ValueError(f"sweep_seeds must be one of {SWEEP_SEEDS}, not {sweep_seeds!r}")
+    sweep_on = seeds if sweep_seeds == "all" else seeds[:1]
     sweep_steps = steps if sweep == "full" else (sweep_steps if sweep_steps is not None else max(1, steps // 3))
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-convergence-"))
     setups = {sd: _Setup(nodes, global_batch, windows, sd, model, device) for sd in seeds}
@@ -315,11 +328,12 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
                     "per_node_batch": global_batch // nodes, "windows": windows, "eval_every": eval_every,
                     "seeds": seeds, "data_seeds": {sd: [sd * 1000 + i for i in range(nodes)] for sd in seeds},
                     "warmup": warmup_steps(steps), "sweep": sweep, "sweep_steps": sweep_steps, "lrs": lrs,
+                    "sweep_seeds": sweep_on,
                     "shared_lr": {m: SHARED_LR[m] for m in runs if m in SHARED_LR}, "workdir": str(root),
                     "hivemind_matchmaking_time": hivemind_matchmaking,
                     "dense_fp32_bytes_per_node_step": 2 * (nodes - 1) / nodes * 4 * params, "methods": {}}
     for method in runs:
-        sweep_runs, first = [], None
+        sweep_runs, kept = [], {}  # kept: (lr, seed) -> a full-horizon sweep run, which is that lr's full run
         if method in SHARED_LR:
             chosen = result["methods"].get(SHARED_LR[method], {}).get("lr")
             if chosen is None:
@@ -330,25 +344,30 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
             candidates = lrs[family[method]]
             best = candidates[0]
             if len(candidates) > 1 or sweep == "full":
-                for lr in candidates:  # on the first seed; a full-horizon sweep run is that lr's full run
-                    try:
-                        r = train(method, lr, sweep_steps, "sweep" if sweep == "short" else "full", seeds[0])
-                        sweep_runs.append({"lr": lr, "loss": r["curve"][-1]["loss"], "run": r})
-                    except Exception as exc:  # noqa: BLE001 - a failing lr is recorded, not fatal
-                        sweep_runs.append({"lr": lr, "loss": None, "error": repr(exc)})
+                for lr in candidates:
+                    losses = []
+                    for sd in sweep_on:
+                        try:
+                            r = train(method, lr, sweep_steps, "sweep" if sweep == "short" else "full", sd)
+                            losses.append(r["curve"][-1]["loss"])
+                            if sweep == "full":
+                                kept[(lr, sd)] = r
+                        except Exception as exc:  # noqa: BLE001 - a failing lr is recorded, not fatal
+                            sweep_runs.append({"lr": lr, "loss": None, "error": repr(exc)})
+                            break
+                    else:  # the lr's score: its mean final loss over the seeds it was swept on
+                        sweep_runs.append({"lr": lr, "loss": statistics.mean(losses), "losses": losses})
                 finite = [x for x in sweep_runs if x["loss"] is not None and math.isfinite(x["loss"])]
                 best = min(finite, key=lambda x: x["loss"])["lr"] if finite else candidates[0]
-                if sweep == "full" and finite:
-                    first = next(x["run"] for x in finite if x["lr"] == best)
         per_seed = []
         for sd in seeds:
             try:
-                r = first if (sd == seeds[0] and first is not None) else train(method, best, steps, "full", sd)
+                r = kept[(best, sd)] if (best, sd) in kept else train(method, best, steps, "full", sd)
             except Exception as exc:  # noqa: BLE001 - a failed method is reported, the others still run
                 per_seed.append({"seed": sd, "error": repr(exc)})
                 continue
             per_seed.append({"seed": sd, **r})
-        sweep_out = [{k: v for k, v in x.items() if k != "run"} for x in sweep_runs]
+        sweep_out = sweep_runs
         done = [x for x in per_seed if "curve" in x and x["curve"]]
         if not done:
             result["methods"][method] = {"not_run": f"failed: {[x.get('error') for x in per_seed]}", "lr": best,
@@ -419,7 +438,7 @@ def format_result(r: dict) -> str:
               f"steps of a global batch of {r['global_batch']} "
              f"({r['nodes']} x {r['per_node_batch']}), held-out loss on {r['windows']} windows every "
              f"{r['eval_every']} steps; seeds {r['seeds']} (model seed s, worker i's data seed s*1000+i); warm-up "
-             f"{r['warmup']}, cosine to 10%; lr: {lrs} of {r['lrs']} on seed {r['seeds'][0]}; "
+             f"{r['warmup']}, cosine to 10%; lr: {lrs} of {r['lrs']} on seeds {r.get('sweep_seeds', r['seeds'][:1])}; "
              f"at adamw's lr: {', '.join(r['shared_lr']) or 'none'}"),
              f"dense fp32 ring all-reduce (computed): {r['dense_fp32_bytes_per_node_step']:,.0f} bytes per node, step",
              "",
@@ -463,7 +482,9 @@ def format_result(r: dict) -> str:
                          f"{'met' if (value <= goal if sense == '<=' else value >= goal) else 'NOT met'}")
     sweeps = [(n, m["sweep"]) for n, m in r["methods"].items() if m.get("sweep")]
     if sweeps:
-        lines += ["", f"lr sweep (held-out loss after {r['sweep_steps']} steps, seed {r['seeds'][0]}):"]
+        on = r.get("sweep_seeds", r["seeds"][:1])
+        lines += ["", f"lr sweep (held-out loss after {r['sweep_steps']} steps, "
+                      f"{'seed ' + str(on[0]) if len(on) == 1 else 'mean of seeds ' + ','.join(map(str, on))}):"]
         for name, sw in sweeps:
             lines.append(f"  {name:<13}" + "   ".join(
                 f"{x['lr']:g}: {x['loss']:.4f}" if x["loss"] is not None else f"{x['lr']:g}: failed" for x in sw))

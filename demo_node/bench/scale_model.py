@@ -4,7 +4,8 @@ The protocol's bytes are not estimated but counted: every message a node sends o
 here as the node builds it (a signed statement, a shard result with its inclusion bits, a verdict) and measured, and
 a payload's size per parameter comes from the codec itself. What the model does not know it takes as measured
 constants, named below with the measurement they came from: libp2p's cost per stream at the wire, and the CPU a
-stream costs. ``--check FILE`` sets the prediction against a ``bench swarm --json`` result, point by point.
+stream costs. ``--check FILE`` sets the prediction against a ``bench swarm --json`` or ``bench convergence --json``
+result, point by point.
 
 Per node and round, with S a whole payload, P parameters, N members and each node owning one shard:
 - all-gather (the reference's exchange): every payload to every peer: (N-1) S up and down;
@@ -220,7 +221,10 @@ def format_result(r: dict) -> str:
 
 
 def check(bench: dict) -> dict:
-    """The model against a ``bench swarm --json`` result: per node and round, up + down."""
+    """The model against a ``bench swarm --json`` result (per node and round, up + down) or a ``bench convergence
+    --json`` result (per node and step, sent)."""
+    if "methods" in bench:
+        return check_convergence(bench)
     rows = []
     for o in bench["ours"]:
         mode = o.get("exchange", o["mode"])
@@ -239,7 +243,42 @@ def check(bench: dict) -> dict:
                      "protocol_error": 2 * pred["protocol_bytes_each_way"] / measured_acct - 1,
                      "predicted_wire": 2 * pred["wire_bytes_each_way"], "measured_wire": measured_wire,
                      "wire_error": 2 * pred["wire_bytes_each_way"] / measured_wire - 1})
-    return {"model": bench["model"], "params": bench["params"], "rows": rows}
+    return {"model": bench["model"], "params": bench["params"], "rows": rows, "against": "bench swarm",
+            "per": "per node and round, up + down"}
+
+
+def check_convergence(conv: dict) -> dict:
+    """The model against a ``bench convergence --json`` result: each run of our swarm, its bytes sent per node and
+    step (the mean node sends what the mean node receives, so this is the model's "each way")."""
+    from demo_node.bench.payload_size import MODELS, payload_sizes
+
+    rows, skipped = [], []
+    for name, m in conv["methods"].items():
+        if not name.startswith("ours") or "curve" not in m:
+            continue
+        if conv["model"] not in MODELS or not m.get("exchange") or not m.get("round_seconds"):
+            skipped.append(name)  # a model whose payload the codec cannot size here, or a run from an older checkout
+            continue
+        options = conv.get("variants", {}).get(name, {})
+        # --variants gives its values as text
+        verify = str(options.get("verify_shards", True)).lower() not in ("false", "0", "no")
+        audit = float(options.get("audit_fraction", 1.0))
+        sizes = payload_sizes(conv["model"], int(options.get("topk", 32)), int(options.get("chunk", 64)))
+        s = Setting(sizes["params"], conv["nodes"], verify=verify, audit=audit,
+                    payload=sizes["ours_bytes"][str(options.get("values", "int8"))],
+                    compute_s=m["round_seconds"], latency_s=0.0, down_mbit=1e6, up_mbit=1e6)
+        pred = per_round(s, m["exchange"])
+        last = m["curve"][-1]  # the first seed's run: the one whose round length and exchange were recorded
+        acct, wire = last["bytes_accounted"] / last["step"], last["bytes_sent"] / last["step"]
+        rows.append({"method": name, "nodes": conv["nodes"], "mode": m["exchange"],
+                     "defenses": "off" if not verify else ("on" if audit >= 1 else f"audit {audit:g}"),
+                     "parts": pred["parts_each_way"],
+                     "predicted_protocol": pred["protocol_bytes_each_way"], "measured_accounted": acct,
+                     "protocol_error": pred["protocol_bytes_each_way"] / acct - 1,
+                     "predicted_wire": pred["wire_bytes_each_way"], "measured_wire": wire,
+                     "wire_error": pred["wire_bytes_each_way"] / wire - 1})
+    return {"model": conv["model"], "params": conv["params"], "rows": rows, "skipped": skipped,
+            "against": "bench convergence", "per": "per node and step, sent"}
 
 
 def format_parts(rows: list[dict], key: str = "parts_each_way") -> str:
@@ -261,13 +300,17 @@ def _verification(r: dict) -> str:
 
 
 def format_check(c: dict) -> str:
-    lines = [f"the model against bench swarm ({c['model']}, {c['params']:,} params), bytes per node and round, "
-             "up + down", f"{'N':>3} {'exchange':<9}{'defenses':<10}{'protocol pred':>14}{'accounted':>11}{'error':>8}"
+    lines = [f"the model against {c['against']} ({c['model']}, {c['params']:,} params), bytes {c['per']}",
+             f"{'N':>3} {'exchange':<9}{'defenses':<16}{'protocol pred':>14}{'accounted':>11}{'error':>8}"
              f"{'wire pred':>12}{'wire':>12}{'error':>8}"]
     for q in c["rows"]:
-        lines.append(f"{q['nodes']:>3} {q['mode']:<9}{q['defenses']:<10}{q['predicted_protocol']:>14,.0f}"
+        label = f"{q['defenses']} ({q['method']})" if "method" in q else q["defenses"]
+        lines.append(f"{q['nodes']:>3} {q['mode']:<9}{label:<16}{q['predicted_protocol']:>14,.0f}"
                      f"{q['measured_accounted']:>11,.0f}{q['protocol_error']:>+8.1%}{q['predicted_wire']:>12,.0f}"
                      f"{q['measured_wire']:>12,.0f}{q['wire_error']:>+8.1%}")
+    if c.get("skipped"):
+        lines.append(f"not checked (no exchange or round length recorded, or a model the codec cannot size here): "
+                     f"{', '.join(c['skipped'])}")
     return "\n".join(lines)
 
 
