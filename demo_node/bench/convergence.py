@@ -37,11 +37,12 @@ then cosine to 10% of the peak at the last step), and is evaluated on one fixed 
 
 Learning rates (``sweep``): ``full`` (the default) runs every lr of a method's family (``adamw`` or ``demo``) for the
 full ``steps`` on the first seed (``sweep_seeds="all"``: on every seed) and keeps the one with the lowest (mean)
-final held-out loss (those runs are the result: the lr is chosen at the horizon that is reported); ``short`` runs each for ``sweep_steps`` (default a third, with the
-schedule cut short there: same warm-up, the cosine spanning ``sweep_steps``), then the best for the full ``steps``
-(cheaper, but a short horizon favours larger lrs). ``adamw-dense``, ``hivemind`` and ``hivemind-8bit`` run at
-``adamw``'s choice (see ``SHARED_LR``). With several ``seeds`` every method runs once more per further seed at its
-chosen lr; the table gives the mean and sd of the final held-out loss.
+final held-out loss (those runs are the result: the lr is chosen at the horizon that is reported); ``short`` runs
+each for ``sweep_steps`` (default a third, with the schedule cut short there: same warm-up, the cosine spanning
+``sweep_steps``), then the best for the full ``steps`` (cheaper, but a short horizon favours larger lrs).
+``adamw-dense``, ``hivemind`` and ``hivemind-8bit`` run at ``adamw``'s choice (see ``SHARED_LR``). With several
+``seeds`` every method runs once per seed at its chosen lr (reusing the sweep's runs); the table gives the mean and sd
+of the final held-out loss.
 """
 
 from __future__ import annotations
@@ -367,17 +368,16 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
                 per_seed.append({"seed": sd, "error": repr(exc)})
                 continue
             per_seed.append({"seed": sd, **r})
-        sweep_out = sweep_runs
         done = [x for x in per_seed if "curve" in x and x["curve"]]
         if not done:
             result["methods"][method] = {"not_run": f"failed: {[x.get('error') for x in per_seed]}", "lr": best,
-                                         "sweep": sweep_out}
+                                         "sweep": sweep_runs}
             continue
         main = done[0]
         finals = [x["curve"][-1]["loss"] for x in done]
         per_step = [x["curve"][-1]["bytes_sent"] / max(1, x["curve"][-1]["step"]) for x in done]
         result["methods"][method] = {
-            "lr": best, "sweep": sweep_out, **{k: v for k, v in main.items() if k != "seed"},
+            "lr": best, "sweep": sweep_runs, **{k: v for k, v in main.items() if k != "seed"},
             "seed_runs": [{"seed": x["seed"], "final_loss": x["curve"][-1]["loss"], "bytes_per_node_step": b,
                            "seconds": x["seconds"]} for x, b in zip(done, per_step)],
             "failed_seeds": [x for x in per_seed if "error" in x],
