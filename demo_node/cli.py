@@ -252,12 +252,15 @@ def _bench_convergence(args: argparse.Namespace) -> int:
         lrs[family.strip()] = [float(v) for v in values.split(",") if v.strip()]
     runs = [m.strip() for m in args.runs.split(",") if m.strip()] if args.runs else None
     seeds = [int(v) for v in args.seeds.split(",") if v.strip()] if args.seeds else None
-    result = convergence.run(nodes=args.nodes, steps=args.steps, global_batch=args.global_batch, windows=args.windows,
-                             eval_every=args.eval_every, seed=args.seed, lrs=lrs, runs=runs,
-                             sweep_steps=args.sweep_steps, threads=max(1, args.threads), workdir=args.workdir,
-                             seeds=seeds, sweep=args.sweep, hivemind_matchmaking=args.hivemind_matchmaking,
-                             model=args.model, variants=_variants(args.variants), device=args.device,
-                             sweep_seeds=args.sweep_seeds)
+    try:  # the settings are checked before anything trains; a method that fails is reported in the result
+        result = convergence.run(
+            nodes=args.nodes, steps=args.steps, global_batch=args.global_batch, windows=args.windows,
+            eval_every=args.eval_every, seed=args.seed, lrs=lrs, runs=runs, sweep_steps=args.sweep_steps,
+            threads=max(1, args.threads), workdir=args.workdir, seeds=seeds, sweep=args.sweep,
+            hivemind_matchmaking=args.hivemind_matchmaking, model=args.model, variants=_variants(args.variants),
+            device=args.device, sweep_seeds=args.sweep_seeds, warmup=args.warmup)
+    except ValueError as exc:
+        raise SystemExit(f"demo-node bench convergence: {exc}") from None
     text = convergence.format_result(result)
     if args.out:
         result["plots"] = convergence.plot(result, args.out)
@@ -487,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the seeds each lr is tried on: the first (default), or all of --seeds (the lr with the "
                     "lowest mean final loss wins; with --sweep full those runs are the results, so it costs nothing "
                     "more than running every candidate on every seed)")
+    cv.add_argument("--warmup", type=int, help="steps of linear lr warm-up before the cosine, the same for every "
+                    "method (default: min(20, steps // 5))")
     cv.add_argument("--sweep-steps", type=int, help="steps of each short sweep run (default steps // 3)")
     cv.add_argument("--hivemind-matchmaking", type=float, default=2.0,
                     help="hivemind.Optimizer's matchmaking_time in seconds (default 2.0; loopback, groups of N)")

@@ -44,6 +44,20 @@ def test_an_lr_swept_on_every_seed_wins_on_its_mean_and_its_runs_are_the_results
         convergence.run(runs=["adamw"], sweep_seeds="some", workdir=str(tmp_path))
 
 
+def test_the_warmup_is_every_methods_and_names_itself_when_wrong(tmp_path):
+    def final(warmup):
+        r = convergence.run(nodes=2, steps=6, global_batch=8, windows=16, eval_every=6, runs=["adamw", "reference-sim"],
+                            lrs={"adamw": [3e-3], "demo": [3e-3]}, warmup=warmup, workdir=str(tmp_path))
+        return r["warmup"], {k: m["final_loss"] for k, m in r["methods"].items()}
+
+    (w0, none), (w6, slow) = final(0), final(6)
+    assert (w0, w6) == (0, 6)
+    # a warm-up over every step takes smaller steps than none: each method ends elsewhere
+    assert all(abs(none[k] - slow[k]) > 1e-4 for k in none)
+    with pytest.raises(SystemExit, match="--warmup"):
+        main(["bench", "convergence", "--warmup", "-1", "--runs", "adamw"])
+
+
 def test_a_llama_preset_trains_over_the_corpus_bytes(tmp_path):
     r = convergence.run(nodes=2, steps=2, global_batch=2, windows=4, eval_every=2, runs=["adamw", "reference-sim"],
                         lrs={"adamw": [1e-3], "demo": [1e-3]}, model="llama-20m", device="cpu",

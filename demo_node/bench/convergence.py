@@ -5,8 +5,8 @@ Every method starts from ``convergence_model.make(model, seed, device)`` (the sa
 data and held-out windows are drawn on the CPU and moved to ``device``), takes ``steps`` steps of ``global_batch``
 sequences split evenly over ``nodes`` workers, worker ``i`` drawing its batches from ``WindowStream(corpus, context,
 global_batch/nodes, seed * 1000 + i)`` (the same data in the same order for every method; a one-process method
-concatenates the workers' batches), with the same lr schedule (linear warm-up over ``min(20, steps // 5)`` steps,
-then cosine to 10% of the peak at the last step), and is evaluated on one fixed held-out set,
+concatenates the workers' batches), with the same lr schedule (linear warm-up over ``warmup`` steps, by default
+``min(20, steps // 5)``, then cosine to 10% of the peak at the last step), and is evaluated on one fixed held-out set,
 ``held_out_windows(corpus, context, windows)``, every ``eval_every`` steps. Methods:
 
 - ``adamw``: torch AdamW (torch defaults besides lr) in one process on the global batch. Sends nothing.
@@ -104,7 +104,8 @@ class _Setup:
     """What every method shares: the corpus, the held-out set, the workers' streams."""
 
     def __init__(self, nodes: int, global_batch: int, windows: int, seed: int, model: str = MODEL,
-                 device: str = "cpu"):
+                 device: str = "cpu", warmup: int | None = None):
+        self.warmup = warmup  # steps of linear warm-up; None: warmup_steps(steps)
         if global_batch % nodes:
             raise ValueError(f"--global-batch {global_batch} does not split evenly over {nodes} nodes")
         self.nodes, self.global_batch, self.seed, self.model, self.device = nodes, global_batch, seed, model, device
@@ -113,6 +114,10 @@ class _Setup:
         self.corpus = open_corpus("stdlib", byte_tokenizer())
         self.hx, self.hy = on(device, *held_out_windows(self.corpus, self.context, windows))
 
+    def warm(self, steps: int) -> int:
+        """The warm-up steps of a run of ``steps``: the same for every method."""
+        return warmup_steps(steps) if self.warmup is None else min(self.warmup, steps)
+
     def streams(self) -> list[WindowStream]:
         return [WindowStream(self.corpus, self.context, self.per_node, self.seed * 1000 + i) for i in range(self.nodes)]
 
@@ -120,7 +125,7 @@ class _Setup:
 def _train_adamw(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
     model = make(s.model, s.seed, s.device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    warm = warmup_steps(steps)
+    warm = s.warm(steps)
     streams, curve, began = s.streams(), [], time.monotonic()
     for step in range(steps):
         for g in opt.param_groups:
@@ -175,7 +180,7 @@ def _train_reference(s: _Setup, lr: float, steps: int, eval_every: int) -> dict:
     model = make(s.model, s.seed, s.device)
     params = [p for p in model.parameters() if p.requires_grad]
     workers = ReferenceWorkers(params, s.nodes)
-    warm = warmup_steps(steps)
+    warm = s.warm(steps)
     streams, curve, sent, began = s.streams(), [], 0, time.monotonic()
     for step in range(steps):
         step_lr = lr * schedule_factor(step, steps, warm)
@@ -225,7 +230,7 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
     from demo_node.daemon.children import stop_all
 
     base = [sys.executable, "-m", "demo_node.bench.convergence_worker",
-            *common_args(s, lr, steps, eval_every, threads, warmup_steps(steps)), "--deadline", str(deadline),
+            *common_args(s, lr, steps, eval_every, threads, s.warm(steps)), "--deadline", str(deadline),
             "--run-name", f"bench-convergence-{os.getpid()}-{workdir.name}",
             "--stop-file", str(workdir / "stop"), "--start-file", str(workdir / "start"),
             *[a for k, v in options.items() for a in ("--option", f"{k}={v}")]]
@@ -277,7 +282,7 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
         sweep_steps: int | None = None, threads: int = 1, workdir: str | None = None, deadline: float = 10.0,
         log=None, seeds: list[int] | None = None, sweep: str = "full", hivemind_matchmaking: float = 2.0,
         model: str = MODEL, variants: dict[str, dict] | None = None, device: str = "cpu",
-        sweep_seeds: str = "first") -> dict:
+        sweep_seeds: str = "first", warmup: int | None = None) -> dict:
     """``variants``: more runs of our swarm, name -> SwarmOptimizer options (run as ``ours-<name>``)."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
@@ -301,7 +306,9 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
     sweep_on = seeds if sweep_seeds == "all" else seeds[:1]
     sweep_steps = steps if sweep == "full" else (sweep_steps if sweep_steps is not None else max(1, steps // 3))
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-convergence-"))
-    setups = {sd: _Setup(nodes, global_batch, windows, sd, model, device) for sd in seeds}
+    if warmup is not None and warmup < 0:
+        raise ValueError(f"--warmup: steps of warm-up, 0 or more, not {warmup}")
+    setups = {sd: _Setup(nodes, global_batch, windows, sd, model, device, warmup) for sd in seeds}
     params = parameter_count(model)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     # a healthy round of the tiny model takes well under a second; a larger model's step grows with its size
@@ -309,7 +316,8 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
 
     def train(method: str, lr: float, n_steps: int, tag: str, sd: int) -> dict:
         log(f"[convergence] {method} lr {lr:g}, {n_steps} steps, seed {sd} ({tag})")
-        s, warm = setups[sd], warmup_steps(n_steps)
+        s = setups[sd]
+        warm = s.warm(n_steps)
         folder = root / f"{method}-{tag}-lr{lr:g}-seed{sd}"
         if method == "adamw":
             return _train_adamw(s, lr, n_steps, eval_every)
@@ -328,7 +336,7 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
                     "nodes": nodes, "steps": steps, "global_batch": global_batch,
                     "per_node_batch": global_batch // nodes, "windows": windows, "eval_every": eval_every,
                     "seeds": seeds, "data_seeds": {sd: [sd * 1000 + i for i in range(nodes)] for sd in seeds},
-                    "warmup": warmup_steps(steps), "sweep": sweep, "sweep_steps": sweep_steps, "lrs": lrs,
+                    "warmup": setups[seeds[0]].warm(steps), "sweep": sweep, "sweep_steps": sweep_steps, "lrs": lrs,
                     "sweep_seeds": sweep_on,
                     "shared_lr": {m: SHARED_LR[m] for m in runs if m in SHARED_LR}, "workdir": str(root),
                     "hivemind_matchmaking_time": hivemind_matchmaking,
