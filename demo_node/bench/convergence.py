@@ -304,10 +304,10 @@ def run(nodes: int = 2, steps: int = 145, global_batch: int = 24, windows: int =
     if sweep_seeds not in SWEEP_SEEDS:
         raise ValueError(f"sweep_seeds must be one of {SWEEP_SEEDS}, not {sweep_seeds!r}")
     sweep_on = seeds if sweep_seeds == "all" else seeds[:1]
-    sweep_steps = steps if sweep == "full" else (sweep_steps if sweep_steps is not None else max(1, steps // 3))
-    root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-convergence-"))
     if warmup is not None and warmup < 0:
         raise ValueError(f"--warmup: steps of warm-up, 0 or more, not {warmup}")
+    sweep_steps = steps if sweep == "full" else (sweep_steps if sweep_steps is not None else max(1, steps // 3))
+    root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-convergence-"))
     setups = {sd: _Setup(nodes, global_batch, windows, sd, model, device, warmup) for sd in seeds}
     params = parameter_count(model)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))

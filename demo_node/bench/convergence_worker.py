@@ -23,14 +23,19 @@ from pathlib import Path
 import torch
 
 
-def _option(text: str) -> tuple[str, object]:
-    key, _, value = text.partition("=")
+def typed(value: str) -> object:
+    """An option's value as given in text (``--option``, ``--variants``): an int, a float, a bool or the text."""
     for kind in (int, float):
         try:
-            return key, kind(value)
+            return kind(value)
         except ValueError:
             pass
-    return key, {"true": True, "false": False}.get(value.lower(), value)
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    return key, typed(value)
 
 
 def main(argv: list[str] | None = None) -> int:

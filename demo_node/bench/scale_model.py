@@ -250,6 +250,7 @@ def check(bench: dict) -> dict:
 def check_convergence(conv: dict) -> dict:
     """The model against a ``bench convergence --json`` result: each run of our swarm, its bytes sent per node and
     step (the mean node sends what the mean node receives, so this is the model's "each way")."""
+    from demo_node.bench.convergence_worker import typed
     from demo_node.bench.payload_size import MODELS, payload_sizes
 
     rows, skipped = [], []
@@ -259,10 +260,9 @@ def check_convergence(conv: dict) -> dict:
         if conv["model"] not in MODELS or not m.get("exchange") or not m.get("round_seconds"):
             skipped.append(name)  # a model whose payload the codec cannot size here, or a run from an older checkout
             continue
-        options = conv.get("variants", {}).get(name, {})
-        # --variants gives its values as text
-        verify = str(options.get("verify_shards", True)).lower() not in ("false", "0", "no")
-        audit = float(options.get("audit_fraction", 1.0))
+        # --variants gives its values as text: typed as the run's workers typed them
+        options = {k: typed(str(v)) for k, v in conv.get("variants", {}).get(name, {}).items()}
+        verify, audit = bool(options.get("verify_shards", True)), float(options.get("audit_fraction", 1.0))
         sizes = payload_sizes(conv["model"], int(options.get("topk", 32)), int(options.get("chunk", 64)))
         s = Setting(sizes["params"], conv["nodes"], verify=verify, audit=audit,
                     payload=sizes["ours_bytes"][str(options.get("values", "int8"))],
