@@ -75,6 +75,11 @@ def test_statement_shares_and_verifiers():
                                                      for i in range(n)]
     assert all(len(plan.shares(p)) == 2 for p in PEERS)
     assert plan.verifiers == {o: plan.owners[(i + 1) % 4] for i, o in enumerate(plan.owners)}
+    # verifiers rotate: over n - 1 rounds every owner is verified once by each other owner, and each verifies one
+    rotation = [make_plan(r, [Member(p) for p in PEERS], opt.layout, 10, SIGN).verifiers for r in range(5, 8)]
+    for o in plan.owners:
+        assert sorted(v[o] for v in rotation) == sorted(set(plan.owners) - {o})
+    assert all(sorted(v.values()) == sorted(plan.owners) for v in rotation)
     assert make_plan(0, [Member(p) for p in PEERS[:2]], opt.layout, 10, SIGN).verifiers == {}
     assert make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, RELAY).verifiers == {}
     assert make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, SIGN, verify=False).verifiers == {}
@@ -386,10 +391,11 @@ def test_a_verifier_catches_a_flipped_sign_but_forgives_rounding_at_ties():
     assert judge_signs(signs, contributions, layout, ranges, *pack_signs(tie, ranges))[0]
 
 
-def audit(fraction, withheld=(), lie=False, held=()):
+def audit(fraction, withheld=(), lie=False, held=(), owner_withholds=()):
     """A three-member sign round whose verifier holds only its own payload and audits with ``fraction``: (the
     finding, and which peers the verifier asked for which senders' payloads). ``withheld``: contributors that answer
-    with nothing; ``held``: contributors that never answer."""
+    with nothing; ``held``: contributors that never answer; ``owner_withholds``: senders whose payloads the owner
+    will not serve. The fifth item: the verifier's grounds to accuse the owner of withholding (None if none)."""
     _, opt = make_opt()
     plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, 10, SIGN)
     owner = plan.owners[0]
@@ -412,7 +418,7 @@ def audit(fraction, withheld=(), lie=False, held=()):
     async def fetch(peer, senders):
         asked.append((peer, list(senders)))
         if peer == owner:
-            return [payloads[s] for s in senders]
+            return [spb.Signed() if s in owner_withholds else payloads[s] for s in senders]
         if peer in held:
             await asyncio.Event().wait()
         return [spb.Signed() if peer in withheld else payloads[peer]]
@@ -425,27 +431,46 @@ def audit(fraction, withheld=(), lie=False, held=()):
                            audit_wait=0.3)
         vr.arrive(verifier, payloads[verifier])
         await asyncio.wait_for(vr.judge(signed, open_body(signed, owner, 0), fetch), 10)
-        return spb.VerdictBody.FromString(vr.verdict.body).finding if vr.audited else None
+        return (spb.VerdictBody.FromString(vr.verdict.body).finding if vr.audited else None), vr.withheld
 
-    return asyncio.run(main()), asked, owner, verifier
+    finding, withheld_evidence = asyncio.run(main())
+    return finding, asked, owner, verifier, withheld_evidence
 
 
 def test_a_verifier_audits_a_drawn_fraction_of_rounds_with_inputs_from_their_senders():
     """Below 1 the verifier holds only its own payload: undrawn, it signs no verdict and asks nobody anything; drawn,
     it asks each other contributor for its own payload (the owner cannot withhold them), the owner only for those
     a contributor did not give, and judges as it would with every copy."""
-    finding, asked, owner, verifier = audit(1e-12)
+    finding, asked, owner, verifier, _ = audit(1e-12)
     assert finding is None and asked == []
-    finding, asked, owner, verifier = audit(1 - 1e-12)
+    finding, asked, owner, verifier, _ = audit(1 - 1e-12)
     others = [p for p in PEERS[:3] if p != verifier]
     assert finding == spb.VerdictBody.CORRECT and sorted(asked) == sorted((p, [p]) for p in others)
     withholder = next(p for p in others if p != owner)
-    finding, asked, owner, verifier = audit(1 - 1e-12, withheld={withholder})
+    finding, asked, owner, verifier, _ = audit(1 - 1e-12, withheld={withholder})
     assert finding == spb.VerdictBody.CORRECT and asked[-1] == (owner, [withholder])
-    finding, asked, owner, verifier = audit(1 - 1e-12, held={withholder})  # holds the request: the owner is asked
+    finding, asked, owner, verifier, _ = audit(1 - 1e-12, held={withholder})  # holds the request: the owner is asked
     assert finding == spb.VerdictBody.CORRECT and asked[-1] == (owner, [withholder])
-    finding, _, _, _ = audit(1 - 1e-12, lie=True)
+    finding, _, _, _, _ = audit(1 - 1e-12, lie=True)
     assert finding == spb.VerdictBody.WRONG
+
+
+@pytest.mark.parametrize("fraction", [1.0, 1 - 1e-12], ids=["every-round", "audited"])
+def test_an_owner_that_withholds_an_input_it_names_gets_a_withheld_verdict_and_is_accused(fraction):
+    """The owner's own input (nobody else holds it) or a colluder's that the colluder did not give the verifier:
+    withheld, whatever the result says (here it lies too), with the owner's result and the inputs the verifier got
+    as its grounds; a contributor that withholds its own input from an honest owner's verifier withholds nothing."""
+    for lie in (False, True):
+        finding, asked, owner, verifier, grounds = audit(fraction, owner_withholds={PEERS[0], PEERS[1], PEERS[2]},
+                                                         withheld=set(PEERS[:3]), lie=lie)
+        assert finding == spb.VerdictBody.WITHHELD
+        assert grounds.accused == owner and grounds.claim.body and grounds.round == 0
+        assert sum(bool(p.body) for p in grounds.inputs) == 1  # the verifier's own, nothing else
+    colluder = next(p for p in PEERS[:3] if p not in (owner, verifier))
+    finding, _, _, _, grounds = audit(fraction, owner_withholds={colluder}, withheld={colluder})
+    assert finding == spb.VerdictBody.WITHHELD and grounds.accused == owner
+    finding, _, _, _, grounds = audit(fraction, withheld={colluder})
+    assert finding == spb.VerdictBody.CORRECT and grounds is None
 
 
 def test_a_snapshot_is_vouched_only_by_most_members_two_at_least():

@@ -225,3 +225,55 @@ def test_a_lying_owner_is_caught_by_its_verifier_corrected_and_demoted(hosts):
         assert evidence.claim.body and len(evidence.inputs) >= 2
     finally:
         stop(nodes)
+
+
+def test_an_owner_that_withholds_its_own_input_is_skipped_everywhere_and_demoted(hosts):
+    """The owner lies and keeps its own input from its verifier (out of the copy it sends, refused when asked):
+    every node gets the WITHHELD verdict and skips the shard, so nothing of it is applied; the verifiers rotate, so
+    two of them accuse it in two rounds, and it owns no shard from the round after their accusations count."""
+    def withhold(nodes):
+        d = nodes[0].driver
+        honest_signs, honest_part = d._packed_signs, d._verify_part
+
+        async def flipped(contributions, ranges):
+            bits, nonzero = await honest_signs(contributions, ranges)
+            return bytes(b ^ 0xFF for b in bits), nonzero
+
+        def part(r, plan, owner, payloads, verdict_streams):
+            got = honest_part(r, plan, owner, payloads, verdict_streams)
+            if got is not None and got[0].owner == d.me:
+                got[0].ClearField("payload")  # not its own input for its own shard
+            return got
+
+        class Withholding(dict):
+            def __setitem__(self, r, own):
+                served = own.inputs
+                own.inputs = lambda senders: [s if p != d.me else type(s)() for p, s in zip(senders, served(senders))]
+                super().__setitem__(r, own)
+
+        d._packed_signs, d._verify_part, d.owner_rounds = flipped, part, Withholding()
+
+    nodes = start(hosts, "sign", deadline=3.0, before=withhold)
+    liar = nodes[0].host.peer_id
+    try:
+        verifiers = set()
+        for r in range(4):
+            for i, n in enumerate(nodes):
+                n.contribute(seed=10 * r + i)
+            outcomes = [n.next_outcome() for n in nodes]
+            plan = outcomes[1].plan
+            if r < 3:
+                verifiers.add(plan.verifiers[liar])
+                assert all({s.owner: s.check for s in o.shards}[liar] == "withheld" for o in outcomes), r
+                assert all(s.check == "verified" for o in outcomes for s in o.shards if s.owner != liar)
+            else:  # two verifiers accused it in rounds 0 and 1; their statements of rounds 1 and 2 demoted it
+                assert liar not in plan.owners and len(plan.members) == 3
+            for n, o in zip(nodes, outcomes):
+                n.apply(o)
+            assert len({n.digest() for n in nodes}) == 1, f"round {r}: replicas differ"
+        assert len(verifiers) == 2
+        for n in nodes[1:]:
+            assert liar in n.driver.checker.withholding and liar not in n.driver.checker.accused
+        assert outcomes[1].demoted == {liar}
+    finally:
+        stop(nodes)

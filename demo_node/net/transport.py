@@ -51,10 +51,10 @@ IDLE_PER_PEER = 2
 """Idle streams of one kind a requester keeps per peer."""
 
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 """Part of every stream protocol's name: a node of another version is not served at all, rather than misread (2: the
 hostile-peer protocol; 3: shard results name their inputs with bits and one hash; 4: contribute streams are reused
-from round to round)."""
+from round to round; 5: verifiers rotate by round, and a verdict can say the owner withheld inputs)."""
 
 
 class FrameTooLarge(ConnectionError):

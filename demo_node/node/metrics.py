@@ -94,12 +94,13 @@ class NodeMetrics:
                                registry=r)
         self.shard_checks = Counter("demo_node_shard_checks", "Shard results by how they were checked before they were "
                                     "applied (verified, unverified: the verifier was silent, unaudited: not "
-                                    "drawn for an audit, corrected: the owner lied, recomputed, unverifiable)",
+                                    "drawn for an audit, corrected: the owner lied, recomputed, unverifiable, "
+                                    "withheld: the verifier says the owner withheld inputs, so it was skipped)",
                                     ["check"], registry=r)
-        for check in ("verified", "unverified", "unaudited", "corrected", "recomputed", "unverifiable"):
+        for check in ("verified", "unverified", "unaudited", "corrected", "recomputed", "unverifiable", "withheld"):
             self.shard_checks.labels(check)
         self.accused = Gauge("demo_node_peers_accused", "Peers this node caught signing claims that contradict signed "
-                             "inputs", registry=r)
+                             "inputs, or withholding inputs from it as their verifier", registry=r)
         self.demoted = Gauge("demo_node_peers_demoted", "Peers that own no shard for the rest of the run (accused by "
                              "two members or more)", registry=r)
         self.compression = Gauge("demo_node_compression_ratio", "Dense fp32 gradient bytes per byte of this node's "

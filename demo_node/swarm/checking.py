@@ -7,7 +7,10 @@ other one signed a claim that contradicts signed inputs, and is accused, with th
 to anyone who asks). When the verdict judged another body than the one this node got, the owner signed two results
 for one shard: that is evidence too, and the verified one is applied. A silent verifier leaves the update
 unverified (applied, and counted), and so does a verdict that the round was not audited (a run that audits a
-fraction of rounds); an owner this node has already caught is never applied unverified.
+fraction of rounds); an owner this node has already caught is never applied unverified. When the verdict says the
+owner withheld inputs its result names, nobody applies the shard this round: withholding cannot be proven to a third
+party, and a skipped shard is the most that a verifier who claims it falsely can get (verifiers rotate by round, so a
+liar can do so only in the rounds it verifies that owner).
 """
 
 from __future__ import annotations
@@ -92,6 +95,19 @@ class Checker:
         self.driver = driver
         self.accused: dict[bytes, spb.Evidence] = {}
         """Peers this node caught, with the evidence (what its statements accuse, what it serves on request)."""
+        self.withholding: dict[bytes, spb.Evidence] = {}
+        """Owners that withheld inputs from this node as their verifier. Accused in its statements too, but kept
+        apart: nobody else saw it, so this node goes on applying their verified updates as every other node does."""
+
+    def accusing(self) -> dict[bytes, spb.Evidence]:
+        """Every peer this node accuses, with its grounds."""
+        return {**self.withholding, **self.accused}
+
+    def withheld(self, evidence: spb.Evidence) -> None:
+        if evidence.accused not in self.withholding:
+            self.withholding[evidence.accused] = evidence
+            log.warning("round %d: %s withheld inputs its result names: accused", evidence.round,
+                        evidence.accused.hex()[-12:])
 
     def accuse(self, evidence: spb.Evidence) -> None:
         if evidence.accused not in self.accused:
@@ -118,6 +134,10 @@ class Checker:
             else:
                 self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, judged=copy.signed))
                 got = copy
+        if verdict is not None and verdict.body.finding == spb.VerdictBody.WITHHELD:
+            # unprovable either way (the owner may have withheld, or the verifier may say so falsely): every node
+            # that got the verdict skips the shard alike, which costs a round of its blocks and lets no lie through
+            return ShardOutcome(owner, ranges, None, source=source, check="withheld")
         if verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED:
             if owner in self.accused:
                 return await self._recompute(r, plan, owner, None, got, None, source)

@@ -40,7 +40,7 @@ from demo_node.swarm.owner import OwnerRound
 from demo_node.swarm.plan import Member, RoundPlan, make_plan
 from demo_node.swarm.retention import Retention
 from demo_node.swarm.shard_signs import ShardSigns
-from demo_node.swarm.signing import open_verdict, sign
+from demo_node.swarm.signing import MAX_ACCUSED, open_verdict, sign
 from demo_node.swarm.verifier import VerifierRound
 from demo_node.wire.codec import encode, encoded_size, max_payload_bytes
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
@@ -342,7 +342,8 @@ class RoundDriver:
         digest_round, digest = self._digest
         st = spb.Statement(peer=self.me, run_id=self.run.run_id, round=r, digest_round=digest_round, digest=digest,
                            client=self.run.client, joining=self._joining, leaving=leaving,
-                           plan=plan.fingerprint if self.member else b"", accused=sorted(self.checker.accused))
+                           plan=plan.fingerprint if self.member else b"",
+                           accused=sorted(self.checker.accusing())[:MAX_ACCUSED])
         return sign(self.identity, st.SerializeToString())
 
     async def _packed_signs(self, contributions: list[Contribution], ranges: dict[int, tuple[int, int]]):
@@ -464,8 +465,11 @@ class RoundDriver:
     async def _judge(self, r: int, owner: bytes, settled: asyncio.Future) -> None:
         """As the verifier of ``owner``'s shard: judge its result as soon as this node has it (or gave up on it)."""
         got, _ = await asyncio.shield(settled)
-        await self.verifier_rounds[(r, owner)].judge(got.signed if got else None, got.body if got else None,
-                                                     lambda peer, senders: inputs_from(self, r, peer, owner, senders))
+        vr = self.verifier_rounds[(r, owner)]
+        await vr.judge(got.signed if got else None, got.body if got else None,
+                       lambda peer, senders: inputs_from(self, r, peer, owner, senders))
+        if vr.withheld is not None:
+            self.checker.withheld(vr.withheld)
 
     async def _ask_verifier(self, r: int, plan: RoundPlan, owner: bytes, payload: spb.Signed | None,
                             own_slice: Contribution | None, stream_future: asyncio.Future | None) -> Verdict | None:

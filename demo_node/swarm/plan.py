@@ -94,8 +94,9 @@ def choose_mode(n_members: int, payload_bytes: int, sign_bytes: int, setting: st
 
 def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: int, setting: str = AUTO,
               verify: bool = True) -> RoundPlan:
-    """The plan of a round. ``verify``: in sign exchange with three members or more, each owner's shard gets the
-    next owner as its verifier."""
+    """The plan of a round. ``verify``: in sign exchange with three members or more, each owner's shard gets another
+    owner as its verifier, the next but one, two, ... as rounds go on: a verifier that lies about one owner (says it
+    withheld inputs, say, which nobody can disprove) does so only in the rounds it draws that owner."""
     members = sorted(set(members))
     owners = tuple(m.peer for m in members if not m.client)
     if not owners:
@@ -109,5 +110,6 @@ def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: 
     mode = choose_mode(len(members), payload_bytes, sign_bytes, setting)
     verifiers = {}
     if verify and mode == SIGN and len(members) >= 3 and len(owners) >= 2:
-        verifiers = {o: owners[(i + 1) % len(owners)] for i, o in enumerate(owners)}
+        shift = 1 + round % (len(owners) - 1)
+        verifiers = {o: owners[(i + shift) % len(owners)] for i, o in enumerate(owners)}
     return RoundPlan(round, tuple(members), owners, ranges, mode, verifiers)

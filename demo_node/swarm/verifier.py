@@ -3,12 +3,13 @@
 Contributors send the verifier the same signed payloads they send the shard's owner. Once the verifier has the
 owner's signed result, it recomputes the update from the inputs the result names (asking the owner for any it
 lacks, or for all of them when the ones it holds do not hash to what the result names: the owner must hold them,
-and they are signed by their senders), compares, and signs a verdict: CORRECT,
-WRONG (with the signs the inputs give) or UNVERIFIED. A run that audits a fraction of rounds saves the second copy:
-contributors keep their payloads, and the verifier draws in secret, only once it holds the owner's signed result,
-whether to audit the round; if it does, it asks each contributor for its own payload (which the owner cannot
-withhold), then the owner for any still missing (or not served within ``audit_wait``: a contributor cannot hold up
-the verdict); if not, it signs no verdict and tells its contributors so.
+and they are signed by their senders), compares, and signs a verdict: CORRECT, WRONG (with the signs the inputs
+give), WITHHELD (the owner would not serve inputs its result names: nobody applies the shard this round, and the
+verifier accuses the owner) or UNVERIFIED (no result to judge). A run that audits a fraction of rounds saves the
+second copy: contributors keep their payloads, and the verifier draws in secret, only once it holds the owner's
+signed result, whether to audit the round; if it does, it asks each contributor for its own payload (which the
+owner cannot withhold), then the owner for any still missing (or not served within ``audit_wait``: a contributor
+cannot hold up the verdict); if not, it signs no verdict and tells its contributors so.
 
 A sign may differ only where the update is next to zero (hardware rounds differently at exact ties); anything else
 is a lie, and the owner's signed result with the signed inputs is the evidence.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from typing import Awaitable, Callable
 
@@ -42,8 +44,25 @@ TIE = 1e-4
 FetchInputs = Callable[[bytes, list[bytes]], Awaitable[list[spb.Signed]]]
 """(peer, senders) -> the signed payloads of ``senders`` that ``peer`` holds for the shard (empty where it has none)."""
 ComputeFn = Callable[[Callable[[], object]], Awaitable[object]]
-_DRAW = random.SystemRandom()
-"""The audit draw: from the operating system's entropy, so no peer can predict it from anything it saw."""
+AUDIT_SEED = "DEMO_TEST_AUDIT_SEED"
+"""Environment variable, for tests only (so not a ``DEMO_NODE_`` option): an integer that makes this process's audit
+draws a seeded sequence, so a test can say which rounds are audited. Never set it in a real swarm: a liar that knows
+the seed knows when to lie."""
+
+
+def _audit_draw() -> random.Random:
+    """The audit draw: from the operating system's entropy, so no peer can predict it from anything it saw (unless
+    ``AUDIT_SEED`` is set)."""
+    seed = os.environ.get(AUDIT_SEED, "")
+    if not seed:
+        return random.SystemRandom()
+    try:
+        return random.Random(int(seed))
+    except ValueError:
+        raise SystemExit(f"{AUDIT_SEED}={seed!r}: not an integer") from None
+
+
+_DRAW = _audit_draw()
 
 
 def judge_signs(signs: ShardSigns, contributions: list[Contribution], layout: Layout,
@@ -85,6 +104,8 @@ class VerifierRound:
         self.audited = True
         """False once the verifier drew this round out of its audits (then it signs no verdict)."""
         self.owner_body: spb.Signed | None = None
+        self.withheld: spb.Evidence | None = None
+        """Set when the owner withheld inputs its result names: the verifier's grounds to accuse it."""
         self._judging = False
 
     def arrive(self, sender: bytes, payload: spb.Signed, contribution: Contribution | None = None) -> str:
@@ -104,12 +125,12 @@ class VerifierRound:
         if self._judging:
             return
         self._judging = True
+        self.owner_body = body_signed
         try:
             finding, bits, blocks = await self._find(body, fetch)
         except Exception:
             log.exception("round %d: verifying the shard of %s failed", self.round, self.owner.hex()[-12:])
             finding, bits, blocks = spb.VerdictBody.UNVERIFIED, b"", b""
-        self.owner_body = body_signed
         if finding is None:
             self.audited = False
             self.judged.set()
@@ -143,7 +164,11 @@ class VerifierRound:
                     self.arrive(sender, signed)
         if any(s not in self.payloads for s in senders) or \
                 inputs_hash([self.payloads[s] for s in senders]) != body.inputs_hash:
-            return spb.VerdictBody.UNVERIFIED, b"", b""
+            log.warning("round %d: the owner %s would not serve the inputs its result names: its shard is skipped",
+                        self.round, self.owner.hex()[-12:])
+            self.withheld = spb.Evidence(accused=self.owner, round=self.round, claim=self.owner_body,
+                                         inputs=self.inputs(senders))
+            return spb.VerdictBody.WITHHELD, b"", b""
         inputs = [self.contributions[s] for s in senders]
         ok, bits, blocks = await self.compute(lambda: judge_signs(self.signs, inputs, self.layout, self.ranges,
                                                                   body.sign_bits, body.nonzero_blocks))
