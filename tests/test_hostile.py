@@ -1,8 +1,8 @@
 """Hostile peers against a real swarm: two honest nodes and one attacker (tests/adversary.py patches one attack into
 an ordinary node), or a raw libp2p peer that sends what no node would. For every attack the honest nodes must go
 on: no crash, no hang (rounds within the deadline), no eviction, identical digests, finite parameters, and, where
-the attack is on the update, a held-out loss close to a clean run's after as many rounds of training (within 8% of
-the worse of two clean runs: see LOSS_TOLERANCE)."""
+the attack is on the update, a held-out loss close to a clean run's after as many rounds of training (within 8%: see
+LOSS_TOLERANCE)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ a clean run's."""
 RUN = [*RUN_ARGS, "--lr-schedule", "constant", "--lr", "1e-3"]
 """The run: at the harness's lr (3e-3) the tiny GPT sits on a plateau near held-out 3.3 for a while and leaves it at
 a round that timing decides, so clean runs ended over LOSS_STEPS at 3.14 or at 3.29-3.30 (two of each, measured
-here), and an attacked run was compared with luck; at 1e-3 the loss is still falling steadily there, and four clean
-runs ended within 0.25% of each other (3.8075 to 3.8171)."""
+here), and an attacked run was compared with luck; at 1e-3 the loss is still falling steadily there: four clean
+runs with one set of identities ended within 0.25% of each other (3.8075 to 3.8171), and the two clean runs of each
+mode in three runs of this module (each with its own identities) within 0.5% (3.7553 to 3.7895 in all)."""
 
 
 @pytest.fixture
@@ -122,36 +123,32 @@ def held_out(node: NodeProc) -> float:
 
 @pytest.fixture(scope="module")
 def clean_loss(tmp_path_factory):
-    """Held-out loss of a clean three-node swarm (see LOSS_STEPS), per exchange mode (computed once)."""
+    """Held-out loss of a clean three-node swarm (see LOSS_STEPS), per exchange mode (computed once). One run: two
+    clean runs of one module run (same identities, so the same data) differed by 0.2% to 0.5% (RUN's docstring)."""
     cache: dict[str, float] = {}
 
     def get(mode: str) -> float:
         if mode not in cache:
-            # two clean runs, and the worse of them: two clean runs with the same data differ a little (when the three
-            # meet, which rounds a contribution lands in)
-            losses = []
-            for i in range(2):
-                c = Cluster(tmp_path_factory.mktemp(f"clean-{mode}-{i}"))
-                try:
-                    honest, third, start = three(c, args=["--exchange", mode])
-                    assert_unharmed(honest + [third], start)
-                    losses.append(sum(held_out(n) for n in honest) / 2)
-                finally:
-                    c.close()
-            cache[mode] = max(losses)
+            c = Cluster(tmp_path_factory.mktemp(f"clean-{mode}"))
+            try:
+                honest, third, start = three(c, args=["--exchange", mode])
+                assert_unharmed(honest + [third], start)
+                cache[mode] = sum(held_out(n) for n in honest) / 2
+            finally:
+                c.close()
         return cache[mode]
 
     return get
 
 
 LOSS_TOLERANCE = 1.08
-"""How much worse than the worse of two clean runs an attacked run may end. At the lr of RUN clean runs agree within
-0.25%; the attacks below ended 0.6% to 2.1% above them in one run of this file, and withholding 3.0% (the liar's
-shard is skipped in the rounds before it is demoted, which is what that defense costs), so the hostile-peer issue's
-5% would leave a margin of 2%: 8% does. This check says that a defense costs little, not whether an attack got
-through: flip-signs with verification off (its lies applied every round) ended only 1.0% above a clean run here
-(3.8354 against 3.7981). What catches each attack is the protocol's own record that each test asserts (corrected,
-withheld, demoted, digests)."""
+"""How much worse than a clean run an attacked run may end. At the lr of RUN clean runs agree within 0.5%; the
+attacks below ended 0.6% to 2.2% above the worse of two in two runs of this file, and withholding 1.7% and 3.0%
+(the liar's shard is skipped in the rounds before it is demoted, which is what that defense costs), so the
+hostile-peer issue's 5% would leave a margin of 2%: 8% does. This check says that a defense costs little, not
+whether an attack got through: flip-signs with verification off (its lies applied every round) ended only 1.0%
+above a clean run here (3.8354 against 3.7981). What catches each attack is the protocol's own record that each
+test asserts (corrected, withheld, demoted, digests)."""
 
 
 def loss_close_to_clean(honest, start, clean: float) -> None:
