@@ -9,4 +9,4 @@ pip install -q --upgrade pip
 pip install -q torch==2.13.0
 pip install -q -e '.[test]'
 bash scripts/gen_proto.sh --check
-python -m pytest -q "$@"
+python -m pytest -q --durations=15 "$@"
