@@ -143,9 +143,9 @@ def clean_loss(tmp_path_factory):
 
 LOSS_TOLERANCE = 1.08
 """How much worse than a clean run an attacked run may end. At the lr of RUN clean runs agree within 0.5%; the
-attacks below ended 0.6% to 2.2% above the worse of two in two runs of this file, and withholding 1.7% and 3.0%
-(the liar's shard is skipped in the rounds before it is demoted, which is what that defense costs), so the
-hostile-peer issue's 5% would leave a margin of 2%: 8% does. This check says that a defense costs little, not
+attacks below ended 0.6% to 2.6% above a clean run in three runs of this file, and withholding 3.6% (three of
+the liar's updates are applied before it is demoted, which is what that defense lets through), so the hostile-peer
+issue's 5% would leave a margin of 1.4%: 8% does. This check says that a defense costs little, not
 whether an attack got through: flip-signs with verification off (its lies applied every round) ended only 1.0%
 above a clean run here (3.8354 against 3.7981). What catches each attack is the protocol's own record that each
 test asserts (corrected, withheld, demoted, digests)."""
@@ -167,12 +167,13 @@ def test_an_owner_that_rewrites_statements_evicts_nobody_and_moves_no_digest(clu
 
 
 AUDIT_SEED = "0"
-"""Audit draws 0.844, 0.758, 0.421, ... (random.Random(0)): at half of the rounds audited, a verifier skips its first
-two rounds with three members and audits the third. Every node draws the same sequence, one draw per round (each
-verifies one shard), so the liar's lies in the first two rounds are applied unaudited (the first of these rounds
-carries no contributions here: training starts in the round after the three meet) and its lie in the third is
-caught. With draws from the system's entropy, how many lies get through before the first audit is a coin's count of
-tails before its first head, and the loss check below would depend on that luck."""
+"""Audit draws 0.844, 0.758, 0.421, 0.259, ... (random.Random(0)): at half of the rounds audited, a verifier skips
+its first two rounds with three members and audits the next two. Every node draws the same sequence, about one draw
+per round (each verifies one shard; a round whose result the verifier never got draws nothing, a plan made anew
+draws again), so the liar's lies in the first two rounds are applied unaudited (the first of these rounds carries no
+contributions here: training starts in the round after the three meet) and its lie in the third is caught, give or
+take a round. With draws from the system's entropy, how many lies get through before the first audit is a coin's
+count of tails before its first head, and the loss check below would depend on that luck."""
 
 
 @pytest.mark.parametrize("audit_fraction", [1.0, 0.5], ids=["every-round", "audits-half"])
@@ -188,20 +189,22 @@ def test_a_lying_owner_is_caught_corrected_and_demoted(cluster, clean_loss, audi
         window = with_three(n, start + ROUNDS)
         caught = next((i for i, e in enumerate(window) if e["checks"].get("corrected")), None)
         assert caught is not None, "the lie was never caught"
-        if audit_fraction < 1:  # undrawn, undrawn, drawn (AUDIT_SEED): the first audit caught it
-            assert caught == 2 and all(e["checks"] == {"unaudited": 3} for e in window[:caught]), window[:caught + 1]
+        before = window[:caught]
+        assert not any("recomputed" in e["checks"] for e in before), window[:caught + 1]
+        if audit_fraction < 1:  # the first audit caught it (AUDIT_SEED: its third round, give or take a draw)
+            assert 1 <= caught <= 4 and all("unaudited" in e["checks"] for e in before), window[:caught + 1]
         else:  # the first round with contributions (the one where the three meet has none) caught it
-            assert caught <= 1 and all(e["checks"] == {"verified": 3} for e in window[:caught]), window[:caught + 1]
+            assert caught <= 1 and not any("unaudited" in e["checks"] for e in before), window[:caught + 1]
         assert window[-1]["demoted"] == [peer_hex(m)]
         checks = {c for e in window for c in e["checks"]}
         assert ("unaudited" in checks) == (audit_fraction < 1), checks
     loss_close_to_clean(honest, start, clean_loss("sign"))
 
 
-def test_an_owner_that_withholds_its_own_input_has_its_shard_skipped_until_it_is_demoted(cluster, clean_loss):
+def test_an_owner_that_withholds_its_own_input_is_accused_and_demoted(cluster, clean_loss):
     """The owner lies as above and hides the lie by withholding its own input from its verifier (nobody else holds
-    it): the verifier says WITHHELD, every node skips the shard (so the lie is never applied, nor anything unverified),
-    and the verifiers, rotating, accuse it: two accusers demote it."""
+    it): the verifier says WITHHELD, and every node applies the update as an unverified one (a node that missed the
+    verdict applies the same); the verifiers, rotating, accuse it in two rounds, and two accusers demote it."""
     honest, m, start = three(cluster, "withhold-own-input", args=["--exchange", "sign"])
     assert_unharmed(honest, start)
     for n in honest:
@@ -209,10 +212,13 @@ def test_an_owner_that_withholds_its_own_input_has_its_shard_skipped_until_it_is
         assert window[-1]["demoted"] == [peer_hex(m)]
         owning = [e for e in window if e["owners"] == 3]
         # the round where the three meet carries no contributions (nothing to withhold); in every later round the
-        # liar owns a shard, the shard is skipped; accused in two rounds, it is demoted at the end of the third
-        assert owning[0]["checks"] == {"verified": 3}, owning[0]
-        assert 2 <= len(owning[1:]) <= 3 and all(e["checks"] == {"verified": 2, "withheld": 1} for e in owning[1:])
-        assert all(e["owners"] == 2 and e["checks"] == {"verified": 2} for e in window[len(owning):]), window
+        # liar owns a shard its update is withheld (or unverified, where the verdict missed this node); accused in
+        # two rounds, it is demoted at the end of the third
+        lies = owning[1:]
+        assert 2 <= len(lies) <= 4, owning
+        assert all(e["checks"].get("withheld", 0) + e["checks"].get("unverified", 0) == 1 for e in lies), lies
+        assert sum("withheld" in e["checks"] for e in lies) >= 2, lies
+        assert all(e["owners"] == 2 and "withheld" not in e["checks"] for e in window[len(owning):]), window
     loss_close_to_clean(honest, start, clean_loss("sign"))
 
 

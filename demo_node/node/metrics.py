@@ -95,7 +95,7 @@ class NodeMetrics:
         self.shard_checks = Counter("demo_node_shard_checks", "Shard results by how they were checked before they were "
                                     "applied (verified, unverified: the verifier was silent, unaudited: not "
                                     "drawn for an audit, corrected: the owner lied, recomputed, unverifiable, "
-                                    "withheld: the verifier says the owner withheld inputs, so it was skipped)",
+                                    "withheld: the verifier says the owner withheld inputs; applied as unverified)",
                                     ["check"], registry=r)
         for check in ("verified", "unverified", "unaudited", "corrected", "recomputed", "unverifiable", "withheld"):
             self.shard_checks.labels(check)

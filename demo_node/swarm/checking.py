@@ -7,10 +7,11 @@ other one signed a claim that contradicts signed inputs, and is accused, with th
 to anyone who asks). When the verdict judged another body than the one this node got, the owner signed two results
 for one shard: that is evidence too, and the verified one is applied. A silent verifier leaves the update
 unverified (applied, and counted), and so does a verdict that the round was not audited (a run that audits a
-fraction of rounds); an owner this node has already caught is never applied unverified. When the verdict says the
-owner withheld inputs its result names, nobody applies the shard this round: withholding cannot be proven to a third
-party, and a skipped shard is the most that a verifier who claims it falsely can get (verifiers rotate by round, so a
-liar can do so only in the rounds it verifies that owner).
+fraction of rounds); an owner this node has already caught is never applied unverified. A verdict that the owner
+withheld inputs its result names weighs what a silent verifier does too (applied, counted as ``withheld``): a node
+must apply the same update whether or not the verifier's verdict reached it, or a verifier that told some nodes one
+thing and others another would split their parameters. What withholding costs the owner is the verifier's
+accusation (see :meth:`Checker.withheld`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from demo_node.swarm.driver import RoundDriver
 
 log = logging.getLogger(__name__)
+WITHHELD_ROUNDS = 4
+"""Rounds for which a verifier's accusation of withholding stays in its statements."""
 
 
 @dataclass
@@ -96,18 +99,23 @@ class Checker:
         self.accused: dict[bytes, spb.Evidence] = {}
         """Peers this node caught, with the evidence (what its statements accuse, what it serves on request)."""
         self.withholding: dict[bytes, spb.Evidence] = {}
-        """Owners that withheld inputs from this node as their verifier. Accused in its statements too, but kept
-        apart: nobody else saw it, so this node goes on applying their verified updates as every other node does."""
+        """Owners that last withheld inputs from this node as their verifier. Kept apart from ``accused``: nobody
+        else saw it, so this node goes on applying their updates as every other node does."""
 
     def accusing(self) -> dict[bytes, spb.Evidence]:
-        """Every peer this node accuses, with its grounds."""
-        return {**self.withholding, **self.accused}
+        """Every peer this node accuses, with its grounds: the ones it caught lying, and the ones that withheld
+        inputs from it within the last WITHHELD_ROUNDS rounds."""
+        recent = {p: e for p, e in self.withholding.items() if e.round + WITHHELD_ROUNDS > self.driver.round}
+        return {**recent, **self.accused}
 
     def withheld(self, evidence: spb.Evidence) -> None:
-        if evidence.accused not in self.withholding:
-            self.withholding[evidence.accused] = evidence
-            log.warning("round %d: %s withheld inputs its result names: accused", evidence.round,
-                        evidence.accused.hex()[-12:])
+        """The owner withheld inputs from this node as its verifier: accused for WITHHELD_ROUNDS rounds. Unlike a lie,
+        withholding is no proof (a link that failed looks the same), so it counts only while recent: two members
+        must accuse an owner at once to demote it, and with verifiers rotating, an owner that withholds meets its
+        second accuser in the next round, while two failed links to one honest owner seldom come that close."""
+        self.withholding[evidence.accused] = evidence
+        log.warning("round %d: %s withheld inputs its result names: accused", evidence.round,
+                    evidence.accused.hex()[-12:])
 
     def accuse(self, evidence: spb.Evidence) -> None:
         if evidence.accused not in self.accused:
@@ -135,9 +143,7 @@ class Checker:
                 self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, judged=copy.signed))
                 got = copy
         if verdict is not None and verdict.body.finding == spb.VerdictBody.WITHHELD:
-            # unprovable either way (the owner may have withheld, or the verifier may say so falsely): every node
-            # that got the verdict skips the shard alike, which costs a round of its blocks and lets no lie through
-            return ShardOutcome(owner, ranges, None, source=source, check="withheld")
+            verdict, unchecked = None, "withheld"  # weighs what a silent verifier does (see the module docstring)
         if verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED:
             if owner in self.accused:
                 return await self._recompute(r, plan, owner, None, got, None, source)

@@ -95,8 +95,9 @@ def choose_mode(n_members: int, payload_bytes: int, sign_bytes: int, setting: st
 def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: int, setting: str = AUTO,
               verify: bool = True) -> RoundPlan:
     """The plan of a round. ``verify``: in sign exchange with three members or more, each owner's shard gets another
-    owner as its verifier, the next but one, two, ... as rounds go on: a verifier that lies about one owner (says it
-    withheld inputs, say, which nobody can disprove) does so only in the rounds it draws that owner."""
+    owner as its verifier, the next, the next but one, ... as rounds go on (with two owners, always the other): an
+    owner and a verifier that collude meet only in some rounds, and an owner that withholds inputs from its verifier
+    meets a second accuser in the next round."""
     members = sorted(set(members))
     owners = tuple(m.peer for m in members if not m.client)
     if not owners:
