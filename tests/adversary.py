@@ -62,44 +62,6 @@ def flip_signs() -> None:
     RoundDriver._packed_signs = flipped
 
 
-@attack
-def withhold_own_input() -> None:
-    """As an owner: lie as flip-signs does, and hide the lie by withholding its own input from its shard's verifier
-    (left out of the copy it sends the verifier, and refused when the verifier asks it, as contributor or owner)."""
-    from demo_node.swarm.driver import RoundDriver
-    from demo_node.swarm.owner import OwnerRound
-    from demo_node.wire.proto import demo_node_swarm_pb2 as spb
-
-    flip_signs()
-    honest_part, honest_inputs, honest_init = RoundDriver._verify_part, OwnerRound.inputs, RoundDriver.__init__
-
-    def verify_part(self, r, plan, owner, payloads, verdict_streams):
-        part = honest_part(self, r, plan, owner, payloads, verdict_streams)
-        if part is not None and part[0].owner == self.me:
-            part[0].ClearField("payload")
-        return part
-
-    def inputs(self, senders):
-        return [spb.Signed() if s == self.me else p for s, p in zip(senders, honest_inputs(self, senders))]
-
-    class KeptButOwn(dict):
-        """Payloads kept for audits, but never this node's own for its own shard."""
-
-        def __init__(self, me):
-            super().__init__()
-            self.me = me
-
-        def __setitem__(self, key, value):
-            if key[1] != self.me:
-                super().__setitem__(key, value)
-
-    def init(self, *args, **kw):
-        honest_init(self, *args, **kw)
-        self.kept_for_audit = KeptButOwn(self.me)
-
-    RoundDriver._verify_part, OwnerRound.inputs, RoundDriver.__init__ = verify_part, inputs, init
-
-
 def _rewrite_payloads(change) -> None:
     """As a contributor: change every contribution before it is encoded (and signed, as its own)."""
     from demo_node.swarm import driver

@@ -143,9 +143,8 @@ def clean_loss(tmp_path_factory):
 
 LOSS_TOLERANCE = 1.08
 """How much worse than a clean run an attacked run may end. At the lr of RUN clean runs agree within 0.5%; the
-attacks below ended 0.6% to 2.6% above a clean run in three runs of this file, and withholding 3.6% (three of
-the liar's updates are applied before it is demoted, which is what that defense lets through), so the hostile-peer
-issue's 5% would leave a margin of 1.4%: 8% does. This check says that a defense costs little, not
+attacks below ended 0.6% to 2.6% above a clean run in three runs of this file, so the hostile-peer issue's 5%
+would leave a margin of 2.4%: 8% leaves more. This check says that a defense costs little, not
 whether an attack got through: flip-signs with verification off (its lies applied every round) ended only 1.0%
 above a clean run here (3.8354 against 3.7981). What catches each attack is the protocol's own record that each
 test asserts (corrected, withheld, demoted, digests)."""
@@ -198,27 +197,6 @@ def test_a_lying_owner_is_caught_corrected_and_demoted(cluster, clean_loss, audi
         assert window[-1]["demoted"] == [peer_hex(m)]
         checks = {c for e in window for c in e["checks"]}
         assert ("unaudited" in checks) == (audit_fraction < 1), checks
-    loss_close_to_clean(honest, start, clean_loss("sign"))
-
-
-def test_an_owner_that_withholds_its_own_input_is_accused_and_demoted(cluster, clean_loss):
-    """The owner lies as above and hides the lie by withholding its own input from its verifier (nobody else holds
-    it): the verifier says WITHHELD, and every node applies the update as an unverified one (a node that missed the
-    verdict applies the same); the verifiers, rotating, accuse it in two rounds, and two accusers demote it."""
-    honest, m, start = three(cluster, "withhold-own-input", args=["--exchange", "sign"])
-    assert_unharmed(honest, start)
-    for n in honest:
-        window = with_three(n, start + ROUNDS)
-        assert window[-1]["demoted"] == [peer_hex(m)]
-        owning = [e for e in window if e["owners"] == 3]
-        # the round where the three meet carries no contributions (nothing to withhold); in every later round the
-        # liar owns a shard its update is withheld (or unverified, where the verdict missed this node); accused in
-        # two rounds, it is demoted at the end of the third
-        lies = owning[1:]
-        assert 2 <= len(lies) <= 4, owning
-        assert all(e["checks"].get("withheld", 0) + e["checks"].get("unverified", 0) == 1 for e in lies), lies
-        assert sum("withheld" in e["checks"] for e in lies) >= 2, lies
-        assert all(e["owners"] == 2 and "withheld" not in e["checks"] for e in window[len(owning):]), window
     loss_close_to_clean(honest, start, clean_loss("sign"))
 
 

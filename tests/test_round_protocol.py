@@ -19,7 +19,6 @@ from demo_node.net.transport import Transport
 from demo_node.core.digest import digest
 from demo_node.swarm.config import RoundConfig
 from demo_node.swarm.counters import SwarmCounters
-from demo_node.swarm.checking import WITHHELD_ROUNDS
 from demo_node.swarm.driver import RoundDriver, RunSettings
 from demo_node.swarm.limits import Limits
 from demo_node.swarm.outcome import RoundOutcome
@@ -228,12 +227,11 @@ def test_a_lying_owner_is_caught_by_its_verifier_corrected_and_demoted(hosts):
         stop(nodes)
 
 
-def test_an_owner_that_withholds_its_own_input_is_accused_by_two_verifiers_and_demoted(hosts):
-    """The owner lies and keeps its own input from its verifier (out of the copy it sends, refused when asked):
-    the verifier says WITHHELD, every node applies the owner's update as an unverified one (the same bits
-    everywhere, as when a verdict does not arrive), the verifiers rotate, so two of them accuse it in two rounds, and
-    it owns no shard from the round after their accusations count; an accusation of withholding leaves the
-    statements after WITHHELD_ROUNDS rounds (the demotion stays)."""
+def test_an_owner_that_withholds_its_own_input_gets_withheld_verdicts_applied_alike(hosts):
+    """The owner lies and keeps its own input from its verifier (out of the copy it sends, refused when asked): the
+    verifier, whichever of the two others it is this round (they rotate), says WITHHELD; every node applies the
+    owner's update as an unverified one (the same bits everywhere, as when a verdict does not arrive) and counts it
+    as withheld; nobody is accused for it, so the owner keeps its shard (the gap the README describes)."""
     def withhold(nodes):
         d = nodes[0].driver
         honest_signs, honest_part = d._packed_signs, d._verify_part
@@ -260,27 +258,19 @@ def test_an_owner_that_withholds_its_own_input_is_accused_by_two_verifiers_and_d
     liar = nodes[0].host.peer_id
     try:
         verifiers = set()
-        for r in range(3 + WITHHELD_ROUNDS):
+        for r in range(3):
             for i, n in enumerate(nodes):
                 n.contribute(seed=10 * r + i)
             outcomes = [n.next_outcome() for n in nodes]
-            plan = outcomes[1].plan
-            if r < 3:
-                verifiers.add(plan.verifiers[liar])
-                lied = [next(s for s in o.shards if s.owner == liar) for o in outcomes]
-                assert all(s.check == "withheld" and s.sign_bits == s.body.sign_bits for s in lied), r
-                assert all(s.check == "verified" for o in outcomes for s in o.shards if s.owner != liar)
-            else:  # two verifiers accused it in rounds 0 and 1; their statements of rounds 1 and 2 demoted it
-                assert liar not in plan.owners and len(plan.members) == 3
+            assert liar in outcomes[1].plan.owners
+            verifiers.add(outcomes[1].plan.verifiers[liar])
+            lied = [next(s for s in o.shards if s.owner == liar) for o in outcomes]
+            assert all(s.check == "withheld" and s.sign_bits == s.body.sign_bits for s in lied), r
+            assert all(s.check == "verified" for o in outcomes for s in o.shards if s.owner != liar)
             for n, o in zip(nodes, outcomes):
                 n.apply(o)
             assert len({n.digest() for n in nodes}) == 1, f"round {r}: replicas differ"
-            if r == 2:
-                assert sum(liar in n.driver.checker.accusing() for n in nodes[1:]) == 2
         assert len(verifiers) == 2
-        for n in nodes[1:]:
-            assert liar in n.driver.checker.withholding and liar not in n.driver.checker.accused
-            assert liar not in n.driver.checker.accusing()  # expired; the demotion stays
-        assert outcomes[1].demoted == {liar}
+        assert not any(n.driver.checker.accused for n in nodes) and not outcomes[1].demoted
     finally:
         stop(nodes)

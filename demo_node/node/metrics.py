@@ -100,7 +100,7 @@ class NodeMetrics:
         for check in ("verified", "unverified", "unaudited", "corrected", "recomputed", "unverifiable", "withheld"):
             self.shard_checks.labels(check)
         self.accused = Gauge("demo_node_peers_accused", "Peers this node caught signing claims that contradict signed "
-                             "inputs, or withholding inputs from it as their verifier", registry=r)
+                             "inputs", registry=r)
         self.demoted = Gauge("demo_node_peers_demoted", "Peers that own no shard for the rest of the run (accused by "
                              "two members or more)", registry=r)
         self.compression = Gauge("demo_node_compression_ratio", "Dense fp32 gradient bytes per byte of this node's "

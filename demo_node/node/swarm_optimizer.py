@@ -375,7 +375,7 @@ class SwarmOptimizer(DeMo):
         self._set_state(NodeState.TRAINING if o.member else NodeState.JOINING)
         self.driver.set_digest(self.replica.round, applied.digest)
         self.stats.applied(applied, self.replica.round)
-        self.stats.metrics.accused.set(len(self.driver.checker.accusing()))
+        self.stats.metrics.accused.set(len(self.driver.checker.accused))
         self._check_digest(o, applied.digest)
         service = self.swarm_config.service
         if service.checkpoint_dir and o.member and self.replica.round % service.checkpoint_every == 0:

@@ -8,10 +8,11 @@ to anyone who asks). When the verdict judged another body than the one this node
 for one shard: that is evidence too, and the verified one is applied. A silent verifier leaves the update
 unverified (applied, and counted), and so does a verdict that the round was not audited (a run that audits a
 fraction of rounds); an owner this node has already caught is never applied unverified. A verdict that the owner
-withheld inputs its result names weighs what a silent verifier does too (applied, counted as ``withheld``): a node
-must apply the same update whether or not the verifier's verdict reached it, or a verifier that told some nodes one
-thing and others another would split their parameters. What withholding costs the owner is the verifier's
-accusation (see :meth:`Checker.withheld`).
+withheld inputs its result names weighs what a silent verifier does too (applied, counted apart as ``withheld``):
+a node must apply what a node that missed the verdict applies, or a verifier that told some nodes one thing and
+others another would split their parameters; and it accuses nobody, as withholding is no proof (a failed link looks
+the same) and nobody checks what an accusation rests on, so one lying member plus one failed link would demote an
+honest owner.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from demo_node.swarm.driver import RoundDriver
 
 log = logging.getLogger(__name__)
-WITHHELD_ROUNDS = 4
-"""Rounds for which a verifier's accusation of withholding stays in its statements."""
 
 
 @dataclass
@@ -98,24 +97,6 @@ class Checker:
         self.driver = driver
         self.accused: dict[bytes, spb.Evidence] = {}
         """Peers this node caught, with the evidence (what its statements accuse, what it serves on request)."""
-        self.withholding: dict[bytes, spb.Evidence] = {}
-        """Owners that last withheld inputs from this node as their verifier. Kept apart from ``accused``: nobody
-        else saw it, so this node goes on applying their updates as every other node does."""
-
-    def accusing(self) -> dict[bytes, spb.Evidence]:
-        """Every peer this node accuses, with its grounds: the ones it caught lying, and the ones that withheld
-        inputs from it within the last WITHHELD_ROUNDS rounds."""
-        recent = {p: e for p, e in self.withholding.items() if e.round + WITHHELD_ROUNDS > self.driver.round}
-        return {**recent, **self.accused}
-
-    def withheld(self, evidence: spb.Evidence) -> None:
-        """The owner withheld inputs from this node as its verifier: accused for WITHHELD_ROUNDS rounds. Unlike a lie,
-        withholding is no proof (a link that failed looks the same), so it counts only while recent: two members
-        must accuse an owner at once to demote it, and with verifiers rotating, an owner that withholds meets its
-        second accuser in the next round, while two failed links to one honest owner seldom come that close."""
-        self.withholding[evidence.accused] = evidence
-        log.warning("round %d: %s withheld inputs its result names: accused", evidence.round,
-                    evidence.accused.hex()[-12:])
 
     def accuse(self, evidence: spb.Evidence) -> None:
         if evidence.accused not in self.accused:

@@ -343,7 +343,7 @@ class RoundDriver:
         st = spb.Statement(peer=self.me, run_id=self.run.run_id, round=r, digest_round=digest_round, digest=digest,
                            client=self.run.client, joining=self._joining, leaving=leaving,
                            plan=plan.fingerprint if self.member else b"",
-                           accused=sorted(self.checker.accusing())[:MAX_ACCUSED])
+                           accused=sorted(self.checker.accused)[:MAX_ACCUSED])
         return sign(self.identity, st.SerializeToString())
 
     async def _packed_signs(self, contributions: list[Contribution], ranges: dict[int, tuple[int, int]]):
@@ -465,11 +465,8 @@ class RoundDriver:
     async def _judge(self, r: int, owner: bytes, settled: asyncio.Future) -> None:
         """As the verifier of ``owner``'s shard: judge its result as soon as this node has it (or gave up on it)."""
         got, _ = await asyncio.shield(settled)
-        vr = self.verifier_rounds[(r, owner)]
-        await vr.judge(got.signed if got else None, got.body if got else None,
-                       lambda peer, senders: inputs_from(self, r, peer, owner, senders))
-        if vr.withheld is not None:
-            self.checker.withheld(vr.withheld)
+        await self.verifier_rounds[(r, owner)].judge(got.signed if got else None, got.body if got else None,
+                                                     lambda peer, senders: inputs_from(self, r, peer, owner, senders))
 
     async def _ask_verifier(self, r: int, plan: RoundPlan, owner: bytes, payload: spb.Signed | None,
                             own_slice: Contribution | None, stream_future: asyncio.Future | None) -> Verdict | None:

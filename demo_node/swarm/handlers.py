@@ -167,5 +167,5 @@ class Handlers:
 
     async def _on_evidence(self, stream: Stream) -> None:
         msg = _parse(spb.EvidenceRequest, await stream.recv())
-        evidence = self.d.checker.accusing().get(msg.accused) if msg is not None else None
+        evidence = self.d.checker.accused.get(msg.accused) if msg is not None else None
         await stream.send((evidence or spb.Evidence()).SerializeToString())

@@ -96,8 +96,7 @@ def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: 
               verify: bool = True) -> RoundPlan:
     """The plan of a round. ``verify``: in sign exchange with three members or more, each owner's shard gets another
     owner as its verifier, the next, the next but one, ... as rounds go on (with two owners, always the other): an
-    owner and a verifier that collude meet only in some rounds, and an owner that withholds inputs from its verifier
-    meets a second accuser in the next round."""
+    owner and a verifier that collude meet only in some rounds."""
     members = sorted(set(members))
     owners = tuple(m.peer for m in members if not m.client)
     if not owners:

@@ -4,8 +4,8 @@ Contributors send the verifier the same signed payloads they send the shard's ow
 owner's signed result, it recomputes the update from the inputs the result names (asking the owner for any it
 lacks, or for all of them when the ones it holds do not hash to what the result names: the owner must hold them,
 and they are signed by their senders), compares, and signs a verdict: CORRECT, WRONG (with the signs the inputs
-give), WITHHELD (the owner would not serve inputs its result names: the verifier accuses it; the update weighs
-what an unverified one does) or UNVERIFIED (no result to judge). A run that audits a fraction of rounds saves the
+give), WITHHELD (the owner would not serve inputs its result names; the update weighs what an unverified one does,
+counted apart) or UNVERIFIED (no result to judge). A run that audits a fraction of rounds saves the
 second copy: contributors keep their payloads, and the verifier draws in secret, only once it holds the owner's
 signed result, whether to audit the round; if it does, it asks each contributor for its own payload (which the
 owner cannot withhold), then the owner for any still missing (or not served within ``audit_wait``: a contributor
@@ -104,8 +104,6 @@ class VerifierRound:
         self.audited = True
         """False once the verifier drew this round out of its audits (then it signs no verdict)."""
         self.owner_body: spb.Signed | None = None
-        self.withheld: spb.Evidence | None = None
-        """Set when the owner withheld inputs its result names: the verifier's grounds to accuse it."""
         self._judging = False
 
     def arrive(self, sender: bytes, payload: spb.Signed, contribution: Contribution | None = None) -> str:
@@ -166,8 +164,6 @@ class VerifierRound:
                 inputs_hash([self.payloads[s] for s in senders]) != body.inputs_hash:
             log.warning("round %d: the owner %s would not serve the inputs its result names", self.round,
                         self.owner.hex()[-12:])
-            self.withheld = spb.Evidence(accused=self.owner, round=self.round, claim=self.owner_body,
-                                         inputs=self.inputs(senders))
             return spb.VerdictBody.WITHHELD, b"", b""
         inputs = [self.contributions[s] for s in senders]
         ok, bits, blocks = await self.compute(lambda: judge_signs(self.signs, inputs, self.layout, self.ranges,
