@@ -123,12 +123,13 @@ class VerifierRound:
         if self._judging:
             return
         self._judging = True
-        self.owner_body = body_signed
         try:
             finding, bits, blocks = await self._find(body, fetch)
         except Exception:
             log.exception("round %d: verifying the shard of %s failed", self.round, self.owner.hex()[-12:])
             finding, bits, blocks = spb.VerdictBody.UNVERIFIED, b"", b""
+        # served to the nodes that ask for the judged body only from here on, when the finding is made
+        self.owner_body = body_signed
         if finding is None:
             self.audited = False
             self.judged.set()
