@@ -112,6 +112,142 @@ def false_verdicts() -> None:
 
 
 @attack
+def silent_owner() -> None:
+    """As an owner: take every contribution to its shard and never answer (the streams stay open), as a node whose
+    GPU hangs in the shard's arithmetic would; everything else it does as usual."""
+    import asyncio
+
+    from demo_node.swarm import owner
+
+    honest = owner.OwnerRound.result_for
+
+    async def result_for(self, requester):
+        if requester != self.me:
+            await asyncio.Event().wait()
+        return await honest(self, requester)
+
+    owner.OwnerRound.result_for = result_for
+
+
+@attack
+def censor() -> None:
+    """As an owner: refuse every other member's contribution as late and aggregate its own alone, negated (its whole
+    contribution pulls uphill)."""
+    from demo_node.swarm import owner
+
+    honest_arrive = owner.OwnerRound.arrive
+
+    def arrive(self, sender, joining, statement, payload, contribution=None):
+        if sender == self.me:
+            return honest_arrive(self, sender, joining, statement, payload, contribution)
+        honest_arrive(self, sender, joining, statement, None)
+        if payload is not None:
+            self._refuse(sender, "round_closed")
+
+    owner.OwnerRound.arrive = arrive
+
+    def negate(c):
+        for part in c.parts.values():
+            v = part.values
+            v.codes = ~v.codes if v.mode == "sign" else -v.codes
+
+    _rewrite_payloads(negate)
+
+
+@attack
+def withhold_and_lie() -> None:
+    """As an owner in sign exchange: send every sign of its shard as -1, and keep its own input from its verifier
+    (out of the copy it sends it, and refused when the verifier asks)."""
+    from demo_node.swarm import owner
+    from demo_node.swarm.driver import RoundDriver
+    from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+    honest_signs, honest_part = RoundDriver._packed_signs, RoundDriver._verify_part
+    honest_inputs = owner.OwnerRound.inputs
+
+    async def all_negative(self, contributions, ranges):
+        bits, nonzero = await honest_signs(self, contributions, ranges)
+        return b"\xff" * len(bits), b"\xff" * len(nonzero)
+
+    def part(self, r, plan, owner, payloads, verdict_streams):
+        got = honest_part(self, r, plan, owner, payloads, verdict_streams)
+        if got is not None and got[0].owner == self.me:
+            got[0].ClearField("payload")
+        return got
+
+    def inputs(self, senders):
+        return [spb.Signed() if p == self.me else s for p, s in zip(senders, honest_inputs(self, senders))]
+
+    RoundDriver._packed_signs, RoundDriver._verify_part = all_negative, part
+    owner.OwnerRound.inputs = inputs
+
+
+@attack
+def equivocate() -> None:
+    """As an owner: sign another body for every other requester (its signs flipped, in relay its statements list
+    changed), and report made-up digests in its statements."""
+    import os
+
+    from demo_node.swarm import owner
+    from demo_node.swarm.driver import RoundDriver
+    from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+    honest = owner.OwnerRound.serialize_for
+    count = [0]
+
+    def serialize_for(self, requester):
+        data = honest(self, requester)
+        count[0] += 1
+        if requester == self.me or count[0] % 2:
+            return data
+        msg = spb.ShardResult.FromString(data)
+        if not msg.body.body:
+            return data
+        body = spb.ShardBody.FromString(msg.body.body)
+        body.sign_bits = bytes(b ^ 0x0F for b in body.sign_bits)
+        body.statements.extend(body.statements[:1])
+        msg.body.CopyFrom(owner.sign(self.identity, body.SerializeToString()))
+        return msg.SerializeToString()
+
+    owner.OwnerRound.serialize_for = serialize_for
+    honest_statement = RoundDriver._statement
+
+    def statement(self, r, plan, leaving):
+        self._digest = (self._digest[0], os.urandom(16))
+        return honest_statement(self, r, plan, leaving)
+
+    RoundDriver._statement = statement
+
+
+@attack
+def accuse_all() -> None:
+    """As a member (one of two colluders): accuse every other member in every statement, and serve made-up
+    evidence to whoever asks."""
+    from demo_node.swarm.driver import RoundDriver
+    from demo_node.swarm import handlers
+    from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+    honest_statement = RoundDriver._statement
+
+    def statement(self, r, plan, leaving):
+        signed = honest_statement(self, r, plan, leaving)
+        st = spb.Statement.FromString(signed.body)
+        st.accused[:] = sorted(p for p in plan.peers if p != self.me)
+        from demo_node.swarm.signing import sign
+
+        return sign(self.identity, st.SerializeToString())
+
+    async def on_evidence(self, stream):
+        msg = spb.EvidenceRequest.FromString(await stream.recv())
+        made_up = spb.Evidence(accused=msg.accused, round=max(0, self.d.round - 1), kind=spb.Evidence.LIE,
+                               claim=spb.Signed(body=b"\x08\x01", signature=b"\x00" * 64))
+        await stream.send(made_up.SerializeToString())
+
+    RoundDriver._statement = statement
+    handlers.Handlers._on_evidence = on_evidence
+
+
+@attack
 def dht_junk() -> None:
     """As a DHT writer: every heartbeat, store run records that do not hash to their id, malformed and oversized
     peer records, and overwrite every other peer's record of the run with one saying it left."""

@@ -2,6 +2,7 @@
 verifier's judgement, state vouching, outcomes, sign bits."""
 
 import asyncio
+import hashlib
 
 import pytest
 import torch
@@ -10,13 +11,15 @@ from demo_node.core import DeMo
 from demo_node.crypto import Identity
 from demo_node.swarm.config import RELAY, SIGN
 from demo_node.swarm.counters import SwarmCounters
-from demo_node.swarm.included import inputs_hash, mask_of, senders_of
-from demo_node.swarm.membership import Statements, collect, digest_majority, majority_decides, next_members
+from demo_node.swarm.included import inputs_hash, mask_of, omitting, senders_of
+from demo_node.swarm.membership import (Statements, accusers_of, collect, digest_majority, majority_decides,
+                                        next_members)
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
 from demo_node.swarm.owner import OwnerRound
 from demo_node.swarm.plan import Member, choose_mode, make_plan, split
 from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.swarm.signing import BadSigned, open_body, open_statement, sign
+from demo_node.swarm.standing import BENCH_ROUNDS, OMITTED, SILENT, WITHHELD, Standing
 from demo_node.swarm.state_sync import Snapshot, vouched
 from demo_node.swarm.verifier import VerifierRound, judge_signs
 from demo_node.wire.codec import encode
@@ -81,7 +84,8 @@ def test_statement_shares_and_verifiers():
         assert sorted(v[o] for v in rotation) == sorted(set(plan.owners) - {o})
     assert all(sorted(v.values()) == sorted(plan.owners) for v in rotation)
     assert make_plan(0, [Member(p) for p in PEERS[:2]], opt.layout, 10, SIGN).verifiers == {}
-    assert make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, RELAY).verifiers == {}
+    # relay exchange has verifiers too (they vouch for one body per shard); two members have none
+    assert make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, RELAY).verifiers == plan.verifiers
     assert make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, SIGN, verify=False).verifiers == {}
 
 
@@ -171,43 +175,101 @@ def bodies_with(plan, statements: dict[bytes, spb.Signed], lose: set = frozenset
 
 def test_membership_comes_from_signed_statements_only():
     _, opt = make_opt()
-    plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, 10, SIGN)
+    members = [Member(p) for p in PEERS[:3]]
+    plan = make_plan(0, members, opt.layout, 10, SIGN)
     stmts = {PEERS[0]: statement(PEERS[0]), PEERS[1]: statement(PEERS[1], leaving=True),
              PEERS[3]: statement(PEERS[3], joining=True)}
     statements, lost = collect(plan, RUN, bodies_with(plan, stmts))
-    members, demoted = next_members(plan, statements, lost, set())
     # 0 present, 1 leaves, 2 absent (its share's owner passed on no statement of it), 3 joins
-    assert [m.peer for m in members] == [PEERS[0], PEERS[3]] and not demoted
+    assert [m.peer for m in next_members(plan, members, statements, lost, Standing())] == [PEERS[0], PEERS[3]]
     # an owner cannot slip in a statement it forged: it is dropped, and the peer counts as absent
     forged = spb.Signed(body=spb.Statement(peer=PEERS[2], run_id=RUN, round=0).SerializeToString(),
                         signature=b"\x00" * 64)
     statements, lost = collect(plan, RUN, bodies_with(plan, {**stmts, PEERS[2]: forged}))
     assert PEERS[2] not in statements.by_peer
-    # a share whose result nobody got is unknown: its peers stay
+    # a share whose result nobody got is unknown: its peers stay, one round (not two in a row)
+    standing = Standing()
     statements, lost = collect(plan, RUN, bodies_with(plan, stmts, lose={plan.shares(PEERS[2])[0]}))
-    members, _ = next_members(plan, statements, lost, set())
-    assert PEERS[2] in [m.peer for m in members]
+    assert PEERS[2] in [m.peer for m in next_members(plan, members, statements, lost, standing)]
+    assert PEERS[2] not in [m.peer for m in next_members(plan, members, statements, lost, standing)]
     # one owner that leaves a statement out hides nobody: the other owner of that share passes it on
     first, second = plan.shares(PEERS[0])
     bodies = bodies_with(plan, stmts)
     del bodies[first].statements[:]
     statements, lost = collect(plan, RUN, bodies)
-    assert PEERS[0] in [m.peer for m in next_members(plan, statements, lost, set())[0]]
+    assert PEERS[0] in [m.peer for m in next_members(plan, members, statements, lost, Standing())]
 
 
-def test_one_accuser_demotes_nobody_two_do():
+def test_a_dead_peer_of_a_two_node_swarm_is_dropped_after_two_rounds():
+    """Two members: a dead peer's statement has two sharers, the living owner (which never saw it) and its own shard
+    (lost): unknown, so it stays a round, and is dropped the round after."""
     _, opt = make_opt()
-    plan = make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, SIGN)
-    one = {p: statement(p, accused=[PEERS[0]] if p == PEERS[1] else []) for p in PEERS}
-    members, demoted = next_members(plan, *collect(plan, RUN, bodies_with(plan, one)), set())
-    assert not demoted and all(not m.client for m in members)
-    two = {p: statement(p, accused=[PEERS[0]] if p in PEERS[1:3] else []) for p in PEERS}
-    members, demoted = next_members(plan, *collect(plan, RUN, bodies_with(plan, two)), set())
-    assert demoted == {PEERS[0]} and {m.peer: m.client for m in members}[PEERS[0]]
-    # self-accusation does not count, and demotion lasts
-    members, demoted = next_members(plan, *collect(plan, RUN, bodies_with(plan, {p: statement(p) for p in PEERS})),
-                                    {PEERS[0]})
-    assert demoted == {PEERS[0]}
+    members = [Member(p) for p in PEERS[:2]]
+    plan = make_plan(0, members, opt.layout, 10, SIGN)
+    alive, dead = PEERS[0], PEERS[1]
+    standing = Standing()
+    for expect in ([alive, dead], [alive]):
+        statements, lost = collect(plan, RUN, bodies_with(plan, {alive: statement(alive)}, lose={dead}))
+        assert [m.peer for m in next_members(plan, members, statements, lost, standing)] == expect
+
+
+def test_accusations_demote_only_with_most_members_and_never_the_last_owner():
+    """More than half of the other members (two at least) must accuse: two colluders among five demote nobody,
+    three members do; demotion lasts; the last owner is kept."""
+    _, opt = make_opt()
+    members = sorted([Member(p) for p in PEERS] + [Member(b"\x00" * 8)])
+    victim, liars = PEERS[0], PEERS[1:3]
+    standing = Standing()
+    assert standing.demote_accused({victim: set(liars)}, members, 0) == set()
+    assert standing.demote_accused({victim: {PEERS[1]}}, members[:3], 0) == set()
+    assert standing.demote_accused({victim: set(PEERS[1:4])}, members, 0) == {victim}
+    assert standing.demote_accused({victim: set(PEERS)}, members, 1) == set() and victim in standing.demoted
+    # every owner accused by everyone else: the last one that could own stays
+    three = [Member(p) for p in PEERS[:3]]
+    s = Standing()
+    assert s.demote_accused({p: set(PEERS[:3]) - {p} for p in PEERS[:3]}, three, 0) == set(PEERS[:2])
+    assert s.roles(three, 1) == [Member(PEERS[0], True), Member(PEERS[1], True), Member(PEERS[2], False)]
+    # accusations come from the round's statements, and only members' count
+    plan = make_plan(0, three, opt.layout, 10, SIGN)
+    stmts = {p: statement(p, accused=[PEERS[0]]) for p in PEERS[1:4]}
+    statements, _ = collect(plan, RUN, bodies_with(plan, stmts))
+    assert accusers_of(plan, statements) == {PEERS[0]: {PEERS[1], PEERS[2]}}
+
+
+def test_faults_bench_a_silent_owner_and_demote_one_that_cheats_twice():
+    members = [Member(p) for p in PEERS[:3]]
+    owners = tuple(PEERS[:3])
+    s = Standing()
+    a, b, c = PEERS[:3]
+    assert s.record_faults(0, owners, {a: SILENT, b: OMITTED}, members) == {}
+    assert s.record_faults(1, owners, {a: SILENT, b: WITHHELD}, members) == {a: "benched", b: "demoted"}
+    assert s.benched[a] == 2 + BENCH_ROUNDS and b in s.demoted
+    assert [m.peer for m in s.roles(members, 5) if not m.client] == [c]
+    # a fault-free round in between breaks a streak; the bench ends, and the next one lasts twice as long
+    assert s.record_faults(2, owners, {c: SILENT}, members) == {}
+    assert s.record_faults(3, owners, {}, members) == {} and c not in s.streaks
+    s.record_faults(2 + BENCH_ROUNDS - 1, owners, {}, members)
+    assert s.owns(a, 2 + BENCH_ROUNDS) and a not in s.benched
+    r = 40
+    s.record_faults(r, owners, {a: SILENT}, members)
+    assert s.record_faults(r + 1, owners, {a: SILENT}, members) == {a: "benched"}
+    assert s.benched[a] == r + 2 + 2 * BENCH_ROUNDS
+    # the last owner that could own is never benched; the books survive a state transfer
+    lone = Standing(demoted={b}, benched={a: 999})
+    lone.record_faults(50, owners, {c: SILENT}, members)
+    assert lone.record_faults(51, owners, {c: SILENT}, members) == {} and lone.owns(c, 52)
+    assert Standing.from_proto(s.to_proto()) == s
+
+
+def test_an_owner_that_leaves_out_most_contributions_on_time_is_caught_by_the_others_results():
+    a, b, c, d = PEERS
+    assert omitting({a: [a, b, c], b: [a, b, c], c: [c]}) == {c}  # the censor keeps only its own
+    assert omitting({a: [a, b, c], b: [a, b, c], c: [a, c]}) == set()  # one late link: allowed
+    # two colluders that send to everyone but one honest owner make it miss two of five: allowed
+    five = [a, b, c, d, b"e"]
+    assert omitting({o: (five if o != a else [a, b, c]) for o in five}) == set()
+    assert omitting({a: [a], b: [b]}) == set()  # two results: no telling
+    assert omitting({a: [], b: [], c: []}) == set()
 
 
 def owner_round(plan, me, opt, deadline, robust=True) -> OwnerRound:
@@ -534,3 +596,56 @@ def test_inclusion_bits_name_members_in_order_and_refuse_stray_bits():
         senders_of(order, b"\x01\x00")  # a byte too many
     with pytest.raises(PayloadError):
         senders_of(order, bytes([1 << len(order)]))  # a bit past the last member
+
+
+def test_evidence_holds_only_for_what_the_accused_signed_against_its_inputs():
+    """Each kind of evidence proves a lie on its own (signed claims, signed inputs), and nothing else passes:
+    an honest owner's body, a correct verdict, one body twice, claims signed by someone else, another round."""
+    from demo_node.swarm.evidence import holds
+
+    _, opt = make_opt()
+    plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, 10, SIGN)
+    owner = plan.owners[0]
+    verifier = plan.verifiers[owner]
+    payloads = {}
+    for seed, peer in enumerate(PEERS[:3]):
+        params, o = make_opt()
+        torch.manual_seed(seed + 1)
+        for p in params:
+            p.grad = torch.randn_like(p)
+        payloads[peer] = signed_payload(o.prepare(samples=8), plan, owner, peer, opt.layout)
+    own, _ = run_owner(plan, owner, opt, list(payloads.items()))
+    honest = own.body
+    body = spb.ShardBody.FromString(honest.body)
+    body.sign_bits = bytes(b ^ 0xFF for b in body.sign_bits)
+    lied = sign(KEY[owner], body.SerializeToString())
+    inputs = [payloads[p] for p in senders_of(plan.order, body.included)]
+    signs = ShardSigns(opt.layout, opt.config.aggregation)
+
+    def verdict(judged, finding, by=verifier):
+        v = spb.VerdictBody(round=0, owner=owner, verifier=by, finding=finding, plan=plan.fingerprint,
+                            body_hash=hashlib.sha256(judged.body).digest())
+        return sign(KEY[by], v.SerializeToString())
+
+    def ok(kind, claim, judged=spb.Signed(), inputs=(), accused=owner, round=0, p=plan):
+        ev = spb.Evidence(kind=kind, accused=accused, round=round, claim=claim, judged=judged, inputs=list(inputs))
+        return holds(ev, p, opt.layout, RUN, signs)
+
+    K = spb.Evidence
+    assert ok(K.LIE, lied, inputs=inputs) and not ok(K.LIE, honest, inputs=inputs)
+    assert not ok(K.LIE, lied, inputs=inputs[:1])  # not the inputs the claim names
+    assert not ok(K.LIE, lied, inputs=inputs, round=1)
+    wrong_on_honest = verdict(honest, spb.VerdictBody.WRONG)
+    assert ok(K.FALSE_VERDICT, wrong_on_honest, honest, inputs, accused=verifier)
+    assert not ok(K.FALSE_VERDICT, verdict(lied, spb.VerdictBody.WRONG), lied, inputs, accused=verifier)
+    assert not ok(K.FALSE_VERDICT, verdict(honest, spb.VerdictBody.CORRECT), honest, inputs, accused=verifier)
+    assert ok(K.BODY_EQUIVOCATION, honest, lied) and not ok(K.BODY_EQUIVOCATION, honest, honest)
+    forged = sign(KEY[verifier], body.SerializeToString())  # a body in the owner's name, signed by another
+    assert not ok(K.BODY_EQUIVOCATION, honest, forged)
+    assert ok(K.VERDICT_EQUIVOCATION, verdict(honest, spb.VerdictBody.CORRECT),
+              verdict(honest, spb.VerdictBody.WITHHELD), accused=verifier)
+    assert not ok(K.VERDICT_EQUIVOCATION, verdict(honest, spb.VerdictBody.CORRECT),
+                  verdict(honest, spb.VerdictBody.CORRECT), accused=verifier)
+    other = make_plan(0, [Member(p) for p in PEERS[:4]], opt.layout, 10, SIGN)
+    assert not ok(K.BODY_EQUIVOCATION, honest, lied, p=other)  # about another plan of the round: proves nothing here
+    assert not ok(K.KIND_UNSPECIFIED, honest, lied)

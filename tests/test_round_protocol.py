@@ -227,11 +227,11 @@ def test_a_lying_owner_is_caught_by_its_verifier_corrected_and_demoted(hosts):
         stop(nodes)
 
 
-def test_an_owner_that_withholds_its_own_input_gets_withheld_verdicts_applied_alike(hosts):
+def test_an_owner_that_withholds_its_own_input_is_skipped_alike_and_demoted(hosts):
     """The owner lies and keeps its own input from its verifier (out of the copy it sends, refused when asked): the
-    verifier, whichever of the two others it is this round (they rotate), says WITHHELD; every node applies the
-    owner's update as an unverified one (the same bits everywhere, as when a verdict does not arrive) and counts it
-    as withheld; nobody is accused for it, so the owner keeps its shard (the gap the README describes)."""
+    verifier, whichever of the two others it is this round (they rotate), says WITHHELD; the nodes ask each other
+    what they heard, none heard better, so no node applies the lie (its blocks are skipped alike, contributions
+    restored), and after two such rounds in a row the owner owns nothing more."""
     def withhold(nodes):
         d = nodes[0].driver
         honest_signs, honest_part = d._packed_signs, d._verify_part
@@ -262,15 +262,218 @@ def test_an_owner_that_withholds_its_own_input_gets_withheld_verdicts_applied_al
             for i, n in enumerate(nodes):
                 n.contribute(seed=10 * r + i)
             outcomes = [n.next_outcome() for n in nodes]
-            assert liar in outcomes[1].plan.owners
-            verifiers.add(outcomes[1].plan.verifiers[liar])
-            lied = [next(s for s in o.shards if s.owner == liar) for o in outcomes]
-            assert all(s.check == "withheld" and s.sign_bits == s.body.sign_bits for s in lied), r
-            assert all(s.check == "verified" for o in outcomes for s in o.shards if s.owner != liar)
+            if r < 2:
+                assert liar in outcomes[1].plan.owners
+                verifiers.add(outcomes[1].plan.verifiers[liar])
+                lied = [next(s for s in o.shards if s.owner == liar) for o in outcomes]
+                assert all(s.check == "withheld" and s.skip == "withheld" for s in lied), r
+                assert all(s.check == "verified" for o in outcomes for s in o.shards if s.owner != liar)
+            else:  # two withheld rounds in a row: it owns nothing, every other shard is verified
+                assert liar not in outcomes[1].plan.owners and liar in outcomes[1].demoted
+                assert all(s.check == "verified" for o in outcomes for s in o.shards)
+            excluded = [n.apply(o) for n, o in zip(nodes, outcomes)]
+            if r < 2:
+                assert all(len(parts) == 1 for parts in excluded)  # each gets its slice of the skipped shard back
+            assert len({n.digest() for n in nodes}) == 1, f"round {r}: replicas differ"
+        assert len(verifiers) == 2
+        assert outcomes[1].standing_changes == {} and not any(n.driver.checker.accused for n in nodes)
+    finally:
+        stop(nodes)
+
+
+class _Patched(dict):
+    """An attacker's owner rounds: ``patch(own)`` rewrites each one as it is made."""
+
+    def __init__(self, patch):
+        super().__init__()
+        self.patch = patch
+
+    def __setitem__(self, r, own):
+        self.patch(own)
+        super().__setitem__(r, own)
+
+
+def test_an_owner_that_never_answers_costs_a_short_wait_then_owns_nothing(hosts):
+    """The owner takes every contribution and holds the streams open: the others wait for it about as long as the
+    other owners took plus a grace (not two deadlines and more), skip its shard alike, and after two such rounds in
+    a row it is benched."""
+    import asyncio
+
+    def hold(nodes):
+        d = nodes[0].driver
+
+        def silent(own):
+            answer = own.result_for
+
+            async def result_for(requester):
+                if requester != d.me:
+                    await asyncio.Event().wait()
+                return await answer(requester)
+
+            own.result_for = result_for
+
+        d.owner_rounds = _Patched(silent)
+
+    nodes = start(hosts, "sign", deadline=3.0, before=hold)
+    silent = nodes[0].host.peer_id
+    try:
+        for r in range(3):
+            for i, n in enumerate(nodes):
+                n.contribute(seed=10 * r + i)
+            outcomes = [n.next_outcome() for n in nodes]
+            honest = outcomes[1:]
+            if r < 2:
+                for o in honest:
+                    assert next(s for s in o.shards if s.owner == silent).result is None
+                    assert o.seconds < 2 * 3.0 + FAST.owner_slack - 3, o.seconds  # far below the old wait
+            else:
+                assert all(silent not in o.plan.owners and silent in o.benched for o in honest)
+                # (the silent owner got its own results, so it planned otherwise: the others refuse its contributions
+                # until it downloads their state)
+                assert all(s.result is not None for o in honest for s in o.shards)
+            for n, o in zip(nodes[1:], honest):
+                n.apply(o)
+            assert len({n.digest() for n in nodes[1:]}) == 1, f"round {r}: replicas differ"
+        assert honest[0].standing_changes == {} and outcomes[1].benched[silent] > 2
+    finally:
+        stop(nodes)
+
+
+@pytest.mark.parametrize("mode", ["relay", "sign"])
+def test_an_owner_that_signs_two_results_has_one_applied_everywhere_and_is_demoted(hosts, mode):
+    """The owner gives half of its requesters another body (its own contribution left out) than the rest: its
+    verifier vouches for one body, a node holding the other takes the vouched one (every node applies the same) and
+    accuses the owner with the two signed bodies; the other honest node checks that evidence and accuses too, and
+    with two of two other members accusing it the owner owns nothing more."""
+    from demo_node.swarm.owner import OwnerRound
+    from demo_node.swarm.signing import sign
+    from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+    def equivocate(nodes):
+        d = nodes[0].driver
+        victim = sorted(n.host.peer_id for n in nodes[1:])[0]
+
+        def two_faced(own: OwnerRound):
+            serialize = own.serialize_for
+
+            def serialize_for(requester):
+                msg = spb.ShardResult.FromString(serialize(requester))
+                if requester != victim or not msg.body.body:
+                    return msg.SerializeToString()
+                body = spb.ShardBody.FromString(msg.body.body)
+                body.sign_bits = bytes(b ^ 0x0F for b in body.sign_bits)
+                body.statements.extend(body.statements[:1])  # another body, its relayed payloads unchanged
+                msg.body.CopyFrom(sign(d.identity, body.SerializeToString()))
+                return msg.SerializeToString()
+
+            own.serialize_for = serialize_for
+
+        d.owner_rounds = _Patched(two_faced)
+
+    nodes = start(hosts, mode, deadline=3.0, before=equivocate)
+    liar = nodes[0].host.peer_id
+    honest = nodes[1:]
+    try:
+        for r in range(4):
+            for i, n in enumerate(nodes):
+                n.contribute(seed=10 * r + i)
+            outcomes = [n.next_outcome() for n in nodes]
+            if liar in outcomes[1].plan.owners:
+                bodies = {next(s for s in o.shards if s.owner == liar).result.SerializeToString() for o in outcomes}
+                assert len(bodies) == 1, f"round {r}: the owner's two bodies were both applied"
+            for n, o in zip(nodes, outcomes):
+                n.apply(o)
+            assert len({n.digest() for n in honest}) == 1, f"round {r}: replicas differ"
+        assert all(liar in n.driver.checker.accused for n in honest)
+        assert liar in outcomes[1].demoted and liar not in outcomes[1].plan.owners
+        kinds = {n.driver.checker.accused[liar].kind for n in honest}
+        # (a verifier that was given the flipped body itself calls it a lie: that is evidence too)
+        assert kinds <= {spb.Evidence.BODY_EQUIVOCATION, spb.Evidence.LIE}
+    finally:
+        stop(nodes)
+
+
+@pytest.mark.parametrize("mode", ["relay", "sign"])
+def test_an_owner_that_keeps_only_its_own_contribution_is_skipped_alike_and_demoted(hosts, mode):
+    """The owner refuses every other contribution as late and aggregates its own alone: the other owners' signed
+    results show those contributions were on time, so every node skips its update (each gets its slice back) and
+    after two such rounds in a row it owns nothing more."""
+    def censor(nodes):
+        d = nodes[0].driver
+
+        def only_mine(own):
+            arrive = own.arrive
+
+            def arrive_censored(sender, joining, statement, payload, contribution=None):
+                if sender == d.me:
+                    return arrive(sender, joining, statement, payload, contribution)
+                arrive(sender, joining, statement, None)
+                if payload is not None:
+                    own.refusals[sender] = "round_closed"
+
+            own.arrive = arrive_censored
+
+        d.owner_rounds = _Patched(only_mine)
+
+    nodes = start(hosts, mode, deadline=3.0, before=censor)
+    cheat = nodes[0].host.peer_id
+    try:
+        for r in range(3):
+            for i, n in enumerate(nodes):
+                n.contribute(seed=10 * r + i)
+            outcomes = [n.next_outcome() for n in nodes]
+            if r < 2:
+                for o in outcomes[1:]:
+                    shard = next(s for s in o.shards if s.owner == cheat)
+                    assert shard.senders == [cheat] and shard.skip == "omitted"
+            else:
+                assert all(cheat in o.demoted and cheat not in o.plan.owners for o in outcomes[1:])
+            excluded = [n.apply(o) for n, o in zip(nodes[1:], outcomes[1:])]
+            if r < 2:
+                assert all(len(parts) == 1 for parts in excluded)
+            assert len({n.digest() for n in nodes[1:]}) == 1, f"round {r}: replicas differ"
+    finally:
+        stop(nodes)
+
+
+def test_a_verifier_that_tells_one_node_withheld_and_another_correct_splits_nobody_and_is_demoted(hosts):
+    """The verifier signs WITHHELD for every other requester and CORRECT for the rest: a node told WITHHELD asks the
+    others, hears CORRECT, applies the update like them, and holds the two verdicts as evidence; the other honest
+    node checks it and accuses too, so the verifier is demoted."""
+    from demo_node.swarm.signing import sign
+    from demo_node.wire.proto import demo_node_swarm_pb2 as spb
+
+    def lie(nodes):
+        d = nodes[0].driver
+        honest = d.handlers._verdict_reply
+        count = [0]
+
+        async def reply(vr, refusal):
+            data = await honest(vr, refusal)
+            count[0] += 1
+            if count[0] % 2 or vr is None or vr.verdict is None:
+                return data
+            body = spb.VerdictBody.FromString(vr.verdict.body)
+            body.finding = spb.VerdictBody.WITHHELD
+            return spb.VerdictReply(status=spb.ShardResult.HAVE,
+                                    verdict=sign(d.identity, body.SerializeToString())).SerializeToString()
+
+        d.handlers._verdict_reply = reply
+
+    nodes = start(hosts, "sign", deadline=3.0, before=lie)
+    liar = nodes[0].host.peer_id
+    honest = nodes[1:]
+    try:
+        for r in range(4):
+            for i, n in enumerate(nodes):
+                n.contribute(seed=10 * r + i)
+            outcomes = [n.next_outcome() for n in nodes]
+            for o in outcomes[1:]:
+                assert not any(s.skip for s in o.shards), f"round {r}: {[(s.check, s.skip) for s in o.shards]}"
             for n, o in zip(nodes, outcomes):
                 n.apply(o)
             assert len({n.digest() for n in nodes}) == 1, f"round {r}: replicas differ"
-        assert len(verifiers) == 2
-        assert not any(n.driver.checker.accused for n in nodes) and not outcomes[1].demoted
+        assert all(n.driver.checker.accused[liar].kind == spb.Evidence.VERDICT_EQUIVOCATION for n in honest)
+        assert liar in outcomes[1].demoted
     finally:
         stop(nodes)

@@ -14,6 +14,7 @@ from demo_node.node.replica import InstallError, Replica
 from demo_node.run_identity import check_same, differences, run_id
 from demo_node.swarm.discovery import PeerRecord
 from demo_node.swarm.plan import Member
+from demo_node.swarm.standing import Standing
 from demo_node.swarm.state_sync import Snapshot, fetch_state, vouched
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ class Downloaded:
     members: list[Member]
     """The members of that round."""
     source: str
-    demoted: set[bytes]
-    """Peers that own no shard (accused by two members or more)."""
+    standing: Standing
+    """The books of who may own shards, as of that round."""
 
 
 def _failed(errors: list[str], source: str, why: str) -> None:
@@ -99,7 +100,7 @@ def download(peer: Peer, replica: Replica, sources: list[PeerRecord], min_round:
             # and digest, as the whole snapshot must be before it is installed
             if on_header is not None and snap.next_round >= min_round and _same_run(snap, run_config) \
                     and not vouched(snap, run, need, known):
-                await on_header(Downloaded(snap.next_round, snap.members, source, set(snap.demoted)))
+                await on_header(Downloaded(snap.next_round, snap.members, source, snap.standing))
 
         try:
             snap = peer.host.call(fetch_state(peer.transport, peer_from_b58(p.peer_b58), min_round, replica.sizes(),
@@ -122,5 +123,5 @@ def download(peer: Peer, replica: Replica, sources: list[PeerRecord], min_round:
         except InstallError as exc:
             _failed(errors, p.peer_b58, str(exc))
             continue
-        return Downloaded(snap.next_round, snap.members, p.peer_b58, set(snap.demoted))
+        return Downloaded(snap.next_round, snap.members, p.peer_b58, snap.standing)
     raise JoinError("could not get the parameters from any peer: " + ("; ".join(errors) or "no peer to ask"))

@@ -90,19 +90,23 @@ class NodeMetrics:
         self.participants = Gauge("demo_node_round_participants", "Members of the last round", registry=r)
         self.contributors = Gauge("demo_node_round_contributors", "Contributions included in the last round",
                                   registry=r)
-        self.skipped = Counter("demo_node_skipped_shards", "Shards whose result no peer had (their blocks skipped)",
-                               registry=r)
+        self.skipped = Counter("demo_node_skipped_shards", "Shards whose update was not applied: no peer had the "
+                               "result, or every node skips it (its owner withheld an input or left out most "
+                               "contributions that were on time)", registry=r)
         self.shard_checks = Counter("demo_node_shard_checks", "Shard results by how they were checked before they were "
                                     "applied (verified, unverified: the verifier was silent, unaudited: not "
                                     "drawn for an audit, corrected: the owner lied, recomputed, unverifiable, "
-                                    "withheld: the verifier says the owner withheld inputs; applied as unverified)",
+                                    "withheld: the owner withheld inputs; not applied)",
                                     ["check"], registry=r)
         for check in ("verified", "unverified", "unaudited", "corrected", "recomputed", "unverifiable", "withheld"):
             self.shard_checks.labels(check)
         self.accused = Gauge("demo_node_peers_accused", "Peers this node caught signing claims that contradict signed "
                              "inputs", registry=r)
-        self.demoted = Gauge("demo_node_peers_demoted", "Peers that own no shard for the rest of the run (accused by "
-                             "two members or more)", registry=r)
+        self.demoted = Gauge("demo_node_peers_demoted", "Peers that own no shard for the rest of the run (accused "
+                             "with evidence by most members, or caught withholding or leaving out contributions in "
+                             "rounds in a row)", registry=r)
+        self.benched = Gauge("demo_node_peers_benched", "Peers that own no shard for a while (their shard's result "
+                             "reached nobody in rounds in a row)", registry=r)
         self.compression = Gauge("demo_node_compression_ratio", "Dense fp32 gradient bytes per byte of this node's "
                                  "full payload", registry=r)
         self.state_syncs = Counter("demo_node_state_syncs", "Parameter downloads (joins and resyncs)", registry=r)

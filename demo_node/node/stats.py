@@ -82,7 +82,7 @@ class NodeStats:
         m.round.set(round_now)
         m.round_duration.observe(o.seconds)
         m.participants.set(len(o.plan.members))
-        m.contributors.set(len({p for s in o.shards if s.body is not None for p in s.senders}))
+        m.contributors.set(len({p for s in o.shards if s.applied for p in s.senders}))
         if a.left_out:
             self.own_late += 1
         if a.skipped:
@@ -93,6 +93,7 @@ class NodeStats:
                 checks[s.check] = checks.get(s.check, 0) + 1
                 m.shard_checks.labels(s.check).inc()
         m.demoted.set(len(o.demoted))
+        m.benched.set(len(o.benched))
         if o.member:
             self.rounds_applied += 1
             if self.joined_at is None and self.synced_at is not None:
@@ -108,6 +109,8 @@ class NodeStats:
             fetched=[s.owner.hex()[-12:] for s in o.shards if s.source == "peer"],
             refused=sorted(set(o.refusals.values())), rejects=all_refusals(self.counters, self.accounting), checks=checks,
             demoted=sorted(p.hex()[-12:] for p in o.demoted),
+            benched={p.hex()[-12:]: until for p, until in sorted(o.benched.items())},
+            skips={s.owner.hex()[-12:]: s.skip or "silent" for s in o.shards if not s.applied},
         )
 
     def evaluated(self, loss: float, round: int, **figures) -> None:

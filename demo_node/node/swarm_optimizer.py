@@ -444,10 +444,10 @@ class SwarmOptimizer(DeMo):
         in (however many rounds the transfer takes)."""
         self._following = (got.source, got.round)
         if not self._running:
-            await self.driver.start(got.round, got.members, False, got.demoted, listening=True)
+            await self.driver.start(got.round, got.members, False, got.standing, listening=True)
             self._running = True
         else:
-            self._epoch = self.driver.rejoin(got.round, got.members, got.demoted, listening=True)
+            self._epoch = self.driver.rejoin(got.round, got.members, got.standing, listening=True)
 
     def _follow(self, got: Downloaded) -> None:
         """After a download: make sure the round loop follows from the installed state's round (its header steered
@@ -498,8 +498,11 @@ class SwarmOptimizer(DeMo):
             for peer, st in statements.by_peer.items():
                 if st.digest_round == snap.round and peer not in vouching:
                     vouching[peer] = statements.signed[peer]
+        standing = self.driver.standing_at.get(snap.round)
+        if standing is None:
+            return None
         return Snapshot(snap.round, snap.digest, list(members), snap.tensors, canonical(self.run_config),
-                        list(vouching.values()), sorted(self.driver.demoted_at.get(snap.round, set())))
+                        list(vouching.values()), standing)
 
     def _resume(self) -> int | None:
         folder = self.swarm_config.service.checkpoint_dir

@@ -1,6 +1,7 @@
 """What a node asks other members for besides its exchange with each owner: a shard result its owner did not give
-it (any member that got it may serve it), and the signed inputs of a shard, or the owner's body a verifier judged
-(to check a verdict, or to audit a round)."""
+it (any member that got it may serve it), the verdict they got on a shard (when this node's verifier said WITHHELD or
+nothing), and the signed inputs of a shard, or the owner's body a verifier judged (to check a verdict, or to audit a
+round). Asking many members at once, a node waits for the slow ones only as long as :class:`Patience` allows."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from demo_node.swarm.included import inputs_hash
+from demo_node.swarm.signing import BadSigned, open_verdict
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 if TYPE_CHECKING:
-    from demo_node.swarm.checking import Received
+    from demo_node.swarm.checking import Received, Verdict
     from demo_node.swarm.driver import RoundDriver
     from demo_node.swarm.plan import RoundPlan
 
@@ -42,31 +45,71 @@ async def inputs_from(d: RoundDriver, r: int, peer: bytes, owner: bytes, senders
     return out + [spb.Signed()] * (len(senders) - len(out))
 
 
-async def fetch_result(d: RoundDriver, r: int, owner: bytes, plan: RoundPlan) -> Received | None:
-    """Ask every other member for a shard result this node could not get from its owner."""
-    peers = [m.peer for m in plan.members if m.peer not in (d.me, owner) and not m.client]
+async def fetch_result(d: RoundDriver, r: int, owner: bytes, plan: RoundPlan,
+                       peers: list[bytes] | None = None) -> Received | None:
+    """Ask every other member (or ``peers``) for a shard result this node could not get from its owner."""
+    if peers is None:
+        peers = [m.peer for m in plan.members if m.peer not in (d.me, owner) and not m.client]
     request = spb.FetchResult(round=r, owner=owner).SerializeToString()
     timeout = d.limits.fetch_timeout + d.cfg.deadline
+    patience = d.patience(len(peers))
 
     async def ask(peer: bytes) -> Received | None:
         try:
             data = await d.transport.request(peer, "fetch", request, timeout, limit=d.result_limit(plan))
-            return d.open_result(r, owner, data, plan)
+            patience.answer()
+            got = d.open_result(r, owner, data, plan)
+            if got is not None and plan.mode == "relay" and (len(got.relayed) != len(got.senders)
+                                                             or inputs_hash(got.relayed) != got.body.inputs_hash):
+                return None  # a copy without the payloads its body names is no copy
+            return got
         except Exception as exc:
             log.debug("round %d: fetch of %s from %s failed: %r", r, owner.hex()[-12:], peer.hex()[-12:], exc)
         return None
 
-    tasks = [asyncio.ensure_future(ask(p)) for p in peers]
+    tasks = [asyncio.ensure_future(patience.within(ask(p), timeout)) for p in peers]
     try:
         for done in asyncio.as_completed(tasks):
-            got = await done
+            try:
+                got = await done
+            except asyncio.TimeoutError:
+                continue
             if got is not None:
                 d.received[(r, owner)] = spb.ShardResult(status=spb.ShardResult.HAVE, body=got.signed,
                                                          relayed=got.relayed)
-                log.info("round %d: got the shard of unreachable %s from a peer", r, owner.hex()[-12:])
+                log.info("round %d: got the shard of %s from a peer", r, owner.hex()[-12:])
                 return got
     finally:
         for t in tasks:
             t.cancel()
     log.info("round %d: nobody has the shard of %s: its blocks are skipped", r, owner.hex()[-12:])
     return None
+
+
+async def verdicts_from_peers(d: RoundDriver, r: int, owner: bytes, plan: RoundPlan) -> list[Verdict]:
+    """The verdicts the round's other members got from ``owner``'s verifier (each checked to be the verifier's, on
+    that shard of that round; "not audited" answers as NOT_AUDITED), asked all at once."""
+    from demo_node.swarm.checking import NOT_AUDITED, Verdict
+
+    verifier = plan.verifiers[owner]
+    peers = [m.peer for m in plan.members if m.peer != d.me]
+    request = spb.FetchVerdict(round=r, owner=owner).SerializeToString()
+    timeout = d.limits.fetch_timeout + d.cfg.deadline
+    patience = d.patience(len(peers))
+
+    async def ask(peer: bytes) -> Verdict | None:
+        try:
+            data = await d.transport.request(peer, "verdict", request, timeout,
+                                             limit=d.limits.small_message + d.max_payload // 4)
+            patience.answer()
+            reply = spb.VerdictReply.FromString(data)
+            if reply.not_audited:
+                return NOT_AUDITED
+            if reply.status == spb.ShardResult.HAVE:
+                return Verdict(reply.verdict, open_verdict(reply.verdict, verifier, owner, r))
+        except (BadSigned, Exception) as exc:
+            log.debug("round %d: no verdict on %s from %s (%r)", r, owner.hex()[-12:], peer.hex()[-12:], exc)
+        return None
+
+    got = await asyncio.gather(*(patience.within(ask(p), timeout) for p in peers), return_exceptions=True)
+    return [v for v in got if v is not None and not isinstance(v, BaseException)]

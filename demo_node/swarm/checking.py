@@ -1,18 +1,23 @@
 """Whether a shard's result may be applied, and which update: the owner's, or the one its signed inputs give.
 
-In verified sign exchange every shard has a verifier that recomputes the owner's update and signs a verdict. A node
-applies the owner's signed update when the verdict says CORRECT about the very body the node got. When the verdict
-says WRONG, the node fetches the signed inputs, recomputes, and believes whichever of the two the inputs back: the
-other one signed a claim that contradicts signed inputs, and is accused, with those messages as the evidence (served
-to anyone who asks). When the verdict judged another body than the one this node got, the owner signed two results
-for one shard: that is evidence too, and the verified one is applied. A silent verifier leaves the update
-unverified (applied, and counted), and so does a verdict that the round was not audited (a run that audits a
-fraction of rounds); an owner this node has already caught is never applied unverified. A verdict that the owner
-withheld inputs its result names weighs what a silent verifier does too (applied, counted apart as ``withheld``):
-a node must apply what a node that missed the verdict applies, or a verifier that told some nodes one thing and
-others another would split their parameters; and it accuses nobody, as withholding is no proof (a failed link looks
-the same) and nobody checks what an accusation rests on, so one lying member plus one failed link would demote an
-honest owner.
+With three members or more every shard has a verifier that signs one verdict on the body it judged (see
+:mod:`demo_node.swarm.verifier`). A node applies the owner's update when the verdict says CORRECT about the very body
+the node got. When the verdict judged another body than the one this node got, the owner signed two results for one
+shard: this node takes the judged one (so every node applies the same) and holds the two as evidence. When a sign
+exchange verdict says WRONG, the node fetches the signed inputs, recomputes, and believes whichever of the two the
+inputs back: the other one signed a claim that contradicts signed inputs, and is accused, with those messages as the
+evidence (served to anyone who asks, and checked by them before they accuse too: :mod:`demo_node.swarm.evidence`).
+
+A verifier reaches every node on a stream of its own, so it could tell nodes different things. A node whose verdict
+says WITHHELD, or that got none, therefore asks the round's other members what they got before it decides, and takes
+the strongest verdict it hears: WRONG (which the inputs then settle), CORRECT, "not audited" (a run that audits a
+fraction of rounds), WITHHELD; two different verdicts the verifier signed for one shard are evidence against it. So a
+verifier cannot split nodes by lying about withholding: a node applies nothing on WITHHELD only if no member heard
+better. A WITHHELD that stands means the owner would not serve an input its result names: nobody applies that
+update (a lie hidden so is never applied) and the owner has a fault (see :mod:`demo_node.swarm.standing`). A node
+that hears no verdict at all applies the update as unverified (every node does the same), and so does one whose
+verifier drew the round out of its audits (``unaudited``); an owner this node has already caught is never applied
+unverified in sign exchange.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from demo_node.swarm.asking import inputs_from
+from demo_node.swarm.asking import fetch_result, inputs_from, verdicts_from_peers
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.included import inputs_hash, senders_of
 from demo_node.swarm.outcome import ShardOutcome
@@ -59,6 +64,12 @@ class Verdict:
 
 
 NOT_AUDITED = Verdict(spb.Signed(), spb.VerdictBody(), audited=False)
+_RANK = {spb.VerdictBody.WRONG: 4, spb.VerdictBody.CORRECT: 3, spb.VerdictBody.WITHHELD: 1}
+
+
+def _strength(v: Verdict) -> int:
+    """Which verdict a node takes when it heard several (see the module docstring)."""
+    return 2 if not v.audited else _RANK.get(v.body.finding, 0)
 
 
 def open_result(data: bytes, r: int, owner: bytes, plan: RoundPlan,
@@ -98,12 +109,15 @@ class Checker:
         self.accused: dict[bytes, spb.Evidence] = {}
         """Peers this node caught, with the evidence (what its statements accuse, what it serves on request)."""
 
-    def accuse(self, evidence: spb.Evidence) -> None:
+    def accuse(self, evidence: spb.Evidence, checked_from: bytes | None = None) -> None:
+        """Accuse ``evidence.accused`` from now on (caught here, or ``checked_from`` that accuser's evidence)."""
         if evidence.accused not in self.accused:
             self.accused[evidence.accused] = evidence
             self.driver.counters.refused("signature")
-            log.warning("round %d: %s signed a claim its inputs contradict: accused", evidence.round,
-                        evidence.accused.hex()[-12:])
+            kind = spb.Evidence.Kind.Name(evidence.kind).lower()
+            how = f"checked the evidence of {checked_from.hex()[-12:]}" if checked_from else "caught it"
+            log.warning("round %d: %s is accused (%s; this node %s)", evidence.round, evidence.accused.hex()[-12:],
+                        kind, how)
 
     async def shard(self, r: int, plan: RoundPlan, owner: bytes, got: Received | None, verdict: Verdict | None,
                     source: str) -> ShardOutcome:
@@ -111,37 +125,68 @@ class Checker:
         if got is None:
             return ShardOutcome(owner, ranges, None, source="none")
         verifier = plan.verifiers.get(owner)
-        if verifier is None or plan.mode != "sign":
+        if verifier is None:
             return self._outcome(owner, ranges, got, source)
+        sign_mode = plan.mode == "sign"
+        if verdict is None or (verdict.audited and verdict.body.finding in (spb.VerdictBody.WITHHELD,
+                                                                            spb.VerdictBody.UNVERIFIED)):
+            verdict = await self._settle_verdict(r, plan, owner, verifier, verdict)
         unchecked = "unverified"
         if verdict is not None and not verdict.audited:
             verdict, unchecked = None, "unaudited"  # weighs what a silent verifier does
+        if verdict is not None and not sign_mode and verdict.body.finding != spb.VerdictBody.CORRECT:
+            verdict = None  # in relay exchange a verifier vouches for a body or says nothing that counts
         if verdict is not None and verdict.body.body_hash != body_hash(got.signed):
             copy = await self._judged_copy(r, plan, owner, verifier, verdict)
             if copy is None:
                 verdict = None  # the verifier cannot show what it judged: its verdict counts for nothing
             else:
-                self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, judged=copy.signed))
+                self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, judged=copy.signed,
+                                         kind=spb.Evidence.BODY_EQUIVOCATION))
                 got = copy
         if verdict is not None and verdict.body.finding == spb.VerdictBody.WITHHELD:
-            verdict, unchecked = None, "withheld"  # weighs what a silent verifier does (see the module docstring)
+            log.warning("round %d: the owner %s withheld inputs its result names: its update is not applied", r,
+                        owner.hex()[-12:])
+            return self._outcome(owner, ranges, got, source, check="withheld", skip="withheld")
         if verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED:
-            if owner in self.accused:
+            if sign_mode and owner in self.accused:
                 return await self._recompute(r, plan, owner, None, got, None, source)
             return self._outcome(owner, ranges, got, source, check=unchecked)
         if verdict.body.finding == spb.VerdictBody.CORRECT:
             return self._outcome(owner, ranges, got, source, check="verified")
         return await self._recompute(r, plan, owner, verifier, got, verdict, source)
 
+    async def _settle_verdict(self, r: int, plan: RoundPlan, owner: bytes, verifier: bytes,
+                              mine: Verdict | None) -> Verdict | None:
+        """The strongest verdict on ``owner``'s shard among this node's and the other members' (see the module
+        docstring); two different ones signed by the verifier are evidence against it."""
+        heard = await verdicts_from_peers(self.driver, r, owner, plan)
+        candidates = ([mine] if mine is not None else []) + heard
+        signed = {}
+        for v in candidates:
+            if v.audited and v.signed.body and v.body.plan == plan.fingerprint:
+                signed.setdefault(v.signed.body, v)
+        if len(signed) > 1 and verifier not in self.accused:
+            one, two = list(signed.values())[:2]
+            self.accuse(spb.Evidence(accused=verifier, round=r, claim=one.signed, judged=two.signed,
+                                     kind=spb.Evidence.VERDICT_EQUIVOCATION))
+        return max(candidates, key=_strength, default=None)
+
     def _outcome(self, owner: bytes, ranges, got: Received, source: str, check: str = "",
-                 bits: tuple[bytes, bytes] | None = None) -> ShardOutcome:
+                 bits: tuple[bytes, bytes] | None = None, skip: str = "") -> ShardOutcome:
         sign_bits, nonzero = bits if bits is not None else (got.body.sign_bits, got.body.nonzero_blocks)
         return ShardOutcome(owner, ranges, got.body, list(got.relayed), sign_bits, nonzero, source, check,
-                            list(got.senders))
+                            list(got.senders), skip=skip)
 
     async def _judged_copy(self, r: int, plan: RoundPlan, owner: bytes, verifier: bytes,
                            verdict: Verdict) -> Received | None:
-        """The owner's signed body the verifier judged, if it can show one with the hash its verdict names."""
+        """The owner's signed body the verifier judged, if it can show one with the hash its verdict names (in relay
+        exchange with the payloads it relays: the verifier's copy of the result)."""
+        if plan.mode != "sign":
+            copy = await fetch_result(self.driver, r, owner, plan, peers=[verifier])
+            if copy is None or body_hash(copy.signed) != verdict.body.body_hash:
+                return None
+            return copy
         copy = (await inputs_from(self.driver, r, verifier, owner, []))[0]
         try:
             body = open_body(copy, owner, r)
@@ -187,9 +232,9 @@ class Checker:
         if owner_ok:
             if verdict is not None:
                 self.accuse(spb.Evidence(accused=verifier, round=r, claim=verdict.signed, judged=got.signed,
-                                         inputs=inputs))
+                                         inputs=inputs, kind=spb.Evidence.FALSE_VERDICT))
             return self._outcome(owner, ranges, got, source, check="verified")
-        self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, inputs=inputs))
+        self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, inputs=inputs, kind=spb.Evidence.LIE))
         if verdict is not None:
             claimed = (verdict.body.sign_bits, verdict.body.nonzero_blocks)
             verifier_ok, _, _ = await d.compute(

@@ -2,6 +2,11 @@
 round's owners (with, in verified sign exchange, its payload for the shard each owner verifies), get every shard's
 signed result and verdict, and hand the round's outcome to the training side.
 
+Every wait on a peer is short and bounded (:class:`Patience`): once half of the owners answered, the others get a
+grace and as long again as those took. A member this node cannot reach at all does not hold up its own shard. What
+the round teaches about each owner (a shard nobody got, a withheld input, contributions left out) goes into the
+books of :mod:`demo_node.swarm.standing`, which every node keeps alike and plans the next round from.
+
 The loop never waits for the training side longer than the swarm does: if this node's contribution is not ready
 when the other members' contributions have started to arrive (plus a grace), it asks for the results without one
 and its contribution goes into a later round. When an owner cannot be reached, the node asks the other members for
@@ -32,15 +37,19 @@ from demo_node.swarm.asking import fetch_result, inputs_from
 from demo_node.swarm.checking import NOT_AUDITED, Checker, Received, Verdict, open_result
 from demo_node.swarm.config import DefenseConfig, RoundConfig
 from demo_node.swarm.counters import SwarmCounters
+from demo_node.swarm.evidence import Echo
 from demo_node.swarm.handlers import Handlers
+from demo_node.swarm.included import inputs_hash, omitting
 from demo_node.swarm.limits import LIMITS, Limits
-from demo_node.swarm.membership import Statements, collect, next_members
+from demo_node.swarm.membership import Statements, accusers_of, collect, next_members
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
 from demo_node.swarm.owner import OwnerRound
+from demo_node.swarm.patience import Patience
 from demo_node.swarm.plan import Member, RoundPlan, make_plan
 from demo_node.swarm.retention import Retention
 from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.swarm.signing import MAX_ACCUSED, open_verdict, sign
+from demo_node.swarm.standing import OMITTED, SILENT, WITHHELD, Standing
 from demo_node.swarm.verifier import VerifierRound
 from demo_node.wire.codec import encode, encoded_size, max_payload_bytes
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
@@ -90,28 +99,31 @@ class RoundDriver:
         """(round, owner) -> this node's signed payload for a verified shard, in a run that audits a fraction of
         rounds: served to the shard's verifier when it audits."""
         self.pending: dict[tuple[int, bytes], asyncio.Future] = {}
+        self.verdicts_got: dict[tuple[int, bytes], asyncio.Future] = {}
+        """(round, owner) -> the verdict this node got from that shard's verifier (served to members that ask)."""
         self.round_open: dict[int, asyncio.Event] = {}
         self.retention = Retention(limits, layout.num_params, self.payload_bytes)
         self.peer_rounds: dict[bytes, int] = {}
         """Peer -> the round of its latest request to contribute: it is done with every round before that one."""
         self.statements: dict[int, Statements] = {}
         """Round -> the verified statements its results passed on (kept for state transfers)."""
-        self.demoted_at: dict[int, set[bytes]] = {}
-        """Round -> the peers that owned no shard in it."""
+        self.standing = Standing()
+        """Who may own shards (see demo_node/swarm/standing.py), as of the round the loop has open."""
+        self.standing_at: dict[int, Standing] = {}
+        """Round -> the books as that round was planned (for state transfers)."""
         self.round = 0
         """The round the loop has open (or opens next)."""
         self.member = True
         self.listening = False
         """Following the rounds without asking to join: the node's parameters are still downloading (it applies
         these rounds' outcomes once they are in), so it is not counted yet."""
-        self.demoted: set[bytes] = set()
         self._digest: tuple[int, bytes] = (0, b"")
         self._handoff: Handoff | None = None
         self._handoff_event: asyncio.Event | None = None
         self._leave = False
         self._out_of_step: dict[int, dict[bytes, int]] = {}
         """Round -> owner -> the round it said it was at when it refused this one as not its own."""
-        self._jump: tuple[int, list[Member], set[bytes], int] | None = None
+        self._jump: tuple[int, list[Member], Standing, int] | None = None
         self.epoch = 0
         self._epochs = 0
         self._stopped = asyncio.Event()
@@ -123,14 +135,16 @@ class RoundDriver:
                                 max_sample_weight=d.max_sample_weight)
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="demo-node-shards")
         self.checker = Checker(self)
+        self.echo = Echo(self)
         self.handlers = Handlers(self)
         self.finished = threading.Event()
         """Set when the loop has ended (after leaving, or stopped)."""
 
     # -- lifecycle (network thread) ----------------------------------------------------------------------------
-    async def start(self, round: int, members: list[Member], member: bool, demoted: set[bytes] = frozenset(),
+    async def start(self, round: int, members: list[Member], member: bool, standing: Standing | None = None,
                     listening: bool = False) -> None:
-        self.round, self.member, self.demoted, self.listening = round, member and not listening, set(demoted), listening
+        self.round, self.member, self.listening = round, member and not listening, listening
+        self.standing = standing.copy() if standing is not None else Standing()
         self.members[round] = sorted(set(members))
         self._handoff_event = asyncio.Event()
         await self.handlers.serve()
@@ -138,6 +152,7 @@ class RoundDriver:
 
     async def stop(self) -> None:
         self._stopped.set()
+        self.echo.stop()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -179,7 +194,7 @@ class RoundDriver:
         """The digest of this node's parameters after applying round ``round`` - 1 (what its statements report)."""
         self._digest = (round, digest)
 
-    def rejoin(self, round: int, members: list[Member], demoted: set[bytes], listening: bool = False) -> int:
+    def rejoin(self, round: int, members: list[Member], standing: Standing, listening: bool = False) -> int:
         """Continue from round ``round`` with these members, after the round in progress (a node out of step
         downloads the swarm's state of that round: with ``listening``, it follows the rounds without asking to join
         until :meth:`stop_listening`); the new epoch: outcomes of older epochs come from before the jump."""
@@ -187,7 +202,7 @@ class RoundDriver:
         epoch = self._epochs
 
         def jump() -> None:
-            self._jump = (round, sorted(set(members)), set(demoted), epoch)
+            self._jump = (round, sorted(set(members)), standing.copy(), epoch)
             self.listening = self.listening or listening
             if self._handoff_event is not None:
                 self._handoff_event.set()
@@ -225,7 +240,7 @@ class RoundDriver:
                 if outcome.leaving or (self._leave and not self.member):
                     break  # a member leaves after its leaving round; a node that is no member simply stops
                 if self._jump is not None:
-                    self.round, members, self.demoted, self.epoch = self._jump
+                    self.round, members, self.standing, self.epoch = self._jump
                     self.members[self.round] = members
                     self._jump = None
                 else:
@@ -239,17 +254,22 @@ class RoundDriver:
             self.finished.set()
 
     def _empty_outcome(self, r: int) -> RoundOutcome:
-        plan = self.plans.get(r) or make_plan(r, self.members[r], self.layout, self.payload_bytes, self.cfg.exchange)
-        self.members[r + 1] = list(plan.members)
+        plan = self.plans.get(r) or self.plan_of(r)
+        self.members[r + 1] = list(self.members[r])
         return RoundOutcome(round=r, plan=plan, shards=[ShardOutcome(o, plan.ranges[o], None) for o in plan.owners],
-                            contribution=None, next_members=list(plan.members), statements=collect(plan, "", {})[0],
+                            contribution=None, next_members=list(self.members[r]),
+                            statements=collect(plan, "", {})[0],
                             seconds=0.0, leaving=self._leave and self.member, member=self.member,
-                            demoted=set(self.demoted), epoch=self.epoch)
+                            demoted=set(self.standing.demoted), benched=dict(self.standing.benched), epoch=self.epoch)
 
     def plan_of(self, r: int) -> RoundPlan:
-        self.demoted_at[r] = set(self.demoted)
-        members = [Member(m.peer, m.client or m.peer in self.demoted) for m in self.members[r]]
+        self.standing_at[r] = self.standing.copy()
+        members = self.standing.roles(self.members[r], r)
         return make_plan(r, members, self.layout, self.payload_bytes, self.cfg.exchange, self.run.defense.verify_shards)
+
+    def patience(self, expected: int, since: float | None = None) -> Patience:
+        """How long to wait for ``expected`` answers asked for at once (see demo_node/swarm/patience.py)."""
+        return Patience(expected, self.limits.patience_grace, self.limits.patience_share, since)
 
     async def _one_round(self, r: int) -> RoundOutcome:
         opened = self.retention.opened(r)
@@ -289,15 +309,19 @@ class RoundDriver:
                     self.kept_for_audit[(r, owner)] = payloads[owner]
         # a verifier is an owner too: the payload for the shard it verifies rides on the stream to its own shard,
         # and the verdict comes back on it after the shard's result (one stream per owner, not two)
+        asked = loop.time()
+        results, verdict_wait = self.patience(len(plan.owners), asked), self.patience(len(plan.verifiers), asked)
         verdict_streams = {o: loop.create_future() for o, v in plan.verifiers.items() if v != self.me}
         asking = {o: asyncio.ensure_future(self._ask_owner(r, plan, o, statement, payloads.get(o), slices.get(o),
-                                                           self._verify_part(r, plan, o, payloads, verdict_streams)))
+                                                           self._verify_part(r, plan, o, payloads, verdict_streams),
+                                                           results))
                   for o in plan.owners}
         settled = {o: asyncio.ensure_future(self._settle(r, plan, o, asking[o])) for o in plan.owners}
         judging = [asyncio.ensure_future(self._judge(r, o, settled[o])) for o in plan.verified_by(self.me)]
         verdicts = {o: asyncio.ensure_future(self._ask_verifier(r, plan, o, payloads.get(o), slices.get(o),
-                                                                verdict_streams.get(o)))
+                                                                verdict_streams.get(o), verdict_wait))
                     for o in plan.verifiers}
+        self.verdicts_got.update({(r, o): v for o, v in verdicts.items()})
         shards, refusals = [], {}
         for owner in plan.owners:
             got, source = await settled[owner]
@@ -307,19 +331,57 @@ class RoundDriver:
             verdict = await verdicts[owner] if owner in verdicts else None
             shards.append(await self.checker.shard(r, plan, owner, got, verdict, source))
         await asyncio.gather(*judging)
+        shards = self._hold_to_others(shards)
         statements, lost = collect(plan, self.run.run_id, {s.owner: s.body for s in shards})
         for _ in range(statements.rejected):
             self.counters.refused("statement")
         self.statements[r] = statements
-        next_members_, self.demoted = next_members(plan, statements, lost, self.demoted)
+        next_members_ = next_members(plan, self.members[r], statements, lost, self.standing)
         self.members[r + 1] = next_members_
+        changed = self._learn(r, plan, shards, statements, lost, next_members_)
         if self.cfg.adaptive_deadline and r in self.owner_rounds and self.owner_rounds[r].spread is not None:
             self._adapt(self.owner_rounds[r].spread)
         return RoundOutcome(
             round=r, plan=plan, shards=shards, contribution=contribution, next_members=next_members_,
             statements=statements, seconds=time.monotonic() - opened, leaving=leaving, member=self.member,
-            refusals=refusals, demoted=set(self.demoted), out_of_step=self._step_of(r, plan), epoch=self.epoch,
+            refusals=refusals, demoted=set(self.standing.demoted), benched=dict(self.standing.benched),
+            out_of_step=self._step_of(r, plan), epoch=self.epoch, standing_changes=changed,
         )
+
+    @staticmethod
+    def _hold_to_others(shards: list[ShardOutcome]) -> list[ShardOutcome]:
+        """Skip, on every node alike, the updates of owners whose results left out most of the contributions the
+        other results show were on time (see demo_node/swarm/included.py): the round's signed results prove it."""
+        cheats = omitting({s.owner: s.senders for s in shards if s.body is not None})
+        for s in shards:
+            if s.owner in cheats and not s.skip:
+                log.warning("round %d: the owner %s left out most of the contributions that were on time: its "
+                            "update is not applied", s.body.round, s.owner.hex()[-12:])
+                s.skip = OMITTED
+        return shards
+
+    def _learn(self, r: int, plan: RoundPlan, shards: list[ShardOutcome], statements: Statements, lost: set[bytes],
+               members: list[Member]) -> dict[bytes, str]:
+        """What round ``r`` teaches the books (faults, accusations), and accusations to check; the owners whose
+        standing changed now."""
+        faults: dict[bytes, str] = {}
+        if len(lost) < len(plan.owners):  # a node that got no result at all learnt nothing of the owners
+            for s in shards:
+                if s.body is None and s.source == "none":
+                    faults[s.owner] = SILENT
+                elif s.skip in (WITHHELD, OMITTED):
+                    faults[s.owner] = s.skip
+        changed = self.standing.record_faults(r, plan.owners, faults, members)
+        accusers = accusers_of(plan, statements)
+        for p in self.standing.demote_accused(accusers, members, r):
+            changed[p] = "demoted"
+        self.standing.forget({m.peer for m in members} | set(plan.peers))
+        self.echo.heard(r, accusers)
+        for peer, what in changed.items():
+            why = f"its shard failed in rounds in a row, now {faults[peer]}" if peer in faults else \
+                "accused with evidence by most members"
+            log.warning("round %d: %s is %s (%s)", r, peer.hex()[-12:], what, why)
+        return changed
 
     def _step_of(self, r: int, plan: RoundPlan) -> int:
         """The swarm's round, when most other owners refused round ``r`` as not theirs (else 0)."""
@@ -388,7 +450,13 @@ class RoundDriver:
         return (len(plan.members) + 2) * (self.max_payload + 2048) + (1 << 20)
 
     def owner_timeout(self) -> float:
+        """The most any wait on one peer may take (it is cut shorter once other peers answered: see patience)."""
         return 2 * self.cfg.deadline + self.limits.owner_slack
+
+    def evidence_limit(self) -> int:
+        """The largest Evidence a peer may send: two claims and every member's payload."""
+        return (len(self.members.get(self.round, ())) + 4) * (self.max_payload + 2048) + (1 << 20) + \
+            4 * (self.layout.num_params // 8)
 
     def open_result(self, r: int, owner: bytes, data: bytes, plan: RoundPlan) -> Received | None:
         got, ahead = open_result(data, r, owner, plan, self.counters)
@@ -408,7 +476,7 @@ class RoundDriver:
 
     async def _ask_owner(self, r: int, plan: RoundPlan, owner: bytes, statement: spb.Signed,
                          payload: spb.Signed | None, own_slice: Contribution | None,
-                         verify: tuple[spb.Verify, asyncio.Future] | None = None) -> Received | None:
+                         verify: tuple[spb.Verify, asyncio.Future] | None, patience: Patience) -> Received | None:
         key = (r, owner)
         fut = self.pending[key]
         got = None
@@ -427,16 +495,26 @@ class RoundDriver:
                     request.plan, request.joining = (plan.fingerprint if self.member else b""), self._joining
                 if verify is not None:
                     request.verify.CopyFrom(verify[0])
-                stream = await self.transport.send_request(owner, "contribute", request.SerializeToString(),
-                                                           self.owner_timeout(), reuse=True)
-                data = await asyncio.wait_for(stream.recv(self.result_limit(plan)), self.owner_timeout())
+                try:
+                    stream = await patience.within(
+                        self.transport.send_request(owner, "contribute", request.SerializeToString(),
+                                                    self.owner_timeout(), reuse=True), self.owner_timeout())
+                except Exception:
+                    self._unreachable(r, owner)
+                    raise
+                data = await patience.within(stream.recv(self.result_limit(plan)), self.owner_timeout())
             got = self.open_result(r, owner, data, plan)
+            if got is not None and plan.mode == "relay":
+                # keep a complete copy to serve to peers that ask for this result (this node's own slot was left
+                # empty by the owner: it has the payload), and take it only if it carries what its body names
+                got.relayed = [payload if sender == self.me and not s.body and payload is not None else s
+                               for sender, s in zip(got.senders, got.relayed)]
+                if len(got.relayed) != len(got.senders) or inputs_hash(got.relayed) != got.body.inputs_hash:
+                    log.warning("round %d: owner %s relayed payloads its result does not name", r, owner.hex()[-12:])
+                    self.counters.refused("coverage")
+                    got = None
             if got is not None:
-                if plan.mode == "relay" and payload is not None:
-                    # keep a complete copy to serve to peers that ask for this result (this node's own slot was left
-                    # empty by the owner: it has the payload)
-                    got.relayed = [payload if sender == self.me and not s.body else s
-                                   for sender, s in zip(got.senders, got.relayed)]
+                patience.answer()
                 self.received[key] = spb.ShardResult(status=spb.ShardResult.HAVE, body=got.signed,
                                                      relayed=got.relayed)
         except Exception as exc:  # timeouts, resets, and the daemon's own errors for unreachable peers
@@ -453,6 +531,13 @@ class RoundDriver:
                 await stream.close()
         return got
 
+    def _unreachable(self, r: int, peer: bytes) -> None:
+        """This node could not even open a stream to ``peer`` this round: its own shard stops waiting for it (a
+        dead peer in a two-node swarm would hold every round to the deadline otherwise)."""
+        own = self.owner_rounds.get(r)
+        if own is not None:
+            own.passed(peer)
+
     async def _settle(self, r: int, plan: RoundPlan, owner: bytes,
                       asking: asyncio.Future) -> tuple[Received | None, str]:
         """The owner's result, from the owner or, if it cannot be had there, from the peers; and where it came from."""
@@ -466,10 +551,12 @@ class RoundDriver:
         """As the verifier of ``owner``'s shard: judge its result as soon as this node has it (or gave up on it)."""
         got, _ = await asyncio.shield(settled)
         await self.verifier_rounds[(r, owner)].judge(got.signed if got else None, got.body if got else None,
-                                                     lambda peer, senders: inputs_from(self, r, peer, owner, senders))
+                                                     lambda peer, senders: inputs_from(self, r, peer, owner, senders),
+                                                     relayed=got.relayed if got else None)
 
     async def _ask_verifier(self, r: int, plan: RoundPlan, owner: bytes, payload: spb.Signed | None,
-                            own_slice: Contribution | None, stream_future: asyncio.Future | None) -> Verdict | None:
+                            own_slice: Contribution | None, stream_future: asyncio.Future | None,
+                            patience: Patience) -> Verdict | None:
         """The verdict on ``owner``'s shard: this node's own, or what its verifier sends after its own shard's result
         on the stream this node opened to it (``stream_future``)."""
         verifier = plan.verifiers[owner]
@@ -480,6 +567,7 @@ class RoundDriver:
                 if payload is not None:
                     vr.arrive(self.me, payload, own_slice)
                 signed = await vr.verdict_for(self.owner_timeout() + self.limits.fetch_timeout)
+                patience.answer()
                 if signed is None:
                     return None if vr.audited else NOT_AUDITED
             else:
@@ -487,8 +575,9 @@ class RoundDriver:
                 stream = await stream_future
                 if stream is None:
                     return None
-                data = await asyncio.wait_for(stream.recv(self.limits.small_message + (self.max_payload // 4)),
-                                              self.owner_timeout() + self.limits.fetch_timeout)
+                data = await patience.within(stream.recv(self.limits.small_message + (self.max_payload // 4)),
+                                             self.owner_timeout() + self.limits.fetch_timeout)
+                patience.answer()
                 reply = spb.VerdictReply.FromString(data)
                 await self.transport.release(stream)  # the verdict was the exchange's last answer
                 stream = None
@@ -539,12 +628,12 @@ class RoundDriver:
 
     def _evict(self, r: int) -> None:
         old = self.retention.oldest_kept(r, len(self.members.get(r, ())))
-        for d in (self.owner_rounds, self.plans, self.members, self.round_open, self.statements, self.demoted_at):
+        for d in (self.owner_rounds, self.plans, self.members, self.round_open, self.statements, self.standing_at):
             for k in [k for k in d if k < old]:
                 del d[k]
         for k in [k for k in self.kept_for_audit if k[0] <= r - self.limits.audit_rounds_kept]:
             del self.kept_for_audit[k]
-        for d in (self.verifier_rounds, self.received, self.pending):
+        for d in (self.verifier_rounds, self.received, self.pending, self.verdicts_got):
             for k in [k for k in d if k[0] < old]:
                 del d[k]
         members = {m.peer for m in self.members.get(r + 1, ())}

@@ -1,6 +1,6 @@
 """What a node answers other nodes during rounds: contributions to its shards (with payloads for the shard it
-verifies, answered with the verdict on the same stream), requests for results it got, for inputs it holds, and for
-the evidence behind its accusations.
+verifies, answered with the verdict on the same stream), requests for results it got, for the verdicts it got, for
+inputs it holds, and for the evidence behind its accusations.
 
 Every request is checked before anything is done with it: its size (the transport caps each kind's frames before
 reading them), its round (only rounds this node keeps, or a few ahead), its statement (signed by the stream's own,
@@ -51,6 +51,7 @@ class Handlers:
         # an auditing verifier asks each contributor in the rounds it draws: on a stream kept for the next audit
         await t.serve("inputs", self._on_inputs, limit=small, timeout=wait, reuse=True)
         await t.serve("evidence", self._on_evidence, limit=small, timeout=wait)
+        await t.serve("verdict", self._on_verdict, limit=small, timeout=wait)
 
     def _refusal(self, round: int, reason: str) -> bytes:
         self.d.counters.refused(reason)
@@ -82,6 +83,7 @@ class Handlers:
             return
         if plan and plan != own.plan.fingerprint:
             log.warning("round %d: %s computed another plan (members or mode differ)", msg.round, stream.peer_b58)
+            own.passed(stream.peer)  # it came, and cannot take part: the shard does not wait for it
             await stream.send(self._refusal(msg.round, "plan_mismatch"))
             return
         if signed is not None and d.me not in own.plan.shares(stream.peer):
@@ -138,6 +140,31 @@ class Handlers:
         if reply is None:
             reply = spb.ShardResult(status=spb.ShardResult.DONT_HAVE).SerializeToString()
         await stream.send(reply)
+
+    async def _on_verdict(self, stream: Stream) -> None:
+        """The verdict this node got from a shard's verifier, once it has it (or gave up on it)."""
+        d = self.d
+        msg = _parse(spb.FetchVerdict, await stream.recv())
+        if msg is None or not d.in_window(msg.round):
+            d.counters.refused("malformed" if msg is None else "round_unknown")
+            await stream.send(spb.VerdictReply(status=spb.ShardResult.REJECTED).SerializeToString())
+            return
+        if msg.round > d.round:
+            await d.wait_open(msg.round)
+        got = d.verdicts_got.get((msg.round, msg.owner))
+        verdict = None
+        if got is not None:
+            try:
+                verdict = await asyncio.wait_for(asyncio.shield(got), d.owner_timeout() + d.limits.fetch_timeout)
+            except (asyncio.TimeoutError, Exception):
+                verdict = None
+        if verdict is not None and not verdict.audited:
+            reply = spb.VerdictReply(status=spb.ShardResult.DONT_HAVE, not_audited=True)
+        elif verdict is not None:
+            reply = spb.VerdictReply(status=spb.ShardResult.HAVE, verdict=verdict.signed)
+        else:
+            reply = spb.VerdictReply(status=spb.ShardResult.DONT_HAVE)
+        await stream.send(reply.SerializeToString())
 
     async def _on_inputs(self, stream: Stream) -> None:
         d = self.d

@@ -26,8 +26,15 @@ class Limits:
     """A request for a round ahead of this node's may be kept waiting for that round to open, but not further
     ahead than this (a peer cannot park requests for round 10**9)."""
     owner_slack: float = 30.0
-    """A contributor waits for an owner's answer two deadlines plus this many seconds: the owner closes a deadline
-    after its first arrival, and that arrival may itself come up to a deadline after the round opened here."""
+    """A contributor waits for an owner's answer at most two deadlines plus this many seconds: the owner closes a
+    deadline after its first arrival, and that arrival may itself come up to a deadline after the round opened here
+    (in practice the wait is cut much shorter once other owners answered: patience_grace, patience_share)."""
+    patience_grace: float = 1.0
+    """Once half of the peers asked at once (the round's owners, its verifiers, the members asked for a result or a
+    verdict) answered, the others get this many seconds..."""
+    patience_share: float = 1.0
+    """...plus this share of the time those took; then the node goes on without them (a dead, hung or hostile
+    peer costs one short wait, scaled to how long healthy peers take, not a multiple of the deadline)."""
     fetch_timeout: float = 10.0
     """Seconds beyond the deadline to wait for peers' answers when asking them for an unreachable owner's result."""
     audit_wait: float = 5.0

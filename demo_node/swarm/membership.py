@@ -4,12 +4,14 @@ are about, as the round's shard results pass them on.
 Every node gets the same shard results (or none of one, alike), so every node derives the same next members:
 - a member whose statement of this round is in a result is present, and stays unless it leaves;
 - a member whose statement is in no result that everyone got, while one of the two owners that pass it on gave no
-  result to anyone (it died), stays, unknown this round;
+  result to anyone (it died), stays, unknown this round, unless it was unknown the round before too (then it is
+  dropped: in a two-node swarm a dead peer's own shard is the other share of its statement);
 - a member whose statement is missing from both results that pass it on was absent: it is dropped (one lying owner
   cannot hide a peer: the other passes its statement on);
-- a non-member whose statement asks to join becomes a member;
-- a peer that two members or more accuse (with evidence they serve) owns no shard from then on, for the rest of the
-  run (it can still contribute: robust aggregation bounds what it sends).
+- a non-member whose statement asks to join becomes a member.
+
+Who of them may own shards is the business of :mod:`demo_node.swarm.standing`; the accusations it counts come from
+the same statements (:func:`accusers_of`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from dataclasses import dataclass, field
 
 from demo_node.swarm.plan import Member, RoundPlan
 from demo_node.swarm.signing import BadSigned, open_statement
+from demo_node.swarm.standing import Standing
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 log = logging.getLogger(__name__)
-ACCUSERS_TO_DEMOTE = 2
-"""Distinct members that must accuse a peer before it loses its shards: no single peer can demote another."""
 
 
 @dataclass
@@ -72,30 +73,38 @@ def collect(plan: RoundPlan, run_id: str, bodies: dict[bytes, spb.ShardBody | No
     return statements, lost
 
 
-def next_members(plan: RoundPlan, statements: Statements, lost: set[bytes],
-                 demoted: set[bytes]) -> tuple[list[Member], set[bytes]]:
-    """The members of the next round and the demoted peers (see the module docstring)."""
-    if len(lost) == len(plan.owners):
-        return list(plan.members), set(demoted)  # no shard result at all: nothing learnt, keep the members
-    members_now = {m.peer: m for m in plan.members}
+def accusers_of(plan: RoundPlan, statements: Statements) -> dict[bytes, set[bytes]]:
+    """Accused peer -> the round's members whose statements accuse it."""
+    members = plan.peers
     accusers: dict[bytes, set[bytes]] = {}
     for peer, st in statements.by_peer.items():
-        if peer in members_now:
+        if peer in members:
             for accused in st.accused:
                 accusers.setdefault(accused, set()).add(peer)
-    demoted = set(demoted) | {p for p, who in accusers.items() if len(who - {p}) >= ACCUSERS_TO_DEMOTE}
+    return accusers
+
+
+def next_members(plan: RoundPlan, members: list[Member], statements: Statements, lost: set[bytes],
+                 standing: Standing) -> list[Member]:
+    """The members of the round after ``plan``'s, with their own client flags (``members``: this round's, with
+    theirs; see the module docstring); ``standing`` keeps which members were unknown how many rounds in a row."""
+    if len(lost) == len(plan.owners):
+        return sorted(members)  # no shard result at all: nothing learnt, keep the members
+    members_now = {m.peer: m for m in members}
     nxt: dict[bytes, bool] = {}
-    for m in plan.members:
+    for m in members:
         st = statements.by_peer.get(m.peer)
         if st is not None:
+            standing.known(m.peer)
             if not st.leaving:
                 nxt[m.peer] = st.client
         elif any(o in lost for o in plan.shares(m.peer)) and m.peer not in statements.conflicting:
-            nxt[m.peer] = m.client  # its statement may have gone down with an owner: unknown this round, kept
+            if standing.still_unknown(m.peer):
+                nxt[m.peer] = m.client  # its statement may have gone down with an owner: unknown this round, kept
     for peer, st in statements.by_peer.items():
         if peer not in members_now and st.joining and not st.leaving:
             nxt[peer] = st.client
-    return sorted(Member(p, client or p in demoted) for p, client in nxt.items()), demoted
+    return sorted(Member(p, client) for p, client in nxt.items())
 
 
 def digest_majority(statements: Statements, members: set[bytes], digest_round: int) -> tuple[bytes, list[bytes]] | None:

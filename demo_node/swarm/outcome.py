@@ -37,13 +37,21 @@ class ShardOutcome:
     source: str = "owner"
     """Where the result came from: the owner, another peer (the owner was unreachable), or none."""
     check: str = ""
-    """SIGN with a verifier: verified, unverified (the verifier was silent), unaudited (its verifier drew this round
-    out of its audits), corrected (the owner lied)."""
+    """With a verifier: verified, unverified (no verdict was heard), unaudited (its verifier drew this round out of
+    its audits), corrected (the owner lied), withheld (the owner withheld an input: not applied)."""
     senders: list[bytes] = field(default_factory=list)
     """Whose contributions the body includes, in aggregation order."""
+    skip: str = ""
+    """Not empty: the update is not applied though there is a result (every node skips it alike), and why:
+    withheld (its verifier could not check it), omitted (it left out most contributions that were on time)."""
 
     def included(self, peer: bytes) -> bool:
-        return self.body is not None and peer in self.senders
+        """Whether ``peer``'s contribution went into an update that is applied."""
+        return self.body is not None and not self.skip and peer in self.senders
+
+    @property
+    def applied(self) -> bool:
+        return self.body is not None and not self.skip
 
     @property
     def result(self) -> spb.ShardBody | None:
@@ -67,7 +75,11 @@ class RoundOutcome:
     refusals: dict[bytes, str] = field(default_factory=dict)
     """Owner -> why it refused or dropped this node's contribution."""
     demoted: set[bytes] = field(default_factory=set)
-    """Peers that own no shard from the next round on (accused by two members or more)."""
+    """Peers that own no shard for the rest of the run (see demo_node/swarm/standing.py)."""
+    benched: dict[bytes, int] = field(default_factory=dict)
+    """Peers that own no shard for a while: peer -> the first round they own again."""
+    standing_changes: dict[bytes, str] = field(default_factory=dict)
+    """Peers benched or demoted at the end of this round (peer -> "benched" / "demoted")."""
     out_of_step: int = 0
     """Not 0: most other owners refused this round as not theirs (too old, too far ahead, or planned otherwise) and
     said they were at this round: the node must download the swarm's state and go on from there."""
@@ -101,8 +113,8 @@ class RoundOutcome:
         skipped = 0
         for shard in self.shards:
             body = shard.body
-            if body is None or not shard.ranges:
-                skipped += body is None
+            if not shard.applied or not shard.ranges:
+                skipped += not shard.applied
                 continue
             if not shard.senders:
                 continue  # nobody contributed to this shard: no sign step here (weight decay still applies)

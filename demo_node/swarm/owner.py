@@ -151,7 +151,7 @@ class OwnerRound:
         for i, reason in ({} if screened is None else screened.rejected).items():
             self._refuse(order[i], reason)
         self.included = [order[i] for i in kept]
-        body = spb.ShardBody(round=self.round, owner=self.me, mode=self.mode)
+        body = spb.ShardBody(round=self.round, owner=self.me, mode=self.mode, plan=self.plan.fingerprint)
         self._include(body)
         body.statements.extend(self.statements[p] for p in sorted(self.statements) if self.me in self.plan.shares(p))
         if self.mode != spb.EXCHANGE_RELAY and self.included and self.ranges:

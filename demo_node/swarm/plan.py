@@ -33,7 +33,7 @@ class RoundPlan:
     mode: str
     """How owners return results: relay (forward payloads) or sign (send update signs)."""
     verifiers: dict[bytes, bytes] = field(default_factory=dict)
-    """Owner -> the owner that verifies its shard (sign exchange with three members or more); empty otherwise."""
+    """Owner -> the owner that verifies its shard (three members or more, two owners or more); empty otherwise."""
 
     @cached_property
     def fingerprint(self) -> bytes:
@@ -94,9 +94,10 @@ def choose_mode(n_members: int, payload_bytes: int, sign_bytes: int, setting: st
 
 def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: int, setting: str = AUTO,
               verify: bool = True) -> RoundPlan:
-    """The plan of a round. ``verify``: in sign exchange with three members or more, each owner's shard gets another
-    owner as its verifier, the next, the next but one, ... as rounds go on (with two owners, always the other): an
-    owner and a verifier that collude meet only in some rounds."""
+    """The plan of a round. ``verify``: with three members or more, each owner's shard gets another owner as its
+    verifier, the next, the next but one, ... as rounds go on (with two owners, always the other): an owner and a
+    verifier that collude meet only in some rounds. In sign exchange a verifier recomputes the update; in relay
+    exchange (every node aggregates the relayed payloads itself) it only vouches for one body per shard."""
     members = sorted(set(members))
     owners = tuple(m.peer for m in members if not m.client)
     if not owners:
@@ -109,7 +110,7 @@ def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: 
     sign_bytes = (layout.num_params + 7) // 8
     mode = choose_mode(len(members), payload_bytes, sign_bytes, setting)
     verifiers = {}
-    if verify and mode == SIGN and len(members) >= 3 and len(owners) >= 2:
+    if verify and len(members) >= 3 and len(owners) >= 2:
         shift = 1 + round % (len(owners) - 1)
         verifiers = {o: owners[(i + shift) % len(owners)] for i, o in enumerate(owners)}
     return RoundPlan(round, tuple(members), owners, ranges, mode, verifiers)

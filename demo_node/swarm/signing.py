@@ -82,9 +82,10 @@ def open_body(signed: spb.Signed, owner: bytes, round: int) -> spb.ShardBody:
     return body
 
 
-def open_verdict(signed: spb.Signed, verifier: bytes, owner: bytes, round: int) -> spb.VerdictBody:
+def open_verdict(signed: spb.Signed, verifier: bytes, owner: bytes | None, round: int) -> spb.VerdictBody:
+    """A verdict, once its verifier signed it and it judges that owner's shard (any owner's, for None) of that round."""
     verdict = _parse(spb.VerdictBody, signed.body, "VerdictBody")
-    if verdict.verifier != verifier or verdict.owner != owner or verdict.round != round:
+    if verdict.verifier != verifier or (owner is not None and verdict.owner != owner) or verdict.round != round:
         raise BadSigned("statement", "a verdict of another verifier, owner or round")
     if not signed_by(signed, verifier):
         raise BadSigned("signature", "a verdict its verifier did not sign")

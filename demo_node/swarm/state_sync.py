@@ -19,6 +19,7 @@ from demo_node.net.transport import Stream, Transport
 from demo_node.swarm.limits import LIMITS, Limits
 from demo_node.swarm.plan import Member
 from demo_node.swarm.signing import BadSigned, open_statement
+from demo_node.swarm.standing import Standing
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ class Snapshot:
     run_config: str
     statements: list[spb.Signed] = field(default_factory=list)
     """Signed statements of members that report their digest for ``next_round``."""
-    demoted: list[bytes] = field(default_factory=list)
+    standing: Standing = field(default_factory=Standing)
+    """The books of who may own shards, as of ``next_round``."""
 
 
 class StateError(RuntimeError):
@@ -78,7 +80,8 @@ class StateServer:
                 await stream.send(spb.StateHeader(error="no state to serve yet").SerializeToString())
                 return
             header = spb.StateHeader(round=snap.next_round, digest=snap.digest, run_config=snap.run_config,
-                                     tensor_bytes=[len(t) for t in snap.tensors], demoted=sorted(snap.demoted))
+                                     tensor_bytes=[len(t) for t in snap.tensors], demoted=sorted(snap.standing.demoted),
+                                     standing=snap.standing.to_proto())
             header.members.extend(spb.Member(peer=m.peer, client=m.client) for m in snap.members)
             header.statements.extend(snap.statements)
             await stream.send(header.SerializeToString())
@@ -112,7 +115,7 @@ async def fetch_state(transport: Transport, peer: bytes, min_round: int, expecte
         members = [Member(p.peer, p.client) for p in header.members]
         if on_header is not None:
             await on_header(Snapshot(int(header.round), header.digest, members, [], header.run_config,
-                                     list(header.statements), list(header.demoted)))
+                                     list(header.statements), Standing.from_proto(header.standing, header.demoted)))
         tensors = []
         for size in header.tensor_bytes:
             buf = bytearray()
@@ -120,7 +123,7 @@ async def fetch_state(transport: Transport, peer: bytes, min_round: int, expecte
                 buf += await asyncio.wait_for(stream.recv(limit=min(limits.state_chunk, size - len(buf))), timeout)
             tensors.append(bytes(buf))
         return Snapshot(int(header.round), header.digest, members, tensors, header.run_config,
-                        list(header.statements), list(header.demoted))
+                        list(header.statements), Standing.from_proto(header.standing, header.demoted))
     finally:
         await stream.close()
 

@@ -1,6 +1,10 @@
-"""One shard of one round, as its verifier checks it (sign exchange, three members or more).
+"""One shard of one round, as its verifier checks it (three members or more).
 
-Contributors send the verifier the same signed payloads they send the shard's owner. Once the verifier has the
+A verifier signs one verdict per shard and round, on the body it judged: an owner that signed two results for its
+shard cannot have both applied (a node whose body is not the judged one takes the judged one, and holds two bodies
+the owner signed: evidence). In relay exchange that is all it checks (every node aggregates the relayed payloads
+itself); in sign exchange it recomputes the update. Contributors send the verifier the same signed payloads they
+send the shard's owner. Once the verifier has the
 owner's signed result, it recomputes the update from the inputs the result names (asking the owner for any it
 lacks, or for all of them when the ones it holds do not hash to what the result names: the owner must hold them,
 and they are signed by their senders), compares, and signs a verdict: CORRECT, WRONG (with the signs the inputs
@@ -118,13 +122,18 @@ class VerifierRound:
         self.payloads[sender], self.contributions[sender] = payload, contribution
         return ""
 
-    async def judge(self, body_signed: spb.Signed | None, body: spb.ShardBody | None, fetch: FetchInputs) -> None:
-        """Judge the owner's result (None: nobody got it, or it did not check out), once."""
+    async def judge(self, body_signed: spb.Signed | None, body: spb.ShardBody | None, fetch: FetchInputs,
+                    relayed: list[spb.Signed] | None = None) -> None:
+        """Judge the owner's result (None: nobody got it, or it did not check out), once; ``relayed``: the payloads
+        a relay result carries (this node's own among them)."""
         if self._judging:
             return
         self._judging = True
         try:
-            finding, bits, blocks = await self._find(body, fetch)
+            if body is not None and body.mode == spb.EXCHANGE_RELAY:
+                finding, bits, blocks = self._relay_finding(body, relayed or []), b"", b""
+            else:
+                finding, bits, blocks = await self._find(body, fetch)
         except Exception:
             log.exception("round %d: verifying the shard of %s failed", self.round, self.owner.hex()[-12:])
             finding, bits, blocks = spb.VerdictBody.UNVERIFIED, b"", b""
@@ -135,12 +144,24 @@ class VerifierRound:
             self.judged.set()
             return
         verdict = spb.VerdictBody(round=self.round, owner=self.owner, verifier=self.me, finding=finding,
-                                  body_hash=body_hash(body_signed) if body_signed is not None else b"")
+                                  body_hash=body_hash(body_signed) if body_signed is not None else b"",
+                                  plan=self.plan.fingerprint)
         if finding == spb.VerdictBody.WRONG:
             verdict.sign_bits, verdict.nonzero_blocks = bits, blocks
             log.warning("round %d: the shard result of %s contradicts its inputs", self.round, self.owner.hex()[-12:])
         self.verdict = sign(self.identity, verdict.SerializeToString())
         self.judged.set()
+
+    def _relay_finding(self, body: spb.ShardBody, relayed: list[spb.Signed]) -> int:
+        """CORRECT when the relayed payloads are the inputs the body names (the driver took the result from the
+        owner only if they were: this checks it again), else UNVERIFIED."""
+        try:
+            senders = senders_of(self.plan.order, body.included)
+            if len(relayed) != len(senders) or inputs_hash(relayed) != body.inputs_hash:
+                return spb.VerdictBody.UNVERIFIED
+        except PayloadError:
+            return spb.VerdictBody.UNVERIFIED
+        return spb.VerdictBody.CORRECT
 
     async def _find(self, body: spb.ShardBody | None, fetch: FetchInputs) -> tuple[int | None, bytes, bytes]:
         """The finding (None: not drawn for an audit) and the signs the inputs give."""

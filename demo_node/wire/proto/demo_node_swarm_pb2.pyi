@@ -149,7 +149,7 @@ class Contribute(_message.Message):
     def __init__(self, round: _Optional[int] = ..., statement: _Optional[_Union[Signed, _Mapping]] = ..., payload: _Optional[_Union[Signed, _Mapping]] = ..., plan: _Optional[bytes] = ..., joining: _Optional[bool] = ..., verify: _Optional[_Union[Verify, _Mapping]] = ...) -> None: ...
 
 class ShardBody(_message.Message):
-    __slots__ = ("round", "owner", "mode", "included", "inputs_hash", "statements", "sign_bits", "nonzero_blocks")
+    __slots__ = ("round", "owner", "mode", "included", "inputs_hash", "statements", "sign_bits", "nonzero_blocks", "plan")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +158,7 @@ class ShardBody(_message.Message):
     STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     SIGN_BITS_FIELD_NUMBER: _ClassVar[int]
     NONZERO_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
     round: int
     owner: bytes
     mode: ExchangeMode
@@ -166,7 +167,8 @@ class ShardBody(_message.Message):
     statements: _containers.RepeatedCompositeFieldContainer[Signed]
     sign_bits: bytes
     nonzero_blocks: bytes
-    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., mode: _Optional[_Union[ExchangeMode, str]] = ..., included: _Optional[bytes] = ..., inputs_hash: _Optional[bytes] = ..., statements: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ...) -> None: ...
+    plan: bytes
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., mode: _Optional[_Union[ExchangeMode, str]] = ..., included: _Optional[bytes] = ..., inputs_hash: _Optional[bytes] = ..., statements: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ..., plan: _Optional[bytes] = ...) -> None: ...
 
 class ShardResult(_message.Message):
     __slots__ = ("status", "refusal", "body", "relayed", "current_round")
@@ -211,7 +213,7 @@ class Verify(_message.Message):
     def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., payload: _Optional[_Union[Signed, _Mapping]] = ...) -> None: ...
 
 class VerdictBody(_message.Message):
-    __slots__ = ("round", "owner", "verifier", "body_hash", "finding", "sign_bits", "nonzero_blocks")
+    __slots__ = ("round", "owner", "verifier", "body_hash", "finding", "sign_bits", "nonzero_blocks", "plan")
     class Finding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         FINDING_UNSPECIFIED: _ClassVar[VerdictBody.Finding]
@@ -231,6 +233,7 @@ class VerdictBody(_message.Message):
     FINDING_FIELD_NUMBER: _ClassVar[int]
     SIGN_BITS_FIELD_NUMBER: _ClassVar[int]
     NONZERO_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
     round: int
     owner: bytes
     verifier: bytes
@@ -238,7 +241,8 @@ class VerdictBody(_message.Message):
     finding: VerdictBody.Finding
     sign_bits: bytes
     nonzero_blocks: bytes
-    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., verifier: _Optional[bytes] = ..., body_hash: _Optional[bytes] = ..., finding: _Optional[_Union[VerdictBody.Finding, str]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ...) -> None: ...
+    plan: bytes
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., verifier: _Optional[bytes] = ..., body_hash: _Optional[bytes] = ..., finding: _Optional[_Union[VerdictBody.Finding, str]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ..., plan: _Optional[bytes] = ...) -> None: ...
 
 class VerdictReply(_message.Message):
     __slots__ = ("status", "refusal", "verdict", "not_audited")
@@ -270,6 +274,14 @@ class Inputs(_message.Message):
     body: Signed
     def __init__(self, payloads: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., body: _Optional[_Union[Signed, _Mapping]] = ...) -> None: ...
 
+class FetchVerdict(_message.Message):
+    __slots__ = ("round", "owner")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    owner: bytes
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ...) -> None: ...
+
 class EvidenceRequest(_message.Message):
     __slots__ = ("accused",)
     ACCUSED_FIELD_NUMBER: _ClassVar[int]
@@ -277,18 +289,48 @@ class EvidenceRequest(_message.Message):
     def __init__(self, accused: _Optional[bytes] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("accused", "round", "claim", "judged", "inputs")
+    __slots__ = ("accused", "round", "claim", "judged", "inputs", "kind")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[Evidence.Kind]
+        LIE: _ClassVar[Evidence.Kind]
+        FALSE_VERDICT: _ClassVar[Evidence.Kind]
+        BODY_EQUIVOCATION: _ClassVar[Evidence.Kind]
+        VERDICT_EQUIVOCATION: _ClassVar[Evidence.Kind]
+    KIND_UNSPECIFIED: Evidence.Kind
+    LIE: Evidence.Kind
+    FALSE_VERDICT: Evidence.Kind
+    BODY_EQUIVOCATION: Evidence.Kind
+    VERDICT_EQUIVOCATION: Evidence.Kind
     ACCUSED_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CLAIM_FIELD_NUMBER: _ClassVar[int]
     JUDGED_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     accused: bytes
     round: int
     claim: Signed
     judged: Signed
     inputs: _containers.RepeatedCompositeFieldContainer[Signed]
-    def __init__(self, accused: _Optional[bytes] = ..., round: _Optional[int] = ..., claim: _Optional[_Union[Signed, _Mapping]] = ..., judged: _Optional[_Union[Signed, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ...) -> None: ...
+    kind: Evidence.Kind
+    def __init__(self, accused: _Optional[bytes] = ..., round: _Optional[int] = ..., claim: _Optional[_Union[Signed, _Mapping]] = ..., judged: _Optional[_Union[Signed, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., kind: _Optional[_Union[Evidence.Kind, str]] = ...) -> None: ...
+
+class PeerStanding(_message.Message):
+    __slots__ = ("peer", "demoted", "benched_until", "offenses", "faults", "unknown")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    DEMOTED_FIELD_NUMBER: _ClassVar[int]
+    BENCHED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    OFFENSES_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    peer: bytes
+    demoted: bool
+    benched_until: int
+    offenses: int
+    faults: _containers.RepeatedScalarFieldContainer[str]
+    unknown: int
+    def __init__(self, peer: _Optional[bytes] = ..., demoted: _Optional[bool] = ..., benched_until: _Optional[int] = ..., offenses: _Optional[int] = ..., faults: _Optional[_Iterable[str]] = ..., unknown: _Optional[int] = ...) -> None: ...
 
 class StateRequest(_message.Message):
     __slots__ = ("min_round",)
@@ -305,7 +347,7 @@ class Member(_message.Message):
     def __init__(self, peer: _Optional[bytes] = ..., client: _Optional[bool] = ...) -> None: ...
 
 class StateHeader(_message.Message):
-    __slots__ = ("round", "digest", "members", "tensor_bytes", "run_config", "error", "statements", "demoted")
+    __slots__ = ("round", "digest", "members", "tensor_bytes", "run_config", "error", "statements", "demoted", "standing")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -314,6 +356,7 @@ class StateHeader(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     DEMOTED_FIELD_NUMBER: _ClassVar[int]
+    STANDING_FIELD_NUMBER: _ClassVar[int]
     round: int
     digest: bytes
     members: _containers.RepeatedCompositeFieldContainer[Member]
@@ -322,7 +365,8 @@ class StateHeader(_message.Message):
     error: str
     statements: _containers.RepeatedCompositeFieldContainer[Signed]
     demoted: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, round: _Optional[int] = ..., digest: _Optional[bytes] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., tensor_bytes: _Optional[_Iterable[int]] = ..., run_config: _Optional[str] = ..., error: _Optional[str] = ..., statements: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., demoted: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    standing: _containers.RepeatedCompositeFieldContainer[PeerStanding]
+    def __init__(self, round: _Optional[int] = ..., digest: _Optional[bytes] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., tensor_bytes: _Optional[_Iterable[int]] = ..., run_config: _Optional[str] = ..., error: _Optional[str] = ..., statements: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., demoted: _Optional[_Iterable[bytes]] = ..., standing: _Optional[_Iterable[_Union[PeerStanding, _Mapping]]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("state", "run_config", "maddrs", "client", "round")
