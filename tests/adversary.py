@@ -69,7 +69,7 @@ def _rewrite_payloads(change) -> None:
     honest_encode = driver.encode
 
     def encode(contribution, layout, **kw):
-        change(contribution)
+        change(contribution, kw.get("round", 0)) if change.__code__.co_argcount == 2 else change(contribution)
         return honest_encode(contribution, layout, **kw)
 
     driver.encode = encode
@@ -131,11 +131,17 @@ def silent_owner() -> None:
 
 @attack
 def censor() -> None:
-    """As an owner: refuse every other member's contribution as late and aggregate its own alone, negated (its whole
-    contribution pulls uphill)."""
+    """As an owner: refuse every other member's contribution as late and aggregate its own alone, negated (for its own
+    shard its contribution pulls uphill, signed as usual, so a verifier that only recomputes what the result names
+    finds it correct)."""
     from demo_node.swarm import owner
 
-    honest_arrive = owner.OwnerRound.arrive
+    honest_arrive, honest_init = owner.OwnerRound.arrive, owner.OwnerRound.__init__
+    mine: dict = {}
+
+    def init(self, plan, me, *args, **kw):
+        honest_init(self, plan, me, *args, **kw)
+        mine[plan.round] = self.ranges
 
     def arrive(self, sender, joining, statement, payload, contribution=None):
         if sender == self.me:
@@ -144,14 +150,16 @@ def censor() -> None:
         if payload is not None:
             self._refuse(sender, "round_closed")
 
-    owner.OwnerRound.arrive = arrive
+    owner.OwnerRound.__init__, owner.OwnerRound.arrive = init, arrive
 
-    def negate(c):
-        for part in c.parts.values():
-            v = part.values
-            v.codes = ~v.codes if v.mode == "sign" else -v.codes
+    def negate_own_shard(c, round):
+        ranges = mine.get(round)
+        if ranges and all(ranges.get(b) == (p.start, p.stop) for b, p in c.parts.items()):
+            for part in c.parts.values():
+                v = part.values
+                v.codes = ~v.codes if v.mode == "sign" else -v.codes
 
-    _rewrite_payloads(negate)
+    _rewrite_payloads(negate_own_shard)
 
 
 @attack

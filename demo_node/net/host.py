@@ -25,6 +25,7 @@ from hivemind.p2p import P2P, PeerID
 
 from demo_node.crypto import Identity
 from demo_node.net.config import NetworkConfig
+from demo_node.net.daemon_process import detached_daemon
 from demo_node.net.records import RecordValidator
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,17 @@ class Host:
 
     async def _start(self) -> None:
         cfg = self.config
-        self.p2p = await P2P.create(
+        with detached_daemon():
+            self.p2p = await self._create_p2p(cfg)
+        self.dht = await DHTNode.create(
+            p2p=self.p2p, initial_peers=cfg.peers or None, client_mode=cfg.client_mode, record_validator=self.records
+        )
+        if self.p2p.peer_id.to_bytes() != self.peer_id:
+            raise RuntimeError(f"p2pd runs as {self.p2p.peer_id.to_base58()}, not as this node's key {self.peer_id_b58}")
+        self.maddrs = [] if cfg.client_mode else [str(a) for a in await self.p2p.get_visible_maddrs()]
+
+    async def _create_p2p(self, cfg: NetworkConfig) -> P2P:
+        return await P2P.create(
             initial_peers=cfg.peers or None,
             host_maddrs=[] if cfg.client_mode else cfg.listen,
             announce_maddrs=cfg.announce or None,
@@ -77,12 +88,6 @@ class Host:
             no_listen=cfg.client_mode,
             startup_timeout=STARTUP_TIMEOUT,
         )
-        self.dht = await DHTNode.create(
-            p2p=self.p2p, initial_peers=cfg.peers or None, client_mode=cfg.client_mode, record_validator=self.records
-        )
-        if self.p2p.peer_id.to_bytes() != self.peer_id:
-            raise RuntimeError(f"p2pd runs as {self.p2p.peer_id.to_base58()}, not as this node's key {self.peer_id_b58}")
-        self.maddrs = [] if cfg.client_mode else [str(a) for a in await self.p2p.get_visible_maddrs()]
 
     @property
     def p2pd_pid(self) -> int | None:

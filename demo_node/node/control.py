@@ -4,6 +4,7 @@ that ``demo-node status`` uses."""
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,18 +51,58 @@ class _Control(cgrpc.ControlServicer):
         return cpb.LeaveReply(state=spb.LEAVING)
 
 
+DEFAULT_ADDRESS = "127.0.0.1:7070"
+"""What ``demo-node join`` listens on unless told otherwise; when another node on the machine has it, the node takes
+a free port instead and says which (``demo-node status`` finds it by peer id or folder: :mod:`.registry`)."""
+
+
+class ControlTaken(OSError):
+    """The control address is in use by another process."""
+
+
+def _taken(address: str) -> bool:
+    """Whether something already listens on ``address`` (host:port)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or int(port) == 0:
+        return False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except OSError:
+            return True
+    return False
+
+
 class ControlServer:
     def __init__(self, controls: Controls):
-        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="demo-node-control"))
+        # gRPC sets SO_REUSEPORT by default: two nodes would both bind one port and share its calls at random
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="demo-node-control"),
+                                  options=[("grpc.so_reuseport", 0)])
         cgrpc.add_ControlServicer_to_server(_Control(controls), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
+        self.address = ""
+        """host:port it listens on."""
 
     def start(self, address: str) -> int:
-        self.port = self.server.add_insecure_port(address)
+        """Listen on ``address``; the default one, when taken, gives way to a free port (the caller says which)."""
+        host = address.rpartition(":")[0]
+        if _taken(address):
+            if address != DEFAULT_ADDRESS:
+                raise ControlTaken(f"control API: {address} is in use by another process (another node?): give "
+                                   f"--control another host:port, or {host}:0 for any free one")
+            address = f"{host}:0"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if not self.port:
-            raise OSError(f"control API: cannot listen on {address}")
+            raise ControlTaken(f"control API: cannot listen on {address}")
+        self.address = f"{host}:{self.port}"
         self.server.start()
         self.set_state(NodeState.STARTING)
         return self.port

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import queue
 import time
 import warnings
@@ -35,6 +36,7 @@ from demo_node import checkpoint
 from demo_node.node.announcer import Announcer
 from demo_node.node.applier import RoundApplier
 from demo_node.node.config import SwarmConfig
+from demo_node.node import registry
 from demo_node.node.control import Controls, ControlServer
 from demo_node.node.events import Reporter
 from demo_node.node.joining import Downloaded, JoinError, download, settle_run
@@ -101,6 +103,8 @@ class SwarmOptimizer(DeMo):
         self._own_peer = peer is None
         self.peer = peer
         self.control: ControlServer | None = None
+        self._registered = None
+        """This node's file in the registry of running nodes (see demo_node/node/registry.py)."""
         self.stats: NodeStats | None = None
         self._joined = self._left = False
         self._running = False
@@ -137,6 +141,10 @@ class SwarmOptimizer(DeMo):
         if cfg.service.control:
             self.control = ControlServer(Controls(self._status, self.safepoints.request_checkpoint, self.request_leave))
             self.control_port = self.control.start(cfg.service.control)
+            if self.control.address != cfg.service.control:
+                log.warning("control API: %s is taken (another node on this machine?): listening on %s instead "
+                            "(demo-node status --peer %s finds it)", cfg.service.control, self.control.address,
+                            self.peer.peer_id_b58[-8:])
         else:
             self.control_port = 0
         self.metrics_port = self.stats.metrics.serve(cfg.service.metrics) if cfg.service.metrics else 0
@@ -144,6 +152,12 @@ class SwarmOptimizer(DeMo):
         self.run_id = settle_run(self.peer.runs(), self.run_config, cfg.run.run_id)
         self.peer.identify(canonical(self.run_config), lambda: self.stats.state, lambda: self.replica.round)
         self.reporter.bind(self.run_id, self.peer.peer_id_b58, lambda: max(0, self.replica.round - 1))
+        if self.control is not None:
+            folders = [os.path.abspath(f) for f in (cfg.service.checkpoint_dir,
+                                                    os.path.dirname(cfg.network.identity) if cfg.network.identity
+                                                    else "") if f]
+            self._registered = registry.register(registry.NodeEntry(self.control.address, os.getpid(),
+                                                                    self.peer.peer_id_b58, self.run_id, folders))
         self.scheduler = scheduler(self) if scheduler is not None else None
         run = RunSettings(run_id=self.run_id, values=cfg.optimizer.values, aggregation=cfg.optimizer.aggregation,
                           defense=cfg.defense, client=cfg.network.client_mode, device=self.device)
@@ -224,6 +238,7 @@ class SwarmOptimizer(DeMo):
         self.peer.host.call(StateServer(self.peer.transport, self._provide_snapshot, self.limits).start())
         self.reporter.event("started", maddrs=self.peer.maddrs, p2pd_pid=self.peer.p2pd_pid, device=str(self.device),
                             metrics_port=self.metrics_port, control_port=self.control_port,
+                            control=self.control.address if self.control is not None else "",
                             params=self.layout.num_params, resumed_round=resumed, peers_found=len(sources),
                             run_config=self.run_config)
         client = self.swarm_config.network.client_mode
@@ -355,11 +370,12 @@ class SwarmOptimizer(DeMo):
     def _apply_outcome(self, o: RoundOutcome) -> None:
         if o.epoch < self._epoch or o.round < self.replica.round:
             return  # from before a jump, or already in the parameters (they came from a snapshot)
-        if o.out_of_step or (not o.member and any(s.body is None for s in o.shards)):
+        if o.out_of_step or (not o.member and any(s.body is None and s.check != "missing" for s in o.shards)):
             # most owners say this node is not in their round (it fell far behind, ran ahead alone on the other
             # side of a partition, or planned another round), or, following the rounds it missed, it could not get
             # all of one (a member skips a shard that nobody has, like every other member; a joiner does not know
-            # what the swarm did): it must not go on alone, so it downloads the swarm's state and continues there
+            # what the swarm did, unless the shard's verifier says nobody had it): it must not go on alone, so it
+            # downloads the swarm's state and continues there
             self._catch_up(o.out_of_step or o.round + 1)
             return
         if o.round > self.replica.round:
@@ -408,11 +424,14 @@ class SwarmOptimizer(DeMo):
         if not peers:
             peers = self.peer.peers_of(self.run_id)
         begun = time.monotonic()
+        self.driver.downloading(True)
         try:
             got = download(self.peer, self.replica, peers, min_round, self.run_config, self.run_id, members=members)
         except JoinError as exc:
             log.warning("resync failed: %s", exc)
             return
+        finally:
+            self.driver.downloading(False)
         self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
         self._synced_round = got.round
         self.driver.set_digest(self.replica.round, self.replica.digest())
@@ -427,12 +446,15 @@ class SwarmOptimizer(DeMo):
         log.warning("round %d: the swarm is at round %d and this node is out of step: downloading its state",
                     self.replica.round, swarm_round)
         begun = time.monotonic()
+        self.driver.downloading(True)
         try:
             got = download(self.peer, self.replica, self.peer.peers_of(self.run_id), swarm_round, self.run_config,
                            self.run_id, on_header=self._follow_from)
         except JoinError as exc:
             log.warning("catching up failed: %s", exc)
             return
+        finally:
+            self.driver.downloading(False)
         self._follow(got)
         self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
         self._synced_round = got.round
@@ -574,6 +596,8 @@ class SwarmOptimizer(DeMo):
         if self.control is not None:
             self.control.stop()
             self.control = None
+        registry.unregister(self._registered)
+        self._registered = None
         if self.stats is not None:
             self.stats.metrics.close()
         if self._own_peer and self.peer is not None:

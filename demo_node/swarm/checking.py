@@ -33,6 +33,7 @@ from demo_node.swarm.outcome import ShardOutcome
 from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import RoundPlan
 from demo_node.swarm.signing import BadSigned, body_hash, open_body
+from demo_node.swarm.standing import SILENT
 from demo_node.swarm.verifier import judge_signs
 from demo_node.wire.errors import PayloadError, refusal_name
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
@@ -64,12 +65,15 @@ class Verdict:
 
 
 NOT_AUDITED = Verdict(spb.Signed(), spb.VerdictBody(), audited=False)
-_RANK = {spb.VerdictBody.WRONG: 4, spb.VerdictBody.CORRECT: 3, spb.VerdictBody.WITHHELD: 1}
+_RANK = {spb.VerdictBody.WRONG: 5, spb.VerdictBody.CORRECT: 4, spb.VerdictBody.WITHHELD: 2,
+         spb.VerdictBody.MISSING: 1}
+_SETTLE = (spb.VerdictBody.WITHHELD, spb.VerdictBody.MISSING, spb.VerdictBody.UNVERIFIED)
+"""Verdicts after which a node asks the other members what they heard before it decides."""
 
 
 def _strength(v: Verdict) -> int:
     """Which verdict a node takes when it heard several (see the module docstring)."""
-    return 2 if not v.audited else _RANK.get(v.body.finding, 0)
+    return 3 if not v.audited else _RANK.get(v.body.finding, 0)
 
 
 def open_result(data: bytes, r: int, owner: bytes, plan: RoundPlan,
@@ -123,14 +127,19 @@ class Checker:
                     source: str) -> ShardOutcome:
         ranges = plan.ranges[owner]
         if got is None:
-            return ShardOutcome(owner, ranges, None, source="none")
+            missing = verdict is not None and verdict.audited and verdict.body.finding == spb.VerdictBody.MISSING
+            # a verifier that says nobody had it tells a joiner that the members skip it too
+            return ShardOutcome(owner, ranges, None, source="none", check="missing" if missing else "")
         verifier = plan.verifiers.get(owner)
         if verifier is None:
             return self._outcome(owner, ranges, got, source)
         sign_mode = plan.mode == "sign"
-        if verdict is None or (verdict.audited and verdict.body.finding in (spb.VerdictBody.WITHHELD,
-                                                                            spb.VerdictBody.UNVERIFIED)):
+        if verdict is None or (verdict.audited and verdict.body.finding in _SETTLE):
             verdict = await self._settle_verdict(r, plan, owner, verifier, verdict)
+        if verdict is not None and verdict.audited and verdict.body.finding == spb.VerdictBody.MISSING:
+            # its result reached nobody but this node (the owner itself, or a node it answered too late): skipped
+            # here as everywhere
+            return self._outcome(owner, ranges, got, source, check="missing", skip=SILENT)
         unchecked = "unverified"
         if verdict is not None and not verdict.audited:
             verdict, unchecked = None, "unaudited"  # weighs what a silent verifier does

@@ -130,6 +130,9 @@ class RoundDriver:
         self._task: asyncio.Task | None = None
         self.deadline = rounds.deadline
         self._spreads: list[float] = []
+        self._downloading = False
+        self._ready_after: list[float] = []
+        """Seconds from a round's opening to this node's contribution, in the recent rounds it contributed to."""
         d = run.defense
         self.signs = ShardSigns(layout, run.aggregation, run.device, robust=d.robust_aggregation,
                                 max_sample_weight=d.max_sample_weight)
@@ -214,6 +217,16 @@ class RoundDriver:
         """The node applies rounds on the swarm's parameters: from the next round on it asks to join (or, still a
         member in the swarm's books, acts as one)."""
         self.transport.host.loop.call_soon_threadsafe(setattr, self, "listening", False)
+
+    def downloading(self, busy: bool) -> None:
+        """The training side is (or is no longer) downloading the swarm's state: while it is, no contribution will
+        come, and the rounds go on without waiting for one (the owners would wait for this node otherwise)."""
+        def set_busy() -> None:
+            self._downloading = busy
+            if self._handoff_event is not None:
+                self._handoff_event.set()
+
+        self.transport.host.loop.call_soon_threadsafe(set_busy)
 
     def request_leave(self) -> None:
         self.transport.host.loop.call_soon_threadsafe(self._request_leave)
@@ -332,7 +345,9 @@ class RoundDriver:
             shards.append(await self.checker.shard(r, plan, owner, got, verdict, source))
         await asyncio.gather(*judging)
         shards = self._hold_to_others(shards)
-        statements, lost = collect(plan, self.run.run_id, {s.owner: s.body for s in shards})
+        # a result that reached nobody but this node passes on nothing here either (its owner included)
+        statements, lost = collect(plan, self.run.run_id,
+                                   {s.owner: s.body if s.skip != SILENT else None for s in shards})
         for _ in range(statements.rejected):
             self.counters.refused("statement")
         self.statements[r] = statements
@@ -369,7 +384,7 @@ class RoundDriver:
             for s in shards:
                 if s.body is None and s.source == "none":
                     faults[s.owner] = SILENT
-                elif s.skip in (WITHHELD, OMITTED):
+                elif s.skip in (SILENT, WITHHELD, OMITTED):
                     faults[s.owner] = s.skip
         changed = self.standing.record_faults(r, plan.owners, faults, members)
         accusers = accusers_of(plan, statements)
@@ -420,8 +435,9 @@ class RoundDriver:
             if self._handoff is not None and not self._handoff.taken.is_set():
                 handoff, self._handoff = self._handoff, None
                 self._handoff_event.clear()
+                self._ready_after = (self._ready_after + [time.monotonic() - opened])[-lim.adaptive_window:]
                 return handoff
-            if self._leave or not self.member or self._stopped.is_set():
+            if self._leave or not self.member or self._stopped.is_set() or self._downloading:
                 return None
             now = time.monotonic()
             limit = opened + self.deadline * lim.own_wait_share
@@ -430,6 +446,12 @@ class RoundDriver:
                 # the others are ready: wait a little more than it took them, then go on without
                 lead = own.first_foreign - opened
                 limit = min(limit, own.first_foreign + lim.straggler_grace + lim.straggler_grace_share * lead)
+            elif own is None and len(self._ready_after) >= 3:
+                # a node that owns no shard does not see the others' contributions arrive: it waits for its own as
+                # long as it usually takes, twice over, so a training side that stalls (a download, a hung GPU)
+                # does not hold every owner to half a deadline
+                usual = sorted(self._ready_after)[len(self._ready_after) // 2]
+                limit = min(limit, opened + lim.straggler_grace + 2 * usual)
             if now >= limit:
                 return None
             self._handoff_event.clear()

@@ -43,7 +43,8 @@ class ShardOutcome:
     """Whose contributions the body includes, in aggregation order."""
     skip: str = ""
     """Not empty: the update is not applied though there is a result (every node skips it alike), and why:
-    withheld (its verifier could not check it), omitted (it left out most contributions that were on time)."""
+    silent (the result reached nobody but this node: its verifier says MISSING), withheld (its verifier could not
+    check it), omitted (it left out most contributions that were on time)."""
 
     def included(self, peer: bytes) -> bool:
         """Whether ``peer``'s contribution went into an update that is applied."""

@@ -9,7 +9,8 @@ owner's signed result, it recomputes the update from the inputs the result names
 lacks, or for all of them when the ones it holds do not hash to what the result names: the owner must hold them,
 and they are signed by their senders), compares, and signs a verdict: CORRECT, WRONG (with the signs the inputs
 give), WITHHELD (the owner would not serve inputs its result names; the update weighs what an unverified one does,
-counted apart) or UNVERIFIED (no result to judge). A run that audits a fraction of rounds saves the
+counted apart), MISSING (no result reached it: every node skips the shard, its owner too) or UNVERIFIED (it cannot
+judge the result). A run that audits a fraction of rounds saves the
 second copy: contributors keep their payloads, and the verifier draws in secret, only once it holds the owner's
 signed result, whether to audit the round; if it does, it asks each contributor for its own payload (which the
 owner cannot withhold), then the owner for any still missing (or not served within ``audit_wait``: a contributor
@@ -130,7 +131,9 @@ class VerifierRound:
             return
         self._judging = True
         try:
-            if body is not None and body.mode == spb.EXCHANGE_RELAY:
+            if body is None:
+                finding, bits, blocks = spb.VerdictBody.MISSING, b"", b""
+            elif body.mode == spb.EXCHANGE_RELAY:
                 finding, bits, blocks = self._relay_finding(body, relayed or []), b"", b""
             else:
                 finding, bits, blocks = await self._find(body, fetch)
@@ -165,7 +168,9 @@ class VerifierRound:
 
     async def _find(self, body: spb.ShardBody | None, fetch: FetchInputs) -> tuple[int | None, bytes, bytes]:
         """The finding (None: not drawn for an audit) and the signs the inputs give."""
-        if body is None or body.mode != spb.EXCHANGE_SIGN:
+        if body is None:
+            return spb.VerdictBody.MISSING, b"", b""
+        if body.mode != spb.EXCHANGE_SIGN:
             return spb.VerdictBody.UNVERIFIED, b"", b""
         try:
             senders = senders_of(self.plan.order, body.included)

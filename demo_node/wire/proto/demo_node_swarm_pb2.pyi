@@ -221,11 +221,13 @@ class VerdictBody(_message.Message):
         WRONG: _ClassVar[VerdictBody.Finding]
         UNVERIFIED: _ClassVar[VerdictBody.Finding]
         WITHHELD: _ClassVar[VerdictBody.Finding]
+        MISSING: _ClassVar[VerdictBody.Finding]
     FINDING_UNSPECIFIED: VerdictBody.Finding
     CORRECT: VerdictBody.Finding
     WRONG: VerdictBody.Finding
     UNVERIFIED: VerdictBody.Finding
     WITHHELD: VerdictBody.Finding
+    MISSING: VerdictBody.Finding
     ROUND_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     VERIFIER_FIELD_NUMBER: _ClassVar[int]
