@@ -67,9 +67,9 @@ def _join(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     import grpc
-    from google.protobuf.json_format import MessageToDict
 
     from demo_node.node import control
+    from demo_node.node.events import jsonable
     from demo_node.node.states import NodeState
 
     args.control = _control_address(args)
@@ -89,10 +89,12 @@ def _status(args: argparse.Namespace) -> int:
     except grpc.RpcError as exc:
         print(f"demo-node status: no node answers on {args.control} ({exc.code().name})", file=sys.stderr)
         return 1
-    info = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    # every field with its own type (protobuf's JSON mapping writes 64-bit integers as strings), NaN as null
+    info = {f.name: list(getattr(reply, f.name)) if f.is_repeated else getattr(reply, f.name)
+            for f in reply.DESCRIPTOR.fields}
     info["state"] = NodeState(reply.state).label if reply.state else "unknown"
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(jsonable(info), indent=2))
     else:
         for key, value in info.items():
             print(f"{key:<16}{value}")

@@ -5,10 +5,12 @@ config, and the gRPC control API (status, health, checkpoint now, leave)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -19,6 +21,7 @@ import yaml
 
 from demo_node.node import control
 from demo_node.node.states import NodeState
+from demo_node.wire.proto import demo_node_control_pb2 as cpb
 from tests.swarm_harness import Cluster, NodeProc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,3 +163,52 @@ def test_control_api_status_health_checkpoint_leave(swarm):
                          text=True, check=True).stdout
     assert json.loads(out)["peer_id"] == a.peer
     assert subprocess.run(["demo-node", "status", "--control", control_address(a), "--health"]).returncode == 0
+
+
+def _server(reply: cpb.StatusReply) -> control.ControlServer:
+    return control.ControlServer(control.Controls(lambda: reply, lambda timeout: ("", 0), lambda: None))
+
+
+def test_two_nodes_never_share_a_control_port_and_status_finds_each_by_peer_or_folder(tmp_path, monkeypatch):
+    """gRPC would let a second server bind the same port (SO_REUSEPORT) and share its calls at random: a taken
+    address is refused by name, the default gives way to a free port, and `demo-node status` finds a node by the end
+    of its peer id or by its folder (the registry of running nodes), or asks which when several run."""
+    from demo_node.cli import main
+    from demo_node.node import registry
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("DEMO_NODE_CONTROL", raising=False)
+    first = _server(cpb.StatusReply(peer_id="12D3KooWfirst", round=3))
+    port = first.start("127.0.0.1:0")
+    second = _server(cpb.StatusReply(peer_id="12D3KooWsecond", round=5))
+    with pytest.raises(control.ControlTaken, match=f"127.0.0.1:{port} is in use"):
+        second.start(f"127.0.0.1:{port}")
+    blocker = None
+    if not control._taken(control.DEFAULT_ADDRESS):  # hold the default address, as a first node would
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 7070))
+        blocker.listen()
+    try:
+        assert second.start(control.DEFAULT_ADDRESS) != 7070 and second.address != control.DEFAULT_ADDRESS
+    finally:
+        if blocker is not None:
+            blocker.close()
+    try:
+        for server, peer, folder in ((first, "12D3KooWfirst", tmp_path / "a"), (second, "12D3KooWsecond",
+                                                                                  tmp_path / "b")):
+            registry.register(registry.NodeEntry(server.address, os.getpid(), peer, "demo-x", [str(folder)]))
+        for how, round in ((["--peer", "first"], 3), (["--peer", "12D3KooWs"], 5), (["--dir", str(tmp_path / "b")], 5),
+                           (["--dir", str(tmp_path / "a" / "ckpt")], 3)):
+            out = subprocess.run([sys.executable, "-m", "demo_node", "status", "--json", *how], capture_output=True,
+                                 text=True, env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run")})
+            assert out.returncode == 0 and json.loads(out.stdout)["round"] == round, (how, out.stderr)
+        with pytest.raises(SystemExit, match="2 nodes run here"):
+            main(["status"])
+        with pytest.raises(SystemExit, match="no node running here matches peer id 'nobody'"):
+            main(["status", "--peer", "nobody"])
+        # a node whose process is gone is not listed
+        registry.register(registry.NodeEntry("127.0.0.1:1", 2 ** 22 + 12345, "12D3KooWgone", "demo-x", []))
+        assert {e.peer_id for e in registry.running()} == {"12D3KooWfirst", "12D3KooWsecond"}
+    finally:
+        first.stop()
+        second.stop()

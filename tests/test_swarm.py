@@ -291,3 +291,39 @@ def test_overlapped_rounds_on_user_text(cluster, tmp_path):
     run_a, run_b = a.of("started")[0]["run_config"], b.of("started")[0]["run_config"]
     assert "data" not in run_a["run"], "a path on this machine is not part of the run's definition"
     assert run_a["data"] == run_b["data"] and run_a["data"]["train_tokens"] > 0  # the text's fingerprint is
+
+
+def test_a_peer_that_leaves_on_sigterm_or_dies_is_gone_from_a_two_node_swarm_within_rounds(cluster):
+    """Two nodes, the ordinary first setup. SIGTERM to the second node's whole process group (what timeout,
+    systemd and Docker send) makes the same clean leave as Ctrl+C: its p2pd, in a session of its own, outlives the
+    signal long enough for the node to say it leaves. A third node that joins and is then killed with -9, daemon and
+    all (a machine that lost power), is dropped within a few rounds: the founder's rounds are fast again and it says
+    it trains alone."""
+    a = cluster.start("a").wait_started()
+    b = cluster.start("b", a.maddrs)
+    wait_members([a, b], 2)
+    os.killpg(b.proc.pid, signal.SIGTERM)
+    assert b.proc.wait(timeout=60) == 0, b.tail()
+    left = b.of("left")
+    assert left, b.tail()
+    assert "FileNotFoundError" not in b.tail(400) and "closed network connection" not in b.tail(400)
+    gone_at = left[0]["round"]
+    a.wait(lambda: any(e["round"] > gone_at and e["members"] == 1 for e in a.rounds()), 60, "alone after b left")
+    first_alone = next(e["round"] for e in a.rounds() if e["round"] > gone_at and e["members"] == 1)
+    assert first_alone <= gone_at + 2, (gone_at, first_alone)
+    for pid in b.p2pd_pids:  # it stopped its daemon itself
+        a.wait(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 30, f"b's p2pd {pid} gone")
+    c = cluster.start("c", a.maddrs)
+    wait_members([a, c], 2)
+    os.killpg(c.proc.pid, signal.SIGKILL)
+    c.proc.wait()
+    for pid in c.p2pd_pids:  # the kernel ends its daemon with it (it is in a session of its own)
+        a.wait(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 30, f"c's p2pd {pid} gone")
+    died_at = a.last_round()
+    a.wait(lambda: any(e["round"] > died_at and e["members"] == 1 for e in a.rounds()), 60, "c dropped")
+    dropped_at = next(e["round"] for e in a.rounds() if e["round"] > died_at and e["members"] == 1)
+    assert dropped_at <= died_at + 4, (died_at, dropped_at)
+    a.wait_round(dropped_at + 5)
+    assert all(e["round_seconds"] < DEADLINE / 2 for e in a.rounds() if e["round"] > died_at), \
+        [e["round_seconds"] for e in a.rounds() if e["round"] > died_at]
+    assert a.of("alone") and a.proc.poll() is None

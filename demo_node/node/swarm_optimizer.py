@@ -391,6 +391,12 @@ class SwarmOptimizer(DeMo):
         self._set_state(NodeState.TRAINING if o.member else NodeState.JOINING)
         self.driver.set_digest(self.replica.round, applied.digest)
         self.stats.applied(applied, self.replica.round)
+        if o.member and len(o.plan.members) > 1 and [m.peer for m in o.next_members] == [self.me]:
+            gone = sorted(peer_b58(m.peer) for m in o.plan.members if m.peer != self.me)
+            self.reporter.event("alone", round=o.round, gone=gone, peers=self.peer.maddrs[:1])
+            log.warning("round %d: the other members left or went silent (%s): this node trains on alone until "
+                        "others join (--peers %s)", o.round, ", ".join(p[-8:] for p in gone),
+                        (self.peer.maddrs or ["<its address>"])[0])
         self.stats.metrics.accused.set(len(self.driver.checker.accused))
         self._check_digest(o, applied.digest)
         service = self.swarm_config.service
