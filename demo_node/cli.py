@@ -8,6 +8,18 @@ import os
 import signal
 import sys
 
+DESCRIPTION = """\
+Train one model together with other people's GPUs over ordinary internet links (DeMo: decoupled momentum,
+compressed to a tiny payload, exchanged over libp2p).
+
+  demo-node join                         found a swarm (prints the address to give others)
+  demo-node join --peers /ip4/.../p2p/.. join one
+  demo-node swarm --nodes 3              three nodes on this machine, to try it out
+  demo-node status                       how a running node is doing (also --leave, --checkpoint, --health)
+  demo-node export ckpt/ --out model/    a checkpoint as a Hugging Face model folder
+
+`demo-node <command> --help` lists a command's options."""
+
 EXIT_USAGE = 2
 EXIT_START_FAILED = 3
 EXIT_FORCED = 130
@@ -371,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     from demo_node.bench.convergence_model import MODELS as CONVERGENCE_MODELS
     from demo_node.models.presets import MODEL_CHOICES, PRESETS, SHAPES_ONLY
 
-    parser = argparse.ArgumentParser(prog="demo-node", description=__doc__)
+    parser = argparse.ArgumentParser(prog="demo-node", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     join = sub.add_parser("join", help="run a node: found a swarm, or join one with --peers",
@@ -394,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_status)
 
     swarm = sub.add_parser("swarm", help="start N nodes on 127.0.0.1 and show their progress")
-    swarm.add_argument("--nodes", type=int, default=3)
+    swarm.add_argument("--nodes", type=int, default=3, help="how many nodes to start (default 3)")
     swarm.add_argument("--rounds", type=int, default=0, help="stop this many rounds after every node has joined (0: run until Ctrl+C)")
     swarm.add_argument("--timeout", type=float, default=0, help="stop after this many seconds (0: never)")
     swarm.add_argument("--workdir", help="where node identities, checkpoints and logs go (default: a new temp dir)")
@@ -426,10 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="sample text from a checkpoint, to see what the swarm learned")
     gen.add_argument("checkpoint", help="a ckpt-*.pt file, or a checkpoint folder (its newest good checkpoint)")
     gen.add_argument("--prompt", default="", help="the text to continue")
-    gen.add_argument("--max-new-tokens", type=int, default=100)
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=50)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--max-new-tokens", type=int, default=100, help="tokens to sample (default 100)")
+    gen.add_argument("--temperature", type=float, default=0.8,
+                     help="sampling temperature: lower is more predictable, 0 picks the likeliest (default 0.8)")
+    gen.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens (default 50)")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     gen.set_defaults(func=_generate)
 
     bench = sub.add_parser("bench", help="benchmarks: measured side by side, printed as a table and JSON")

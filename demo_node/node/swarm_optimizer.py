@@ -405,11 +405,12 @@ class SwarmOptimizer(DeMo):
 
     def _check_digest(self, o: RoundOutcome, mine: bytes) -> None:
         """If the digest this node signed differs from the one most members signed for the same round, download the
-        parameters of those members."""
+        parameters of those members. Demoted members (proven liars) have no vote: with them out, two honest members
+        that a failure split are two, and one takes the other's state."""
         reported = o.statements.by_peer.get(self.me)
         if reported is None or not reported.digest or reported.digest_round < self._synced_round:
             return  # nothing said, or said of parameters that a download has replaced since
-        members = {m.peer for m in o.plan.members}
+        members = {m.peer for m in o.plan.members if m.peer not in o.demoted or m.peer == self.me}
         majority = digest_majority(o.statements, members, reported.digest_round)
         if majority is None:
             return
