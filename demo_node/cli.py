@@ -40,10 +40,8 @@ def _join(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from demo_node import config
     from demo_node.daemon.program import JoinProgram
+    from demo_node.errors import DemoNodeError
     from demo_node.node.events import Reporter, configure_logging
-    from demo_node.node.joining import JoinError
-    from demo_node.options import OptionError
-    from demo_node.run_identity import ConfigMismatch
 
     try:
         cfg = config.load(vars(args), config_file=args.config)
@@ -66,8 +64,8 @@ def _join(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         program.start()
-    except (JoinError, ConfigMismatch, config.ConfigError, OptionError, ValueError, FileNotFoundError,
-            MemoryError) as exc:  # MemoryError: the model's estimate does not fit the device (it says why)
+    except (DemoNodeError, ValueError, FileNotFoundError, MemoryError) as exc:
+        # MemoryError: the model's estimate does not fit the device (it says why)
         print(f"demo-node: {exc}", file=sys.stderr)
         program.close()
         return EXIT_START_FAILED

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from demo_node.core.config import DeMoConfig
 from demo_node.daemon.config import LogConfig, ScheduleConfig, TrainConfig, WorkloadConfig
+from demo_node.errors import DemoNodeError
 from demo_node.net.config import NetworkConfig
 from demo_node.node.config import RunName, ServiceConfig, SwarmConfig
 from demo_node.options import OptionError, OptionField, as_dict, coerce, fields_of, help_text
@@ -55,7 +56,7 @@ for _attr, _cls in CLASSES.items():
 SECTIONS = tuple(dict.fromkeys(f.section for f in FIELDS.values()))
 
 
-class ConfigError(ValueError):
+class ConfigError(DemoNodeError, ValueError):
     """A bad option value, an unknown key, or an unreadable config file: the message names the culprit."""
 
 

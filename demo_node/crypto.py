@@ -20,6 +20,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from demo_node.errors import DemoNodeError
+
 log = logging.getLogger(__name__)
 RSA, ED25519 = 0, 1
 """libp2p's KeyType values."""
@@ -29,7 +31,7 @@ MAX_PUBLIC_KEY_BYTES = 1 << 12
 MAX_SIGNATURE_BYTES = 1 << 10
 
 
-class IdentityError(ValueError):
+class IdentityError(DemoNodeError, ValueError):
     """An identity file or key that cannot be used; the message says why."""
 
 

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable, Iterable
 
+from demo_node.errors import DemoNodeError
+
 KINDS = (bool, int, float, str, list)
 
 
-class OptionError(ValueError):
+class OptionError(DemoNodeError, ValueError):
     """A bad option value; ``name`` is the option's name and the message starts with it."""
 
     def __init__(self, name: str, message: str):

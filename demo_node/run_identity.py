@@ -6,10 +6,12 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+from demo_node.errors import DemoNodeError
+
 RunConfig = Mapping[str, Mapping[str, Any]]
 
 
-class ConfigMismatch(ValueError):
+class ConfigMismatch(DemoNodeError, ValueError):
     """This node's run config differs from the swarm's; the message names every differing field."""
 
     def __init__(self, differences: list[tuple[str, Any, Any]]):

@@ -127,3 +127,29 @@ def test_a_model_or_tokenizer_file_given_for_nothing_names_itself(tmp_path, flag
                            "--control", "", "--identity", str(tmp_path / "id.key")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 3 and named in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("peer, why", [
+    ("foo", "not an address"),
+    ("/ip4/127.0.0.1/tcp/9", "no /p2p/<peer id>"),
+    ("/ip4/127.0.0.1/tcp/9/p2p/QmNotAPeer", "is not a peer id"),
+    ("/ip4/127.0.0.1/tcp/9/p2p/12D3KooWEPsLkbzCDxoBWKByx7CsL36SE5Cq6j7uVvSx25bmzqZq", "answers"),  # nobody listens
+])
+def test_a_bad_peers_address_is_one_line_naming_it(tmp_path, peer, why):
+    """A mistyped or dead --peers: one line that names the address and says what is wrong, not a traceback; the
+    Python API raises the same error."""
+    done = subprocess.run([sys.executable, "-m", "demo_node", "join", "--peers", peer, "--listen",
+                           "/ip4/127.0.0.1/tcp/0", "--control", "", "--identity", str(tmp_path / "id.key")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("demo-node:")]
+    assert len(errors) == 1 and peer in errors[0] and why in errors[0], done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    if why != "answers":
+        import torch
+
+        import demo_node
+        from demo_node.errors import DemoNodeError
+
+        with pytest.raises(DemoNodeError, match=why):
+            demo_node.SwarmOptimizer([torch.nn.Parameter(torch.zeros(3))], peers=[peer])

@@ -198,6 +198,10 @@ def test_differing_run_config_is_refused_naming_fields_and_missing_config_is_ado
     assert bad.proc.wait(timeout=120) == 3
     err = bad.tail()
     assert "optimizer.lr" in err and "optimizer.topk" in err and "0.01" in err
+    # another run name than the peers given train: refused, naming their run, instead of founding one alone
+    other = cluster.start("other", a.maddrs, args=["--run-name", "mine"])
+    assert other.proc.wait(timeout=120) == 3
+    assert "--run-name demo" in other.tail() and "'demo'" in other.tail() and not other.of("round"), other.tail()
     plain = cluster.start("plain", a.maddrs, run_args=[])  # no model or optimizer options at all
     plain.wait(lambda: bool(plain.of("joined")), 180, "joined")
     assert plain.of("started")[0]["run_config"] == a.of("started")[0]["run_config"]

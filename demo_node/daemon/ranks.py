@@ -18,13 +18,15 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from demo_node.errors import DemoNodeError
+
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=1)
 """How long a rank waits in one collective (a start that downloads a large model's state can take minutes)."""
 GO, WAIT, STOP = 1, 2, 0
 """Rank 0's orders at the top of every round."""
 
 
-class StartFailed(ValueError):
+class StartFailed(DemoNodeError, ValueError):
     """Another rank of this node could not start (its message says why)."""
 
 

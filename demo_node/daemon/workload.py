@@ -11,6 +11,7 @@ from demo_node.daemon.config import WorkloadConfig
 from demo_node.data.sources import source_format
 from demo_node.data.tokenizer import Tokenizer, byte_tokenizer, load_tokenizer, train_bpe
 from demo_node.data.tokens import TokenCorpus, documents_for_tokenizer, open_corpus
+from demo_node.errors import DemoNodeError
 from demo_node.models.presets import PRESETS
 from demo_node.models.spec import default_context, model_spec
 
@@ -19,7 +20,7 @@ BPE_TRAINING_BYTES = 8 * 2**20
 and a few seconds on one core, so that every node can train the same one at start."""
 
 
-class WorkloadError(ValueError):
+class WorkloadError(DemoNodeError, ValueError):
     """Options that do not make a workload (the message names the option)."""
 
 

@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 from demo_node.checkpoint import checkpoints, read
+from demo_node.errors import DemoNodeError
 from demo_node.models.spec import build_model, check_spec
 
 
-class NotACheckpoint(ValueError):
+class NotACheckpoint(DemoNodeError, ValueError):
     """A file or folder that holds no usable checkpoint of a node (the message says what is wrong)."""
 
 

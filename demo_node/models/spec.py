@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from demo_node.errors import DemoNodeError
 from demo_node.models.presets import LLAMA_PRESETS, PRESETS, GPTConfig
 
 VOLATILE_KEYS = frozenset({
@@ -31,7 +32,7 @@ DEFAULT_CONTEXT_CAP = 2048
 """A config.json's sequence length as a run's default is capped here: long-context models state 128k."""
 
 
-class SpecError(ValueError):
+class SpecError(DemoNodeError, ValueError):
     """A model choice or spec that does not make a model (the message names the culprit)."""
 
 

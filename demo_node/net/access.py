@@ -8,11 +8,13 @@ import stat
 
 from hivemind.p2p import PeerID
 
+from demo_node.errors import DemoNodeError
+
 log = logging.getLogger(__name__)
 MIN_KEY_BYTES = 16
 
 
-class AccessError(ValueError):
+class AccessError(DemoNodeError, ValueError):
     """An allowlist or swarm key file that cannot be used; the message names the file (and line)."""
 
 

@@ -21,9 +21,11 @@ from typing import Awaitable, TypeVar
 
 import uvloop
 from hivemind.dht.node import DHTNode
-from hivemind.p2p import P2P, PeerID
+from hivemind.p2p import P2P, P2PDaemonError, PeerID
+from hivemind.utils.multiaddr import Multiaddr
 
 from demo_node.crypto import Identity
+from demo_node.errors import DemoNodeError
 from demo_node.net.config import NetworkConfig
 from demo_node.net.daemon_process import detached_daemon
 from demo_node.net.records import RecordValidator
@@ -32,6 +34,32 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 STARTUP_TIMEOUT = 60.0
 """Seconds p2pd may take to start."""
+EXAMPLE = "/ip4/203.0.113.7/tcp/31337/p2p/12D3KooW..."
+
+
+class PeerAddressError(DemoNodeError, ValueError):
+    """An address given with --peers that is not one, or peers that nobody answers at."""
+
+
+def check_peer_address(maddr: str) -> None:
+    """PeerAddressError, naming ``maddr`` and what is wrong with it, unless it is a multiaddr ending in a peer id."""
+    if not maddr.startswith("/"):
+        raise PeerAddressError(f"--peers {maddr!r}: not an address (one looks like {EXAMPLE}, as the node printed it)")
+    if "/p2p/" not in maddr:
+        raise PeerAddressError(f"--peers {maddr!r}: no /p2p/<peer id> at its end (copy the whole address the node "
+                               f"printed, like {EXAMPLE})")
+    head, _, peer = maddr.rpartition("/p2p/")
+    try:
+        raw = PeerID.from_base58(peer).to_bytes()
+    except Exception:
+        raw = b""
+    # a multihash: sha2-256 of the key (0x12, 32 bytes) or the key itself (identity, 0x00 and its length)
+    if not ((raw[:2] == b"\x12\x20" and len(raw) == 34) or (raw[:1] == b"\x00" and len(raw) == raw[1] + 2 > 2)):
+        raise PeerAddressError(f"--peers {maddr!r}: {peer!r} is not a peer id")
+    try:
+        Multiaddr(head)
+    except Exception as exc:
+        raise PeerAddressError(f"--peers {maddr!r}: not an address ({exc})") from None
 
 
 class Host:
@@ -57,9 +85,17 @@ class Host:
         self.loop.run_forever()
 
     def start(self) -> "Host":
+        for maddr in self.config.peers:
+            check_peer_address(maddr)
         self._thread.start()
         try:
             self.call(self._start(), timeout=STARTUP_TIMEOUT + 30)
+        except P2PDaemonError as exc:
+            self.shutdown()
+            if "failed to connect to bootstrap peers" in str(exc):
+                raise PeerAddressError(f"none of the peers given with --peers answers: {', '.join(self.config.peers)} "
+                                       "(is a node running there, and can this machine reach its port?)") from None
+            raise DemoNodeError(f"p2pd did not start: {str(exc).splitlines()[0][:300]}") from None
         except BaseException:
             self.shutdown()
             raise

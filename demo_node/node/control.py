@@ -11,6 +11,7 @@ from typing import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from demo_node.errors import DemoNodeError
 from demo_node.node.states import SERVING, NodeState
 from demo_node.wire.proto import demo_node_control_pb2 as cpb
 from demo_node.wire.proto import demo_node_control_pb2_grpc as cgrpc
@@ -56,7 +57,7 @@ DEFAULT_ADDRESS = "127.0.0.1:7070"
 a free port instead and says which (``demo-node status`` finds it by peer id or folder: :mod:`.registry`)."""
 
 
-class ControlTaken(OSError):
+class ControlTaken(DemoNodeError, OSError):
     """The control address is in use by another process."""
 
 

@@ -8,8 +8,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
+from demo_node.errors import DemoNodeError
 from demo_node.net.host import peer_from_b58
-from demo_node.node.peer import Peer
+from demo_node.node.peer import GreetedPeer, Peer
 from demo_node.node.replica import InstallError, Replica
 from demo_node.run_identity import check_same, differences, run_id
 from demo_node.swarm.discovery import PeerRecord
@@ -20,7 +21,7 @@ from demo_node.swarm.state_sync import Snapshot, fetch_state, vouched
 log = logging.getLogger(__name__)
 
 
-class JoinError(RuntimeError):
+class JoinError(DemoNodeError, RuntimeError):
     """The node cannot join or go on; the message says why."""
 
 
@@ -46,6 +47,26 @@ def settle_run(runs: Mapping[str, Mapping[str, Any]], mine: Mapping[str, Mapping
         return mine_id
     check_same(mine, sorted(same_name.items())[0][1])  # raises, naming the differing fields
     return mine_id
+
+
+def refuse_other_runs(greeted: list[GreetedPeer], name: str, wanted_id: str = "") -> None:
+    """JoinError when the peers given with --peers train runs, none of them this node's (``name``, or ``wanted_id``):
+    a node must not found a run of its own next to the peers it was told to join, and train alone."""
+    theirs: dict[str, str] = {}
+    for g in greeted:
+        try:
+            config = json.loads(g.run_config) if g.run_config else None
+        except ValueError:
+            continue
+        if isinstance(config, dict) and isinstance(config.get("run"), dict):
+            theirs[run_id(config)] = str(config["run"].get("run_name", ""))
+    if not theirs or (wanted_id in theirs if wanted_id else name in theirs.values()):
+        return
+    runs = ", ".join(f"{n!r} ({rid})" for rid, n in sorted(theirs.items()))
+    first = sorted(theirs.values())[0]
+    wanted = f"run {wanted_id}" if wanted_id else f"run {name!r}"
+    raise JoinError(f"the peers given with --peers train {runs}, not {wanted}: give --run-name {first} to join "
+                    "them (or no --peers to found a run of your own)")
 
 
 @dataclass

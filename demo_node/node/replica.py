@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import torch
 
 from demo_node.core.digest import digest
+from demo_node.errors import DemoNodeError
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class ParameterSnapshot:
     """Raw little-endian bytes of every parameter, in order."""
 
 
-class InstallError(ValueError):
+class InstallError(DemoNodeError, ValueError):
     """A downloaded snapshot that does not fit these parameters or does not match its digest."""
 
 

@@ -39,7 +39,7 @@ from demo_node.node.config import SwarmConfig
 from demo_node.node import registry
 from demo_node.node.control import Controls, ControlServer
 from demo_node.node.events import Reporter
-from demo_node.node.joining import Downloaded, JoinError, download, settle_run
+from demo_node.node.joining import Downloaded, JoinError, download, refuse_other_runs, settle_run
 from demo_node.node.peer import Peer
 from demo_node.node.replica import Replica
 from demo_node.node.safepoints import SafePoints
@@ -149,6 +149,7 @@ class SwarmOptimizer(DeMo):
             self.control_port = 0
         self.metrics_port = self.stats.metrics.serve(cfg.service.metrics) if cfg.service.metrics else 0
         self.run_config = self._define_run(run_config or {})
+        refuse_other_runs(self.peer.greeted(), cfg.run.run_name, cfg.run.run_id)
         self.run_id = settle_run(self.peer.runs(), self.run_config, cfg.run.run_id)
         self.peer.identify(canonical(self.run_config), lambda: self.stats.state, lambda: self.replica.round)
         self.reporter.bind(self.run_id, self.peer.peer_id_b58, lambda: max(0, self.replica.round - 1))
