@@ -93,7 +93,10 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load fails in many ways on other files (KeyError on a text file, say)
-        raise ValueError(f"{path} is not a checkpoint (torch.load: {str(exc).splitlines()[0]})") from exc
+        # not torch's own message: for a file that holds more than tensors it advises loading it with code
+        # execution on (weights_only=False), which a node must never do with a file it did not write itself
+        raise ValueError(f"{path} is not a checkpoint of demo-node (torch cannot read it as tensors and plain data: "
+                         f"{type(exc).__name__})") from exc
     if not isinstance(state, dict) or not isinstance(state.get("params"), list):
         raise ValueError(f"{path} is not a checkpoint: it holds no \"params\" list")
     if not all(isinstance(t, torch.Tensor) for t in state["params"]):

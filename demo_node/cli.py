@@ -328,11 +328,14 @@ def _export(args: argparse.Namespace) -> int:
     from demo_node.models.export import export
 
     try:
-        out = export(args.checkpoint, args.out)
+        done = export(args.checkpoint, args.out)
     except (ValueError, OSError) as exc:
         print(f"demo-node export: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"wrote {out or args.out}: load it with transformers.AutoModelForCausalLM.from_pretrained({args.out!r})")
+    for why in done.passed_over:
+        print(f"demo-node export: passed over a newer checkpoint: {why}", file=sys.stderr)
+    print(f"wrote {done.folder} from {done.source}: load it with "
+          f"transformers.AutoModelForCausalLM.from_pretrained({args.out!r})")
     return 0
 
 

@@ -176,7 +176,8 @@ asserts (corrected, demoted, digests)."""
 def standing_of(node: NodeProc, peer: str, start: int, stop: int) -> list[dict]:
     """What ``node``'s round lines say about ``peer`` in rounds [start, stop): skips of its shard, benched, demoted."""
     return [{"round": e["round"], "skip": e["skips"].get(peer), "benched": peer in e["benched"],
-             "demoted": peer in e["demoted"], "owner": e["owners"]} for e in node.rounds() if start <= e["round"] < stop]
+             "demoted": peer in e["demoted"], "owners": e["owners"]}
+            for e in node.rounds() if start <= e["round"] < stop]
 
 
 def loss_close_to_clean(honest, start, clean: float) -> None:

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,8 +236,10 @@ def test_export_loads_in_transformers_with_identical_logits(tmp_path, spec):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, path = _checkpoint(tmp_path, spec)
-    out = export(path, tmp_path / "hf")
+    out = export(path, tmp_path / "hf").folder
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    # the weights are as readable as the rest of the folder (safetensors alone writes them for their owner only)
+    assert len({f.stat().st_mode & 0o777 for f in out.iterdir()}) == 1
     hf = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     text = "héllo, wörld"
@@ -263,7 +266,7 @@ def test_export_keeps_the_runs_tokenizer(tmp_path):
     tok.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 50, trainer)
     spec = small_llama(vocab=tok.get_vocab_size())
     _, path = _checkpoint(tmp_path, spec, extra={"tokenizer_json": tok.to_str()})
-    out = export(path, tmp_path / "hf")
+    out = export(path, tmp_path / "hf").folder
     loaded = AutoTokenizer.from_pretrained(out)
     assert loaded.eos_token == "<|endoftext|>"
     assert loaded("the lazy dog")["input_ids"] == tok.encode("the lazy dog").ids
@@ -277,7 +280,9 @@ def test_a_folder_gives_its_newest_good_checkpoint(tmp_path):
     state["round"], state["params"][0] = 4, state["params"][0] + 1  # parameters that no longer match their digest
     torch.save(state, path.parent / "ckpt-00000004.pt")
     assert load_checkpoint(path.parent)["round"] == 3
-    assert (export(path.parent, tmp_path / "hf") / "config.json").is_file()
+    done = export(path.parent, tmp_path / "hf")
+    assert (done.folder / "config.json").is_file() and done.source == str(path)
+    assert len(done.passed_over) == 1 and "ckpt-00000004.pt" in done.passed_over[0]  # said, not silent
     with pytest.raises(NotACheckpoint, match="do not match the digest"):
         load_checkpoint(path.parent / "ckpt-00000004.pt")
     with pytest.raises(NotACheckpoint, match="without checkpoints"):
@@ -292,10 +297,12 @@ def test_export_refuses_what_is_not_a_checkpoint(tmp_path):
     wrong = tmp_path / "wrong.pt"
     torch.save({"round": 1, "params": [torch.zeros(2)], "digest": digest([torch.zeros(2)]).hex(),
                 "run_config": json.dumps({"model": model_spec("tiny", None, 256, 0)})}, wrong)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"params": [torch.zeros(2)], "extra": Path("x")}, pickled)  # more than plain data
     for path, why in ((text, "not a checkpoint"), (tensor, "no \"params\""), (wrong, "1 tensors but"),
-                      (tmp_path / "missing.pt", "no such file")):
+                      (tmp_path / "missing.pt", "no such file"), (pickled, "not a checkpoint")):
         with pytest.raises(NotACheckpoint, match=why) as err:
             export(path, tmp_path / "out")
-        assert str(path) in str(err.value)
+        assert str(path) in str(err.value) and "weights_only" not in str(err.value)
     with pytest.raises(NotACheckpoint):
         generate(text, "hello")

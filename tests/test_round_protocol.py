@@ -479,3 +479,40 @@ def test_a_verifier_that_tells_one_node_withheld_and_another_correct_splits_nobo
         assert liar in outcomes[1].demoted
     finally:
         stop(nodes)
+
+
+def test_a_verifier_that_never_sends_its_verdicts_costs_a_short_wait_then_is_benched(hosts):
+    """The verifier holds every verdict (on the contribute streams and when asked for it): the nodes wait a grace,
+    ask each other, nobody heard one, so they apply the shard unverified alike; after two such rounds in a row the
+    silent verifier is benched like a silent owner (it verifies a shard every round)."""
+    import asyncio
+
+    def hold(nodes):
+        h = nodes[0].driver.handlers
+
+        async def never(*args):
+            await asyncio.Event().wait()
+
+        h._verdict_reply = never
+        h._on_verdict = never
+
+    nodes = start(hosts, "sign", deadline=3.0, before=hold)
+    silent = nodes[0].host.peer_id
+    try:
+        for r in range(3):
+            for i, n in enumerate(nodes):
+                n.contribute(seed=10 * r + i)
+            outcomes = [n.next_outcome() for n in nodes]
+            honest = outcomes[1:]
+            if r < 2:
+                for o in honest:
+                    shard = next(s for s in o.shards if o.plan.verifiers.get(s.owner) == silent)
+                    assert shard.check == "unverified" and shard.unheard and shard.applied
+                    assert o.seconds < 2 * 3.0 + FAST.owner_slack - 3, o.seconds
+            else:
+                assert all(silent in o.benched and silent not in o.plan.owners for o in honest)
+            for n, o in zip(nodes[1:], honest):
+                n.apply(o)
+            assert len({n.digest() for n in nodes[1:]}) == 1, f"round {r}: replicas differ"
+    finally:
+        stop(nodes)

@@ -167,6 +167,7 @@ class JoinProgram:
             opt.wait_round(timeout=1.0)
         while True:
             go = not opt.leave_requested and not (train.max_rounds and opt.rounds_applied >= train.max_rounds)
+            last = bool(train.max_rounds) and opt.rounds_applied + 1 >= train.max_rounds
             order, _ = ranks.carry_on(GO if go else STOP, opt.round - 1)
             self._report_rank(steps, opt.round - 1, params, last=order == STOP)
             if order == STOP:
@@ -176,7 +177,8 @@ class JoinProgram:
             ranks.average_gradients(params)
             samples, loss_sum, micro = ranks.total(samples, sum(losses), len(losses))
             if not opt.leave_requested:  # else this round's gradient is dropped: leaving must not wait for a round
-                opt.step(samples=samples, loss=loss_sum / micro, tokens=int(samples) * t.context)
+                # the last round of --max-rounds is also the leaving round: no extra round after it
+                opt.step(samples=samples, loss=loss_sum / micro, tokens=int(samples) * t.context, last=last)
             opt.zero_grad(set_to_none=True)
             if train.fault_after_rounds and not fault_done and opt.rounds_applied >= train.fault_after_rounds:
                 t.inject_fault()  # before the broadcast: the node's ranks keep one digest, the node leaves the swarm's

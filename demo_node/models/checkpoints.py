@@ -38,9 +38,12 @@ def _newest_good(folder: Path) -> dict[str, Any]:
     reasons = []
     for path in reversed(found):
         try:
-            return _load(path)
+            state = _load(path)
         except NotACheckpoint as exc:  # a torn or corrupt file: the one before may be good
             reasons.append(str(exc))
+            continue
+        state["passed_over"] = reasons  # newer files that did not load: the caller says so
+        return state
     raise NotACheckpoint(f"{folder}: no usable checkpoint; " + "; ".join(reasons))
 
 

@@ -9,6 +9,7 @@ GPT2LMHeadModel, a transformers model stays what it is.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ import torch
 from demo_node.data.tokenizer import EOS, byte_tokenizer
 from demo_node.models.checkpoints import NotACheckpoint, load_checkpoint, model_of
 from demo_node.models.spec import DEFAULT_CONTEXT_CAP, positions_of
-
 
 
 def to_hf(state: dict[str, Any]):
@@ -50,16 +50,31 @@ def to_hf(state: dict[str, Any]):
     return hf.eval(), tokenizer
 
 
-def export(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+@dataclass
+class Exported:
+    folder: Path
+    source: str
+    """The checkpoint file it was made from."""
+    passed_over: list[str]
+    """Why newer checkpoints of the folder were not used (torn or corrupt files)."""
+
+
+def export(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) -> Exported:
     """Write the model and tokenizer of a checkpoint (a ckpt-*.pt file, or a checkpoint folder's newest good one)
-    as a Hugging Face folder; returns the folder."""
+    as a Hugging Face folder."""
     state = load_checkpoint(checkpoint_path)
     hf, tokenizer = to_hf(state)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out)  # safetensors weights, config.json, generation_config.json
     tokenizer.save_pretrained(out)
-    return out
+    # safetensors writes its file readable by its owner only; the folder is meant to be shared like the rest
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in out.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
+    return Exported(out, str(state.get("path", checkpoint_path)), list(state.get("passed_over", [])))
 
 
 def generate(checkpoint_path: str | os.PathLike, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8,

@@ -18,17 +18,37 @@ from demo_node.wire.errors import REFUSALS
 ROUND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+ROUND_KINDS = frozenset({"contribute", "fetch", "verdict", "inputs", "evidence"})
+"""The stream kinds of the round exchange itself (the rest: state transfers, greetings, the swarm key's proofs)."""
+
+
 class _BytesCollector(Collector):
+    """Bytes on this node's libp2p streams, from its own accounting at scrape time. No peer label: in an open swarm
+    peer ids are unbounded (Prometheus' guidance is against such labels); each node is its own target, so bytes per
+    node come from the ``instance`` label, and per peer from ``demo-node status`` and the ``left`` event."""
+
     def __init__(self, accounting: Accounting):
         self.accounting = accounting
 
     def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily("demo_node_payload_bytes", "Bytes written to (sent) and read from (received) "
-                                     "peers' libp2p streams, by peer and message kind",
-                                     labels=["peer", "kind", "direction"])
-        for (peer, kind, direction), n in sorted(self.accounting.snapshot().items()):
-            family.add_metric([peer, kind, direction], n)
-        yield family
+        by_kind: dict[tuple[str, str], int] = {}
+        for (_, kind, direction), n in self.accounting.snapshot().items():
+            by_kind[(kind, direction)] = by_kind.get((kind, direction), 0) + n
+        every = CounterMetricFamily("demo_node_bytes", "Bytes written to (sent) and read from (received) peers' "
+                                    "libp2p streams, by protocol kind (contribute, fetch, verdict, inputs, evidence, "
+                                    "state, hello, auth)", labels=["kind", "direction"])
+        payload = CounterMetricFamily("demo_node_payload_bytes", "Bytes of the round exchange (contributions, shard "
+                                      "results, verdicts, fetched results and inputs, evidence), by direction; state "
+                                      "transfers and greetings are not in it", labels=["direction"])
+        exchange = {"sent": 0, "received": 0}
+        for (kind, direction), n in sorted(by_kind.items()):
+            every.add_metric([kind, direction], n)
+            if kind in ROUND_KINDS:
+                exchange[direction] += n
+        for direction, n in exchange.items():
+            payload.add_metric([direction], n)
+        yield every
+        yield payload
 
 
 class _CountersCollector(Collector):
@@ -53,7 +73,8 @@ class _CountersCollector(Collector):
             refused.add_metric([reason], counts.get(reason, 0))
         yield refused
         dht = CounterMetricFamily("demo_node_dht_records_rejected", "DHT records of this project dropped by the record "
-                                  "validator, by why (unsigned, bad_signature, schema, run_hash, ...)", labels=["why"])
+                                  "validator, by reason (unsigned, bad_signature, schema, run_hash, ...)",
+                                  labels=["reason"])
         rejected = self.dht_rejected()
         for why in sorted(set(rejected) | {"bad_signature", "schema", "run_hash"}):
             dht.add_metric([why], rejected.get(why, 0))

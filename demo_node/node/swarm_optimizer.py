@@ -119,7 +119,11 @@ class SwarmOptimizer(DeMo):
         """Outcomes of an earlier epoch were produced before the round loop jumped to a downloaded state: ignored."""
         self._digest_matched = False
         """The last digest vote agreed with this node's digest (its checkpoints are then marked as vouched for)."""
+        self._reports: dict[int, dict[bytes, bytes]] = {}
+        """Digest round -> member -> the digest it reported for it, over the last rounds' statements."""
         self._handoff: Handoff | None = None
+        self._checkpointed = -1
+        """The round of the parameters the last checkpoint holds (leaving writes none if it is the current one)."""
         try:
             self._start(cfg, run_config, scheduler)
         except BaseException:
@@ -141,7 +145,7 @@ class SwarmOptimizer(DeMo):
         if cfg.service.control:
             self.control = ControlServer(Controls(self._status, self.safepoints.request_checkpoint, self.request_leave))
             self.control_port = self.control.start(cfg.service.control)
-            if self.control.address != cfg.service.control:
+            if not cfg.service.control.endswith(":0") and self.control.address != cfg.service.control:
                 log.warning("control API: %s is taken (another node on this machine?): listening on %s instead "
                             "(demo-node status --peer %s finds it)", cfg.service.control, self.control.address,
                             self.peer.peer_id_b58[-8:])
@@ -208,9 +212,28 @@ class SwarmOptimizer(DeMo):
         return self.stats.last_members
 
     def wait_round(self, timeout: float) -> None:
-        """Apply the rounds that end within ``timeout`` seconds without contributing (joining first if need be)."""
+        """Apply the rounds that end within ``timeout`` seconds without contributing (joining first if need be).
+        Meanwhile the rounds do not wait for this node's gradient (a founder waiting for peers keeps its rounds
+        short, so a joiner's state transfer, which waits for a few of them, is quick)."""
         self.join()
-        self._apply_ready(block=timeout)
+        self.driver.idle(True)
+        try:
+            self._apply_ready(block=timeout)
+        finally:
+            self.driver.idle(False)
+
+    def wait_for_members(self, count: int, timeout: float | None = None) -> bool:
+        """Wait until the swarm has ``count`` members (this node included), following its rounds without
+        contributing: what a founder does before it trains, so that its first rounds are not spent alone. False if
+        ``timeout`` seconds passed first (or a leave was asked for)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        self.join()
+        while self.members < count and not self.leave_requested:
+            left = 1.0 if end is None else min(1.0, end - time.monotonic())
+            if left <= 0:
+                return False
+            self.wait_round(timeout=left)
+        return self.members >= count
 
     @property
     def leave_requested(self) -> bool:
@@ -246,8 +269,7 @@ class SwarmOptimizer(DeMo):
         if sources:
             self._set_state(NodeState.JOINING)
             begun = time.monotonic()
-            got = download(self.peer, self.replica, sources, 0, self.run_config, self.run_id,
-                           on_header=self._follow_from)
+            got = self._first_download(sources)
             self._follow(got)
             self.stats.synced(got.round, got.source, time.monotonic() - begun, sum(self.replica.sizes()))
             self._synced_round = got.round
@@ -269,8 +291,23 @@ class SwarmOptimizer(DeMo):
         self.stats.reset_clock()
         return self
 
+    def _first_download(self, sources: list[PeerRecord]) -> Downloaded:
+        """The swarm's parameters, trying again for ``join_patience`` seconds: a transfer that a busy or restarting
+        peer cuts off is no reason to give up joining (the sources are asked again, the DHT's newest first)."""
+        end = time.monotonic() + self.limits.join_patience
+        while True:
+            try:
+                return download(self.peer, self.replica, sources, 0, self.run_config, self.run_id,
+                                on_header=self._follow_from)
+            except JoinError as exc:
+                if time.monotonic() >= end or self.leave_requested:
+                    raise
+                log.warning("%s: trying again", exc)
+                time.sleep(self.limits.catch_up_interval)
+                sources = self.peer.peers_of(self.run_id) or sources
+
     def step(self, closure: Callable[[], Any] | None = None, *, samples: float = 1.0, loss: float | None = None,
-             tokens: int = 0) -> Any:
+             tokens: int = 0, last: bool = False) -> Any:
         """One round with the swarm: fold the gradients into the momentum, hand the top-k to the round, and apply
         the round's update (with ``overlap``, apply the rounds that are done and return at once).
 
@@ -295,6 +332,10 @@ class SwarmOptimizer(DeMo):
         contribution = self.prepare(samples)
         self.stats.prepared(time.perf_counter() - begun)
         self._handoff = self.driver.hand_over(contribution)
+        if last:
+            # the round that takes this contribution is this node's leaving round: leave() then runs no extra one
+            self.safepoints.request_leave()
+            self.driver.request_leave()
         if not overlap:
             self._apply_ready(until=self._handoff)
         self.safepoints.serve(self._checkpoint)
@@ -317,7 +358,7 @@ class SwarmOptimizer(DeMo):
             while not (self.driver.finished.is_set() and self.driver.outcomes.empty()):
                 self._apply_ready(block=0.1)
             self._withdraw()
-        if self._running and self.swarm_config.service.checkpoint_dir:
+        if self._running and self.swarm_config.service.checkpoint_dir and self._checkpointed != self.replica.round:
             self._checkpoint()
         self._set_state(NodeState.LEFT)
         self._close()
@@ -412,17 +453,33 @@ class SwarmOptimizer(DeMo):
         if reported is None or not reported.digest or reported.digest_round < self._synced_round:
             return  # nothing said, or said of parameters that a download has replaced since
         members = {m.peer for m in o.plan.members if m.peer not in o.demoted or m.peer == self.me}
+        self._digest_matched = self._agreed(o, members)
         majority = digest_majority(o.statements, members, reported.digest_round)
-        if majority is None:
+        if majority is None or reported.digest == majority[0]:
             return
-        if reported.digest == majority[0]:
-            self._digest_matched = len(majority[1]) >= min(2, len(members))
-            return
-        self._digest_matched = False
         if not majority_decides(majority[1], members):
             return
         self.stats.diverged(o.round, reported.digest_round, reported.digest, majority[0], len(majority[1]))
         self._resync(self.replica.round, sources=majority[1], members=members - {self.me})
+
+    def _agreed(self, o: RoundOutcome, members: set[bytes]) -> bool:
+        """Whether the latest digest that another member reported for a round this node reported too was this
+        node's (and most of those reported): its state is one the swarm vouched for. Reports of a round come over
+        the next rounds' statements (a member whose training side lags reports an older round), so they are kept
+        for a few rounds: a node in step does not flip between vouched and not from round to round."""
+        for peer, st in o.statements.by_peer.items():
+            if st.digest and peer in members:
+                self._reports.setdefault(st.digest_round, {})[peer] = st.digest
+        for d in [d for d in self._reports if d < o.round - 8]:
+            del self._reports[d]
+        for d in sorted(self._reports, reverse=True):
+            votes = self._reports[d]
+            mine = votes.get(self.me)
+            if mine is None or len(votes) < 2:
+                continue
+            agree = sum(v == mine for v in votes.values())
+            return d >= self._synced_round and agree >= 2 and 2 * agree > len(votes)
+        return len(members) == 1  # alone: nobody to disagree
 
     def _resync(self, min_round: int, sources: list[bytes] | None = None, members: set[bytes] | None = None) -> None:
         """Download the parameters again: from ``sources`` (the majority's holders), else from any peer; with
@@ -574,6 +631,7 @@ class SwarmOptimizer(DeMo):
             self.stats.metrics.checkpoint_failures.inc()
             self.reporter.event("checkpoint_failed", round=after, error=str(exc))
             return "", after
+        self._checkpointed = self.replica.round
         self.stats.checkpointed(str(path), after)
         return str(path), after
 

@@ -136,6 +136,7 @@ class Checker:
         sign_mode = plan.mode == "sign"
         if verdict is None or (verdict.audited and verdict.body.finding in _SETTLE):
             verdict = await self._settle_verdict(r, plan, owner, verifier, verdict)
+        heard_none = verdict is None
         if verdict is not None and verdict.audited and verdict.body.finding == spb.VerdictBody.MISSING:
             # its result reached nobody but this node (the owner itself, or a node it answered too late): skipped
             # here as everywhere
@@ -160,7 +161,9 @@ class Checker:
         if verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED:
             if sign_mode and owner in self.accused:
                 return await self._recompute(r, plan, owner, None, got, None, source)
-            return self._outcome(owner, ranges, got, source, check=unchecked)
+            shard = self._outcome(owner, ranges, got, source, check=unchecked)
+            shard.unheard = heard_none
+            return shard
         if verdict.body.finding == spb.VerdictBody.CORRECT:
             return self._outcome(owner, ranges, got, source, check="verified")
         return await self._recompute(r, plan, owner, verifier, got, verdict, source)

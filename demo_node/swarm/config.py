@@ -40,8 +40,9 @@ class DefenseConfig:
     """Bound every contribution's weight and clip its values to the round's lower median norm before aggregating, and
     reject what would still not be finite (see demo_node/core/robust.py)."""
     verify_shards: bool = True
-    """In sign exchange with three members or more, a second owner recomputes every shard's update and signs a
-    verdict; a node applies an update only once it is verified (or its verifier is silent)."""
+    """With three members or more, a second owner signs a verdict on every shard's result (one per shard, so an owner
+    cannot have two results applied), and in sign exchange recomputes its update; a node applies an update once it is
+    verified (or no member heard a verdict)."""
     audit_fraction: float = field(default=1.0, metadata=within(0.0, 1.0, low_open=True))
     """The fraction of rounds a verifier audits, drawn by each verifier in secret once it holds the owner's result.
     At 1 every contributor also sends the verifier its payload; below 1 it keeps it and serves it when the verifier

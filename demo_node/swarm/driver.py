@@ -131,6 +131,7 @@ class RoundDriver:
         self.deadline = rounds.deadline
         self._spreads: list[float] = []
         self._downloading = False
+        self._idle = False
         self._ready_after: list[float] = []
         """Seconds from a round's opening to this node's contribution, in the recent rounds it contributed to."""
         d = run.defense
@@ -227,6 +228,11 @@ class RoundDriver:
                 self._handoff_event.set()
 
         self.transport.host.loop.call_soon_threadsafe(set_busy)
+
+    def idle(self, waiting: bool) -> None:
+        """The training side waits for rounds without stepping (a founder waiting for peers): rounds wait for its
+        gradient only ``idle_round`` seconds, not half a deadline, so they stay short and paced."""
+        self.transport.host.loop.call_soon_threadsafe(setattr, self, "_idle", waiting)
 
     def request_leave(self) -> None:
         self.transport.host.loop.call_soon_threadsafe(self._request_leave)
@@ -386,6 +392,9 @@ class RoundDriver:
                     faults[s.owner] = SILENT
                 elif s.skip in (SILENT, WITHHELD, OMITTED):
                     faults[s.owner] = s.skip
+            for s in shards:  # a verifier whose verdict nobody heard is as silent as an owner whose result is lost
+                if s.unheard and s.owner in plan.verifiers:
+                    faults.setdefault(plan.verifiers[s.owner], SILENT)
         changed = self.standing.record_faults(r, plan.owners, faults, members)
         accusers = accusers_of(plan, statements)
         for p in self.standing.demote_accused(accusers, members, r):
@@ -440,7 +449,7 @@ class RoundDriver:
             if self._leave or not self.member or self._stopped.is_set() or self._downloading:
                 return None
             now = time.monotonic()
-            limit = opened + self.deadline * lim.own_wait_share
+            limit = opened + (lim.idle_round if self._idle else self.deadline * lim.own_wait_share)
             own = self.owner_rounds.get(r)
             if own is not None and own.first_foreign is not None:
                 # the others are ready: wait a little more than it took them, then go on without
@@ -524,7 +533,11 @@ class RoundDriver:
                 except Exception:
                     self._unreachable(r, owner)
                     raise
-                data = await patience.within(stream.recv(self.result_limit(plan)), self.owner_timeout())
+                try:
+                    data = await patience.within(stream.recv(self.result_limit(plan)), self.owner_timeout())
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    self._unreachable(r, owner)  # the stream died under it (the peer or its daemon went down)
+                    raise
             got = self.open_result(r, owner, data, plan)
             if got is not None and plan.mode == "relay":
                 # keep a complete copy to serve to peers that ask for this result (this node's own slot was left

@@ -44,7 +44,10 @@ class Limits:
     """Rounds a contributor keeps its payloads for verifiers that may audit them (an audit follows its round's
     result at once: keeping them as long as results are kept would hold a payload per round for minutes)."""
     own_wait_share: float = 0.5
-    """This node waits at most this share of the deadline for its own gradient before it goes without one."""
+    """This node waits at most this share of the deadline for its own gradient before it goes without one..."""
+    idle_round: float = 0.5
+    """...or this many seconds while its training side waits for rounds without stepping (a founder waiting for
+    peers: its rounds stay short, so a joiner's state transfer, which waits for a few of them, is quick)."""
     straggler_grace: float = 0.2
     """Once another member's contribution has arrived, this node waits for its own gradient this many seconds..."""
     straggler_grace_share: float = 0.25
@@ -85,7 +88,10 @@ class Limits:
     run_ttl: float = 120.0
     """Seconds a run record lives unless refreshed."""
     catch_up_interval: float = 5.0
-    """Seconds between a lagging joiner's attempts to download a newer state."""
+    """Seconds between a lagging joiner's attempts to download a newer state (and between a joiner's first tries)."""
+    join_patience: float = 120.0
+    """Seconds a joiner keeps trying to download the swarm's parameters before it gives up (a transfer that a busy
+    or restarting peer cuts off is tried again)."""
     leave_timeout: float = 10.0
     """Seconds a leaving node spends marking itself left in the DHT and stopping its round loop."""
 

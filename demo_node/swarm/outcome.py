@@ -41,6 +41,9 @@ class ShardOutcome:
     its audits), corrected (the owner lied), withheld (the owner withheld an input: not applied)."""
     senders: list[bytes] = field(default_factory=list)
     """Whose contributions the body includes, in aggregation order."""
+    unheard: bool = False
+    """The shard's verifier sent no verdict that any member heard (a silent verifier has a fault, as a silent owner
+    does)."""
     skip: str = ""
     """Not empty: the update is not applied though there is a result (every node skips it alike), and why:
     silent (the result reached nobody but this node: its verifier says MISSING), withheld (its verifier could not
