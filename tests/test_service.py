@@ -86,7 +86,7 @@ def test_dashboard_and_provisioning_files_are_consistent():
     source = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
     uid = source["datasources"][0]["uid"]
     titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for topic in ("throughput", "loss", "round time", "participants", "bytes per peer", "bytes per node",
+    for topic in ("throughput", "loss", "round time", "participants", "bytes by protocol kind", "per node",
                   "compression", "rejected"):
         assert topic in titles, topic
     for panel in dash["panels"]:
