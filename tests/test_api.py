@@ -315,6 +315,10 @@ def test_metrics_and_control_api_when_asked_for():
         with urllib.request.urlopen(f"http://127.0.0.1:{opt.metrics_port}/metrics", timeout=10) as r:
             text = r.read().decode()
         assert "demo_node_rounds_completed_total 1.0" in text
+        # no label of a series is a peer id (unbounded in an open swarm); causes are labelled `reason` everywhere
+        assert "peer=" not in text and "why=" not in text and 'demo_node_dht_records_rejected_total{reason=' in text
+        assert 'demo_node_payload_bytes_total{direction="sent"}' in text and 'kind="contribute"' not in text.split(
+            "demo_node_payload_bytes_total", 1)[1].split("\n", 1)[0]
         # a leave asked through the control API reaches the loop, which then leaves
         assert NodeState(control.leave(address).state) is NodeState.LEAVING
         assert opt.leave_requested

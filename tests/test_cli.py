@@ -3,6 +3,7 @@ summary `demo-node swarm` ends with."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import re
@@ -27,6 +28,21 @@ def test_every_subcommand_prints_its_help(command):
         cli.main([*command, "--help"])
     assert done.value.code == 0
     assert out.getvalue().startswith("usage: demo-node " + " ".join(command))
+    # every option says what it does
+    parser = cli.build_parser()
+    for name in command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"demo-node {' '.join(command)} {action.option_strings[0]} has no help"
+
+
+def test_the_top_level_help_is_for_users():
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = out.getvalue()
+    assert "demo-node join --peers" in text and "``" not in text and "component" not in text
 
 
 def test_the_scale_model_keeps_sign_exchange_flat_in_n_and_all_gather_linear():

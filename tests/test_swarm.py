@@ -312,8 +312,10 @@ def test_a_peer_that_leaves_on_sigterm_or_dies_is_gone_from_a_two_node_swarm_wit
     assert len(marks) >= 6 and all(marks), a.of("checkpoint")
     os.killpg(b.proc.pid, signal.SIGTERM)
     assert b.proc.wait(timeout=60) == 0, b.tail()
+    exited = time.time()
     left = b.of("left")
     assert left, b.tail()
+    assert exited - left[0]["ts"] < 5, exited - left[0]["ts"]  # it stops its daemon and DHT node promptly
     rounds = [e["round"] for e in b.of("checkpoint")]
     assert len(rounds) == len(set(rounds)), rounds  # the last one is written (and reported) once
     assert "FileNotFoundError" not in b.tail(400) and "closed network connection" not in b.tail(400)
@@ -340,8 +342,23 @@ def test_a_peer_that_leaves_on_sigterm_or_dies_is_gone_from_a_two_node_swarm_wit
     assert a.of("alone") and a.proc.poll() is None
 
 
-def test_max_rounds_means_that_many_rounds(cluster):
-    """--max-rounds 3: three rounds as a member, the last of them also the leaving round, then exit 0."""
+def test_max_rounds_means_that_many_rounds_and_the_process_exits_soon_after(cluster):
+    """--max-rounds 3: three rounds as a member, the last of them also the leaving round, then exit 0, soon after the
+    "left" line (the daemon and the DHT stop in well under the 5-30 s they took)."""
     a = cluster.start("a", args=["--max-rounds", "3"]).wait_started()
     assert a.proc.wait(timeout=120) == 0, a.tail()
+    exited = time.time()
     assert a.of("left")[0]["rounds"] == 3 and len(a.rounds()) == 3, [e["round"] for e in a.rounds()]
+    assert exited - a.of("left")[0]["ts"] < 5, exited - a.of("left")[0]["ts"]
+
+
+def test_a_founder_waiting_for_peers_keeps_its_rounds_short(cluster):
+    """A founder with --min-members 2 follows its own rounds while it waits: they wait for no gradient (0.5 s, not
+    half a deadline), so a joiner's state transfer, which waits for a few of them, is quick."""
+    a = cluster.start("a", args=["--min-members", "2"]).wait_started()
+    a.wait(lambda: len(a.rounds()) >= 6, 60, "six rounds alone")
+    idle = [e["round_seconds"] for e in a.rounds()[1:6]]
+    assert statistics.median(idle) < DEADLINE / 4, idle
+    b = cluster.start("b", a.maddrs)
+    wait_members([a, b], 2)
+    assert b.of("joined")[0]["seconds_since_start"] < 30, b.of("joined")

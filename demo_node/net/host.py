@@ -130,6 +130,13 @@ class Host:
         child = getattr(self.p2p, "_child", None)
         return None if child is None else child.pid
 
+    @property
+    def daemon_alive(self) -> bool:
+        """Whether p2pd still runs (a supervisor that signals every process of a node at once, as systemd does by
+        default, ends it before the node could say it leaves: nothing is asked of it then)."""
+        child = getattr(self.p2p, "_child", None)
+        return child is not None and child.returncode is None
+
     def submit(self, coro: Awaitable[T]) -> "concurrent.futures.Future[T]":
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
@@ -153,7 +160,7 @@ class Host:
             shutil.rmtree(self._temp_identity_dir, ignore_errors=True)
 
     async def _stop(self) -> None:
-        if self.dht is not None:
+        if self.dht is not None and self.daemon_alive:
             await self.dht.shutdown()
         if self.p2p is not None:
             await self.p2p.shutdown()

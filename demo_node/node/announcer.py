@@ -53,7 +53,10 @@ class Announcer:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        if left:
+        if left and not self.peer.host.daemon_alive:
+            log.warning("p2pd ended before this node left (a supervisor signalled every process of the node at "
+                        "once?): its peers learn that it left when its record expires")
+        elif left:
             try:
                 self.peer.host.call(publish_peer(self.peer.host.dht, self.run_id, self._record(NodeState.LEFT),
                                                  self.limits.peer_ttl), timeout=self.limits.leave_timeout)
