@@ -86,6 +86,39 @@ async def fetch_result(d: RoundDriver, r: int, owner: bytes, plan: RoundPlan,
     return None
 
 
+async def reached_others(d: RoundDriver, r: int, plan: RoundPlan) -> bool:
+    """Whether another member holds this node's own result of round ``r`` (asked once they settled it): an owner
+    applies its own shard only then, as every other node does."""
+    peers = [m.peer for m in plan.members if m.peer != d.me]
+    if not peers:
+        return True
+    request = spb.FetchResult(round=r, owner=d.me, confirm=True).SerializeToString()
+    timeout = d.limits.fetch_timeout + d.cfg.deadline
+    patience = d.patience(len(peers))
+
+    async def ask(peer: bytes) -> bool:
+        try:
+            data = await d.transport.request(peer, "fetch", request, timeout, limit=d.limits.small_message)
+            patience.answer()
+            return spb.ShardResult.FromString(data).status == spb.ShardResult.HAVE
+        except Exception as exc:
+            log.debug("round %d: %s did not confirm this node's result (%r)", r, peer.hex()[-12:], exc)
+        return False
+
+    tasks = [asyncio.ensure_future(patience.within(ask(p), timeout)) for p in peers]
+    try:
+        for done in asyncio.as_completed(tasks):
+            try:
+                if await done:
+                    return True
+            except asyncio.TimeoutError:
+                continue
+    finally:
+        for t in tasks:
+            t.cancel()
+    return False
+
+
 async def verdicts_from_peers(d: RoundDriver, r: int, owner: bytes, plan: RoundPlan) -> list[Verdict]:
     """The verdicts the round's other members got from ``owner``'s verifier (each checked to be the verifier's, on
     that shard of that round; "not audited" answers as NOT_AUDITED), asked all at once."""

@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from demo_node.swarm.asking import fetch_result, inputs_from, verdicts_from_peers
+from demo_node.swarm.asking import fetch_result, inputs_from, reached_others, verdicts_from_peers
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.included import inputs_hash, senders_of
 from demo_node.swarm.outcome import ShardOutcome
@@ -132,6 +132,8 @@ class Checker:
             return ShardOutcome(owner, ranges, None, source="none", check="missing" if missing else "")
         verifier = plan.verifiers.get(owner)
         if verifier is None:
+            if owner == self.driver.me and not await reached_others(self.driver, r, plan):
+                return self._unreached(owner, ranges, got, source)
             return self._outcome(owner, ranges, got, source)
         sign_mode = plan.mode == "sign"
         if verdict is None or (verdict.audited and verdict.body.finding in _SETTLE):
@@ -141,6 +143,9 @@ class Checker:
             # its result reached nobody but this node (the owner itself, or a node it answered too late): skipped
             # here as everywhere
             return self._outcome(owner, ranges, got, source, check="missing", skip=SILENT)
+        if owner == self.driver.me and (verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED) \
+                and not await reached_others(self.driver, r, plan):
+            return self._unreached(owner, ranges, got, source)
         unchecked = "unverified"
         if verdict is not None and not verdict.audited:
             verdict, unchecked = None, "unaudited"  # weighs what a silent verifier does
@@ -167,6 +172,12 @@ class Checker:
         if verdict.body.finding == spb.VerdictBody.CORRECT:
             return self._outcome(owner, ranges, got, source, check="verified")
         return await self._recompute(r, plan, owner, verifier, got, verdict, source)
+
+    def _unreached(self, owner: bytes, ranges, got: Received, source: str) -> ShardOutcome:
+        """This node's own result, which no other member holds: skipped here as they skip it (they lost it)."""
+        log.warning("round %d: this node's own shard reached no other member: skipped here as everywhere",
+                    got.body.round)
+        return self._outcome(owner, ranges, got, source, check="missing", skip=SILENT)
 
     async def _settle_verdict(self, r: int, plan: RoundPlan, owner: bytes, verifier: bytes,
                               mine: Verdict | None) -> Verdict | None:

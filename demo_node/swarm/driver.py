@@ -99,6 +99,8 @@ class RoundDriver:
         """(round, owner) -> this node's signed payload for a verified shard, in a run that audits a fraction of
         rounds: served to the shard's verifier when it audits."""
         self.pending: dict[tuple[int, bytes], asyncio.Future] = {}
+        self.settling: dict[tuple[int, bytes], asyncio.Future] = {}
+        """(round, owner) -> done once this node has that result, from its owner or a peer, or gave up on it."""
         self.verdicts_got: dict[tuple[int, bytes], asyncio.Future] = {}
         """(round, owner) -> the verdict this node got from that shard's verifier (served to members that ask)."""
         self.round_open: dict[int, asyncio.Event] = {}
@@ -336,6 +338,7 @@ class RoundDriver:
                                                            results))
                   for o in plan.owners}
         settled = {o: asyncio.ensure_future(self._settle(r, plan, o, asking[o])) for o in plan.owners}
+        self.settling.update({(r, o): t for o, t in settled.items()})
         judging = [asyncio.ensure_future(self._judge(r, o, settled[o])) for o in plan.verified_by(self.me)]
         verdicts = {o: asyncio.ensure_future(self._ask_verifier(r, plan, o, payloads.get(o), slices.get(o),
                                                                 verdict_streams.get(o), verdict_wait))
@@ -535,7 +538,9 @@ class RoundDriver:
                     raise
                 try:
                     data = await patience.within(stream.recv(self.result_limit(plan)), self.owner_timeout())
-                except (asyncio.IncompleteReadError, ConnectionError):
+                except asyncio.TimeoutError:
+                    raise
+                except Exception:
                     self._unreachable(r, owner)  # the stream died under it (the peer or its daemon went down)
                     raise
             got = self.open_result(r, owner, data, plan)
@@ -668,7 +673,7 @@ class RoundDriver:
                 del d[k]
         for k in [k for k in self.kept_for_audit if k[0] <= r - self.limits.audit_rounds_kept]:
             del self.kept_for_audit[k]
-        for d in (self.verifier_rounds, self.received, self.pending, self.verdicts_got):
+        for d in (self.verifier_rounds, self.received, self.pending, self.verdicts_got, self.settling):
             for k in [k for k in d if k[0] < old]:
                 del d[k]
         members = {m.peer for m in self.members.get(r + 1, ())}

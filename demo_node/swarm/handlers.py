@@ -129,9 +129,16 @@ class Handlers:
         key = (msg.round, msg.owner)
         if msg.round > d.round:
             await d.wait_open(msg.round)  # wait for this node to reach that round
-        pending = d.pending.get(key)
+        # answer only once this node has got or given up on that result (an owner asking whether its own result
+        # reached anyone: once this node settled it, asking the others too)
+        pending = (d.settling if msg.confirm else d.pending).get(key)
         if pending is not None and not pending.done():
-            await asyncio.shield(pending)  # answer only once this node has got or given up on that result
+            await asyncio.wait([asyncio.shield(pending)])
+        if msg.confirm:
+            have = key in d.received
+            await stream.send(spb.ShardResult(status=spb.ShardResult.HAVE if have else spb.ShardResult.DONT_HAVE)
+                              .SerializeToString())
+            return
         reply = None
         if key in d.received:
             reply = d.received[key].SerializeToString()

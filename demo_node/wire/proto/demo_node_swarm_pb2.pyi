@@ -195,12 +195,14 @@ class ShardResult(_message.Message):
     def __init__(self, status: _Optional[_Union[ShardResult.Status, str]] = ..., refusal: _Optional[_Union[Refusal, str]] = ..., body: _Optional[_Union[Signed, _Mapping]] = ..., relayed: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., current_round: _Optional[int] = ...) -> None: ...
 
 class FetchResult(_message.Message):
-    __slots__ = ("round", "owner")
+    __slots__ = ("round", "owner", "confirm")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_FIELD_NUMBER: _ClassVar[int]
     round: int
     owner: bytes
-    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ...) -> None: ...
+    confirm: bool
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., confirm: _Optional[bool] = ...) -> None: ...
 
 class Verify(_message.Message):
     __slots__ = ("round", "owner", "payload")
