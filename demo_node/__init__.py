@@ -13,7 +13,7 @@ network, to look at runs before building a model), ``Reporter`` (where event lin
 
 from importlib import import_module
 
-__version__ = "0.2.0"
+from demo_node.version import __version__
 
 _WHERE = {
     "SwarmOptimizer": "demo_node.node.swarm_optimizer",

@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--health", action="store_true", help="exit 0 if the node is serving (joining or training)")
     status.add_argument("--checkpoint", action="store_true", help="make the node write a checkpoint now")
     status.add_argument("--leave", action="store_true", help="make the node leave gracefully")
-    status.add_argument("--timeout", type=float, default=10)
+    status.add_argument("--timeout", type=float, default=10, help="seconds to wait for the node's answer (default 10)")
     status.set_defaults(func=_status)
 
     swarm = sub.add_parser("swarm", help="start N nodes on 127.0.0.1 and show their progress")
@@ -464,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     pay.add_argument("--model", default="olmo-1b", choices=[*PRESETS, *SHAPES_ONLY],
                      help="a GPT preset or the paper's OLMo-1B (default: olmo-1b)")
     pay.add_argument("--topk", type=int, nargs="+", default=[32], help="coefficients kept per block")
-    pay.add_argument("--chunk", type=int, default=64)
+    pay.add_argument("--chunk", type=int, default=64, help="DCT chunk size (default 64: 64x64 blocks)")
     pay.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     pay.set_defaults(func=_bench_payload)
 
@@ -504,24 +504,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     rb = bench_sub.add_parser("robust", help="what robust aggregation costs in convergence: N peers simulated in one "
                               "process, the same data, the rule on and off")
-    rb.add_argument("--peers", type=int, default=4)
-    rb.add_argument("--steps", type=int, default=200)
-    rb.add_argument("--model", default="tiny", choices=list(PRESETS))
+    rb.add_argument("--peers", type=int, default=4, help="peers simulated in one process (default 4)")
+    rb.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    rb.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
     rb.add_argument("--batch", type=int, default=8, help="sequences per peer and step")
-    rb.add_argument("--lr", type=float, default=3e-3)
+    rb.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 3e-3)")
     rb.add_argument("--windows", type=int, default=256, help="held-out windows per evaluation")
-    rb.add_argument("--eval-every", type=int, default=25)
-    rb.add_argument("--seed", type=int, default=0)
-    rb.add_argument("--threads", type=int, default=0)
+    rb.add_argument("--eval-every", type=int, default=25, help="steps between held-out evaluations (default 25)")
+    rb.add_argument("--seed", type=int, default=0, help="seed of the model, the data order and the peers' batches")
+    rb.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     rb.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     rb.set_defaults(func=_bench_robust)
     cv = bench_sub.add_parser("convergence", help="held-out loss against step and bytes sent per node: AdamW, dense "
                               "averaging, the reference DeMo and our swarm, the same data and global batch")
     cv.add_argument("--nodes", type=int, default=2, help="workers the global batch is split over (default 2)")
-    cv.add_argument("--steps", type=int, default=145)
+    cv.add_argument("--steps", type=int, default=145, help="optimizer steps of every run (default 145)")
     cv.add_argument("--global-batch", type=int, default=24, help="sequences per step over all nodes (default 24)")
     cv.add_argument("--windows", type=int, default=256, help="held-out windows per evaluation (default 256)")
-    cv.add_argument("--eval-every", type=int, default=10)
+    cv.add_argument("--eval-every", type=int, default=10, help="steps between held-out evaluations (default 10)")
     cv.add_argument("--seed", type=int, default=0, help="model seed; worker i's data seed is seed*1000+i")
     cv.add_argument("--seeds", help="several seeds, comma-separated (e.g. 0,1): every method runs once per seed, at "
                     "the lr its sweep chose (--sweep-seeds); the table gives the mean and sd of the final loss")

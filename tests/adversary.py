@@ -168,25 +168,26 @@ def withhold_and_lie() -> None:
     (out of the copy it sends it, and refused when the verifier asks)."""
     from demo_node.swarm import owner
     from demo_node.swarm.driver import RoundDriver
+    from demo_node.swarm.exchange import RoundExchange
     from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
-    honest_signs, honest_part = RoundDriver._packed_signs, RoundDriver._verify_part
+    honest_signs, honest_part = RoundDriver._packed_signs, RoundExchange._verify_part
     honest_inputs = owner.OwnerRound.inputs
 
     async def all_negative(self, contributions, ranges):
         bits, nonzero = await honest_signs(self, contributions, ranges)
         return b"\xff" * len(bits), b"\xff" * len(nonzero)
 
-    def part(self, r, plan, owner, payloads, verdict_streams):
-        got = honest_part(self, r, plan, owner, payloads, verdict_streams)
-        if got is not None and got[0].owner == self.me:
+    def part(self, owner):
+        got = honest_part(self, owner)
+        if got is not None and got[0].owner == self.ctx.me:
             got[0].ClearField("payload")
         return got
 
     def inputs(self, senders):
         return [spb.Signed() if p == self.me else s for p, s in zip(senders, honest_inputs(self, senders))]
 
-    RoundDriver._packed_signs, RoundDriver._verify_part = all_negative, part
+    RoundDriver._packed_signs, RoundExchange._verify_part = all_negative, part
     owner.OwnerRound.inputs = inputs
 
 
@@ -220,9 +221,9 @@ def equivocate() -> None:
     owner.OwnerRound.serialize_for = serialize_for
     honest_statement = RoundDriver._statement
 
-    def statement(self, r, plan, leaving):
+    def statement(self, *args):
         self._digest = (self._digest[0], os.urandom(16))
-        return honest_statement(self, r, plan, leaving)
+        return honest_statement(self, *args)
 
     RoundDriver._statement = statement
 
@@ -237,8 +238,8 @@ def accuse_all() -> None:
 
     honest_statement = RoundDriver._statement
 
-    def statement(self, r, plan, leaving):
-        signed = honest_statement(self, r, plan, leaving)
+    def statement(self, r, plan, *args):
+        signed = honest_statement(self, r, plan, *args)
         st = spb.Statement.FromString(signed.body)
         st.accused[:] = sorted(p for p in plan.peers if p != self.me)
         from demo_node.swarm.signing import sign
@@ -247,7 +248,7 @@ def accuse_all() -> None:
 
     async def on_evidence(self, stream):
         msg = spb.EvidenceRequest.FromString(await stream.recv())
-        made_up = spb.Evidence(accused=msg.accused, round=max(0, self.d.round - 1), kind=spb.Evidence.LIE,
+        made_up = spb.Evidence(accused=msg.accused, round=max(0, self.ctx.books.round - 1), kind=spb.Evidence.LIE,
                                claim=spb.Signed(body=b"\x08\x01", signature=b"\x00" * 64))
         await stream.send(made_up.SerializeToString())
 
@@ -301,11 +302,11 @@ def poison_state() -> None:
     """As a state server: serve parameters with one value changed, under their own (correct) digest, with this
     node's own statement re-signed to vouch for it and the honest statements left out."""
     from demo_node.core.digest import digest
-    from demo_node.node.swarm_optimizer import SwarmOptimizer
+    from demo_node.node.sync import StateSync
     from demo_node.swarm.signing import sign
     from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
-    honest = SwarmOptimizer._provide_snapshot
+    honest = StateSync.provide
 
     async def poisoned(self, min_round):
         snap = await honest(self, min_round)
@@ -318,12 +319,12 @@ def poison_state() -> None:
         views = [torch.frombuffer(t, dtype=p.dtype).view(p.shape) for t, p in zip(tensors, self.replica.params)]
         snap.tensors = [bytes(t) for t in tensors]
         snap.digest = digest(views)
-        own = spb.Statement(peer=self.me, run_id=self.run_id, round=snap.next_round, digest_round=snap.next_round,
-                            digest=snap.digest)
+        own = spb.Statement(peer=self.peer.peer_id, run_id=self.run_id, round=snap.next_round,
+                            digest_round=snap.next_round, digest=snap.digest)
         snap.statements = [sign(self.peer.host.identity, own.SerializeToString())]
         return snap
 
-    SwarmOptimizer._provide_snapshot = poisoned
+    StateSync.provide = poisoned
 
 
 @attack

@@ -20,6 +20,7 @@ from demo_node.core.digest import digest
 from demo_node.swarm.config import RoundConfig
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.driver import RoundDriver, RunSettings
+from demo_node.swarm.exchange import RoundExchange
 from demo_node.swarm.limits import Limits
 from demo_node.swarm.outcome import RoundOutcome
 from demo_node.swarm.plan import Member
@@ -227,22 +228,22 @@ def test_a_lying_owner_is_caught_by_its_verifier_corrected_and_demoted(hosts):
         stop(nodes)
 
 
-def test_an_owner_that_withholds_its_own_input_is_skipped_alike_and_demoted(hosts):
+def test_an_owner_that_withholds_its_own_input_is_skipped_alike_and_demoted(hosts, monkeypatch):
     """The owner lies and keeps its own input from its verifier (out of the copy it sends, refused when asked): the
     verifier, whichever of the two others it is this round (they rotate), says WITHHELD; the nodes ask each other
     what they heard, none heard better, so no node applies the lie (its blocks are skipped alike, contributions
     restored), and after two such rounds in a row the owner owns nothing more."""
     def withhold(nodes):
         d = nodes[0].driver
-        honest_signs, honest_part = d._packed_signs, d._verify_part
+        honest_signs, honest_part = d._packed_signs, RoundExchange._verify_part
 
         async def flipped(contributions, ranges):
             bits, nonzero = await honest_signs(contributions, ranges)
             return bytes(b ^ 0xFF for b in bits), nonzero
 
-        def part(r, plan, owner, payloads, verdict_streams):
-            got = honest_part(r, plan, owner, payloads, verdict_streams)
-            if got is not None and got[0].owner == d.me:
+        def part(exchange, owner):
+            got = honest_part(exchange, owner)
+            if exchange.ctx.me == d.me and got is not None and got[0].owner == d.me:
                 got[0].ClearField("payload")  # not its own input for its own shard
             return got
 
@@ -252,7 +253,8 @@ def test_an_owner_that_withholds_its_own_input_is_skipped_alike_and_demoted(host
                 own.inputs = lambda senders: [s if p != d.me else type(s)() for p, s in zip(senders, served(senders))]
                 super().__setitem__(r, own)
 
-        d._packed_signs, d._verify_part, d.owner_rounds = flipped, part, Withholding()
+        d._packed_signs, d.books.owner_rounds = flipped, Withholding()
+        monkeypatch.setattr(RoundExchange, "_verify_part", part)
 
     nodes = start(hosts, "sign", deadline=3.0, before=withhold)
     liar = nodes[0].host.peer_id
@@ -312,7 +314,7 @@ def test_an_owner_that_never_answers_costs_a_short_wait_then_owns_nothing(hosts)
 
             own.result_for = result_for
 
-        d.owner_rounds = _Patched(silent)
+        d.books.owner_rounds = _Patched(silent)
 
     nodes = start(hosts, "sign", deadline=3.0, before=hold)
     silent = nodes[0].host.peer_id
@@ -370,7 +372,7 @@ def test_an_owner_that_signs_two_results_has_one_applied_everywhere_and_is_demot
 
             own.serialize_for = serialize_for
 
-        d.owner_rounds = _Patched(two_faced)
+        d.books.owner_rounds = _Patched(two_faced)
 
     nodes = start(hosts, mode, deadline=3.0, before=equivocate)
     liar = nodes[0].host.peer_id
@@ -415,7 +417,7 @@ def test_an_owner_that_keeps_only_its_own_contribution_is_skipped_alike_and_demo
 
             own.arrive = arrive_censored
 
-        d.owner_rounds = _Patched(only_mine)
+        d.books.owner_rounds = _Patched(only_mine)
 
     nodes = start(hosts, mode, deadline=3.0, before=censor)
     cheat = nodes[0].host.peer_id

@@ -1,8 +1,9 @@
-"""The joining sequence's two steps that talk to peers: settling which run this node trains, and downloading the
-parameters from a peer of the run (also used to resync after a digest mismatch)."""
+"""The joining sequence: the run's definition, settling which run this node trains with the runs its peers train, and
+downloading the parameters from a peer of the run (also used to resync after a digest mismatch)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -10,8 +11,10 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from demo_node.errors import DemoNodeError
 from demo_node.net.host import peer_from_b58
+from demo_node.node.config import SwarmConfig
 from demo_node.node.peer import GreetedPeer, Peer
 from demo_node.node.replica import InstallError, Replica
+from demo_node.options import as_dict
 from demo_node.run_identity import check_same, differences, run_id
 from demo_node.swarm.discovery import PeerRecord
 from demo_node.swarm.plan import Member
@@ -47,6 +50,30 @@ def settle_run(runs: Mapping[str, Mapping[str, Any]], mine: Mapping[str, Mapping
         return mine_id
     check_same(mine, sorted(same_name.items())[0][1])  # raises, naming the differing fields
     return mine_id
+
+
+RESERVED_SECTIONS = ("optimizer", "defense", "params")
+"""Sections of the run's config that the optimizer writes itself."""
+
+
+def define_run(cfg: SwarmConfig, params: list, extra: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The run's definition: its name, DeMo's options, the defenses, the parameters' shapes, and the caller's
+    sections (``extra``: what the options cannot see, the model and the data)."""
+    shapes = [(tuple(p.shape), str(p.dtype)) for p in params]
+    run: dict[str, dict[str, Any]] = {
+        "run": {"run_name": cfg.run.run_name},
+        "optimizer": as_dict(cfg.optimizer),
+        "defense": as_dict(cfg.defense),
+        "params": {"count": sum(p.numel() for p in params),
+                   "shapes": hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]},
+    }
+    for section, items in extra.items():
+        if section in RESERVED_SECTIONS:
+            raise ValueError(f"run_config: section {section!r} is the optimizer's own")
+        if section == "run" and "run_name" in items:
+            raise ValueError("run_config: give the run's name as run_name=, not in run_config")
+        run.setdefault(section, {}).update(dict(items))
+    return run
 
 
 def refuse_other_runs(greeted: list[GreetedPeer], name: str, wanted_id: str = "") -> None:

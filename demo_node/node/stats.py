@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from demo_node import __version__
+from demo_node.version import __version__
 from demo_node.net.accounting import Accounting
 from demo_node.node.applier import AppliedRound
 from demo_node.node.events import Reporter

@@ -10,31 +10,32 @@ import logging
 from typing import TYPE_CHECKING
 
 from demo_node.swarm.included import inputs_hash
+from demo_node.swarm.results import NOT_AUDITED, Received, Verdict
 from demo_node.swarm.signing import BadSigned, open_verdict
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 if TYPE_CHECKING:
-    from demo_node.swarm.checking import Received, Verdict
-    from demo_node.swarm.driver import RoundDriver
+    from demo_node.swarm.context import RoundContext
     from demo_node.swarm.plan import RoundPlan
 
 log = logging.getLogger(__name__)
 
 
-async def inputs_from(d: RoundDriver, r: int, peer: bytes, owner: bytes, senders: list[bytes]) -> list[spb.Signed]:
+async def inputs_from(ctx: RoundContext, r: int, peer: bytes, owner: bytes,
+                      senders: list[bytes]) -> list[spb.Signed]:
     """Signed payloads (or, for no senders, the owner's judged body) that ``peer`` holds for ``owner``'s shard."""
-    if peer == d.me:
-        own, vr = d.owner_rounds.get(r), d.verifier_rounds.get((r, owner))
-        if owner == d.me and own is not None:
+    if peer == ctx.me:
+        own, vr = ctx.books.owner_rounds.get(r), ctx.books.verifier_rounds.get((r, owner))
+        if owner == ctx.me and own is not None:
             return own.inputs(senders) if senders else [own.body or spb.Signed()]
         if vr is not None:
             return vr.inputs(senders) if senders else [vr.owner_body or spb.Signed()]
         return [spb.Signed() for _ in senders] if senders else [spb.Signed()]
     request = spb.InputsRequest(round=r, owner=owner, senders=senders)
     try:
-        data = await d.transport.request(peer, "inputs", request.SerializeToString(),
-                                         d.limits.fetch_timeout + d.cfg.deadline,
-                                         limit=(len(senders) + 2) * (d.max_payload + 2048), reuse=True)
+        data = await ctx.transport.request(peer, "inputs", request.SerializeToString(),
+                                         ctx.limits.fetch_timeout + ctx.cfg.deadline,
+                                         limit=(len(senders) + 2) * (ctx.max_payload + 2048), reuse=True)
         reply = spb.Inputs.FromString(data)
     except Exception as exc:
         log.info("round %d: no inputs of %s's shard from %s (%r)", r, owner.hex()[-12:], peer.hex()[-12:], exc)
@@ -45,20 +46,20 @@ async def inputs_from(d: RoundDriver, r: int, peer: bytes, owner: bytes, senders
     return out + [spb.Signed()] * (len(senders) - len(out))
 
 
-async def fetch_result(d: RoundDriver, r: int, owner: bytes, plan: RoundPlan,
+async def fetch_result(ctx: RoundContext, r: int, owner: bytes, plan: RoundPlan,
                        peers: list[bytes] | None = None) -> Received | None:
     """Ask every other member (or ``peers``) for a shard result this node could not get from its owner."""
     if peers is None:
-        peers = [m.peer for m in plan.members if m.peer not in (d.me, owner) and not m.client]
+        peers = [m.peer for m in plan.members if m.peer not in (ctx.me, owner) and not m.client]
     request = spb.FetchResult(round=r, owner=owner).SerializeToString()
-    timeout = d.limits.fetch_timeout + d.cfg.deadline
-    patience = d.patience(len(peers))
+    timeout = ctx.limits.fetch_timeout + ctx.cfg.deadline
+    patience = ctx.patience(len(peers))
 
     async def ask(peer: bytes) -> Received | None:
         try:
-            data = await d.transport.request(peer, "fetch", request, timeout, limit=d.result_limit(plan))
+            data = await ctx.transport.request(peer, "fetch", request, timeout, limit=ctx.result_limit(plan))
             patience.answer()
-            got = d.open_result(r, owner, data, plan)
+            got = ctx.open_result(r, owner, data, plan)
             if got is not None and plan.mode == "relay" and (len(got.relayed) != len(got.senders)
                                                              or inputs_hash(got.relayed) != got.body.inputs_hash):
                 return None  # a copy without the payloads its body names is no copy
@@ -75,7 +76,7 @@ async def fetch_result(d: RoundDriver, r: int, owner: bytes, plan: RoundPlan,
             except asyncio.TimeoutError:
                 continue
             if got is not None:
-                d.received[(r, owner)] = spb.ShardResult(status=spb.ShardResult.HAVE, body=got.signed,
+                ctx.books.received[(r, owner)] = spb.ShardResult(status=spb.ShardResult.HAVE, body=got.signed,
                                                          relayed=got.relayed)
                 log.info("round %d: got the shard of %s from a peer", r, owner.hex()[-12:])
                 return got
@@ -86,19 +87,19 @@ async def fetch_result(d: RoundDriver, r: int, owner: bytes, plan: RoundPlan,
     return None
 
 
-async def reached_others(d: RoundDriver, r: int, plan: RoundPlan) -> bool:
+async def reached_others(ctx: RoundContext, r: int, plan: RoundPlan) -> bool:
     """Whether another member holds this node's own result of round ``r`` (asked once they settled it): an owner
     applies its own shard only then, as every other node does."""
-    peers = [m.peer for m in plan.members if m.peer != d.me]
+    peers = [m.peer for m in plan.members if m.peer != ctx.me]
     if not peers:
         return True
-    request = spb.FetchResult(round=r, owner=d.me, confirm=True).SerializeToString()
-    timeout = d.limits.fetch_timeout + d.cfg.deadline
-    patience = d.patience(len(peers))
+    request = spb.FetchResult(round=r, owner=ctx.me, confirm=True).SerializeToString()
+    timeout = ctx.limits.fetch_timeout + ctx.cfg.deadline
+    patience = ctx.patience(len(peers))
 
     async def ask(peer: bytes) -> bool:
         try:
-            data = await d.transport.request(peer, "fetch", request, timeout, limit=d.limits.small_message)
+            data = await ctx.transport.request(peer, "fetch", request, timeout, limit=ctx.limits.small_message)
             patience.answer()
             return spb.ShardResult.FromString(data).status == spb.ShardResult.HAVE
         except Exception as exc:
@@ -119,21 +120,19 @@ async def reached_others(d: RoundDriver, r: int, plan: RoundPlan) -> bool:
     return False
 
 
-async def verdicts_from_peers(d: RoundDriver, r: int, owner: bytes, plan: RoundPlan) -> list[Verdict]:
+async def verdicts_from_peers(ctx: RoundContext, r: int, owner: bytes, plan: RoundPlan) -> list[Verdict]:
     """The verdicts the round's other members got from ``owner``'s verifier (each checked to be the verifier's, on
     that shard of that round; "not audited" answers as NOT_AUDITED), asked all at once."""
-    from demo_node.swarm.checking import NOT_AUDITED, Verdict
-
     verifier = plan.verifiers[owner]
-    peers = [m.peer for m in plan.members if m.peer != d.me]
+    peers = [m.peer for m in plan.members if m.peer != ctx.me]
     request = spb.FetchVerdict(round=r, owner=owner).SerializeToString()
-    timeout = d.limits.fetch_timeout + d.cfg.deadline
-    patience = d.patience(len(peers))
+    timeout = ctx.limits.fetch_timeout + ctx.cfg.deadline
+    patience = ctx.patience(len(peers))
 
     async def ask(peer: bytes) -> Verdict | None:
         try:
-            data = await d.transport.request(peer, "verdict", request, timeout,
-                                             limit=d.limits.small_message + d.max_payload // 4)
+            data = await ctx.transport.request(peer, "verdict", request, timeout,
+                                             limit=ctx.limits.small_message + ctx.max_payload // 4)
             patience.answer()
             reply = spb.VerdictReply.FromString(data)
             if reply.not_audited:

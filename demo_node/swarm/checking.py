@@ -23,48 +23,26 @@ unverified in sign exchange.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from demo_node.swarm.asking import fetch_result, inputs_from, reached_others, verdicts_from_peers
-from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.included import inputs_hash, senders_of
 from demo_node.swarm.outcome import ShardOutcome
 from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import RoundPlan
+from demo_node.swarm.results import Received, Verdict
 from demo_node.swarm.signing import BadSigned, body_hash, open_body
 from demo_node.swarm.standing import SILENT
 from demo_node.swarm.verifier import judge_signs
-from demo_node.wire.errors import PayloadError, refusal_name
+from demo_node.wire.errors import PayloadError
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 if TYPE_CHECKING:
-    from demo_node.swarm.driver import RoundDriver
+    from demo_node.swarm.context import RoundContext
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Received:
-    """A shard result as this node got it, its owner's signature checked."""
-
-    signed: spb.Signed
-    body: spb.ShardBody
-    senders: list[bytes]
-    """Whose contributions the body includes, in aggregation order (read from its inclusion bits)."""
-    relayed: list[spb.Signed] = field(default_factory=list)
-    refusal: str = ""
-
-
-@dataclass
-class Verdict:
-    signed: spb.Signed
-    body: spb.VerdictBody
-    audited: bool = True
-    """False: the verifier said it drew this round out of its audits (on its own stream; nothing is signed)."""
-
-
-NOT_AUDITED = Verdict(spb.Signed(), spb.VerdictBody(), audited=False)
 _RANK = {spb.VerdictBody.WRONG: 5, spb.VerdictBody.CORRECT: 4, spb.VerdictBody.WITHHELD: 2,
          spb.VerdictBody.MISSING: 1}
 _SETTLE = (spb.VerdictBody.WITHHELD, spb.VerdictBody.MISSING, spb.VerdictBody.UNVERIFIED)
@@ -76,40 +54,9 @@ def _strength(v: Verdict) -> int:
     return 3 if not v.audited else _RANK.get(v.body.finding, 0)
 
 
-def open_result(data: bytes, r: int, owner: bytes, plan: RoundPlan,
-                counters: SwarmCounters) -> tuple[Received | None, int]:
-    """A shard result's bytes, checked: HAVE, signed by its owner, of this round and the plan's mode; and, when the
-    owner refused the round as one it does not know while it is at this round or ahead, its round (else 0)."""
-    try:
-        res = spb.ShardResult.FromString(data)
-    except Exception:
-        counters.refused("malformed")
-        return None, 0
-    if res.status != spb.ShardResult.HAVE:
-        reason = refusal_name(res.refusal)
-        log.warning("round %d: owner %s answered %s (%s)", r, owner.hex()[-12:],
-                    spb.ShardResult.Status.Name(res.status) if res.status in spb.ShardResult.Status.values()
-                    else res.status, reason)
-        # an owner at this round or ahead that does not know this node's round: this node is out of step (an owner
-        # behind it is the one that must catch up)
-        ahead = reason in ("plan_mismatch", "round_unknown") and res.current_round >= r
-        return None, (max(1, int(res.current_round)) if ahead else 0)
-    try:
-        body = open_body(res.body, owner, r)
-        if body.mode != (spb.EXCHANGE_RELAY if plan.mode == "relay" else spb.EXCHANGE_SIGN):
-            log.warning("round %d: owner %s answered in another exchange mode", r, owner.hex()[-12:])
-            return None, 0
-        senders = senders_of(plan.order, body.included)
-    except (BadSigned, PayloadError) as exc:
-        log.warning("round %d: the result of %s does not check out (%s)", r, owner.hex()[-12:], exc)
-        counters.refused(exc.reason)
-        return None, 0
-    return Received(res.body, body, senders, list(res.relayed), refusal_name(res.refusal)), 0
-
-
 class Checker:
-    def __init__(self, driver: "RoundDriver"):
-        self.driver = driver
+    def __init__(self, ctx: "RoundContext"):
+        self.ctx = ctx
         self.accused: dict[bytes, spb.Evidence] = {}
         """Peers this node caught, with the evidence (what its statements accuse, what it serves on request)."""
 
@@ -117,7 +64,7 @@ class Checker:
         """Accuse ``evidence.accused`` from now on (caught here, or ``checked_from`` that accuser's evidence)."""
         if evidence.accused not in self.accused:
             self.accused[evidence.accused] = evidence
-            self.driver.counters.refused("signature")
+            self.ctx.counters.refused("signature")
             kind = spb.Evidence.Kind.Name(evidence.kind).lower()
             how = f"checked the evidence of {checked_from.hex()[-12:]}" if checked_from else "caught it"
             log.warning("round %d: %s is accused (%s; this node %s)", evidence.round, evidence.accused.hex()[-12:],
@@ -132,7 +79,7 @@ class Checker:
             return ShardOutcome(owner, ranges, None, source="none", check="missing" if missing else "")
         verifier = plan.verifiers.get(owner)
         if verifier is None:
-            if owner == self.driver.me and not await reached_others(self.driver, r, plan):
+            if owner == self.ctx.me and not await reached_others(self.ctx, r, plan):
                 return self._unreached(owner, ranges, got, source)
             return self._outcome(owner, ranges, got, source)
         sign_mode = plan.mode == "sign"
@@ -143,8 +90,8 @@ class Checker:
             # its result reached nobody but this node (the owner itself, or a node it answered too late): skipped
             # here as everywhere
             return self._outcome(owner, ranges, got, source, check="missing", skip=SILENT)
-        if owner == self.driver.me and (verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED) \
-                and not await reached_others(self.driver, r, plan):
+        if owner == self.ctx.me and (verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED) \
+                and not await reached_others(self.ctx, r, plan):
             return self._unreached(owner, ranges, got, source)
         unchecked = "unverified"
         if verdict is not None and not verdict.audited:
@@ -183,7 +130,7 @@ class Checker:
                               mine: Verdict | None) -> Verdict | None:
         """The strongest verdict on ``owner``'s shard among this node's and the other members' (see the module
         docstring); two different ones signed by the verifier are evidence against it."""
-        heard = await verdicts_from_peers(self.driver, r, owner, plan)
+        heard = await verdicts_from_peers(self.ctx, r, owner, plan)
         candidates = ([mine] if mine is not None else []) + heard
         signed = {}
         for v in candidates:
@@ -206,11 +153,11 @@ class Checker:
         """The owner's signed body the verifier judged, if it can show one with the hash its verdict names (in relay
         exchange with the payloads it relays: the verifier's copy of the result)."""
         if plan.mode != "sign":
-            copy = await fetch_result(self.driver, r, owner, plan, peers=[verifier])
+            copy = await fetch_result(self.ctx, r, owner, plan, peers=[verifier])
             if copy is None or body_hash(copy.signed) != verdict.body.body_hash:
                 return None
             return copy
-        copy = (await inputs_from(self.driver, r, verifier, owner, []))[0]
+        copy = (await inputs_from(self.ctx, r, verifier, owner, []))[0]
         try:
             body = open_body(copy, owner, r)
         except BadSigned:
@@ -225,19 +172,19 @@ class Checker:
     async def _recompute(self, r: int, plan: RoundPlan, owner: bytes, verifier: bytes | None, got: Received,
                          verdict: Verdict | None, source: str) -> ShardOutcome:
         """Fetch the signed inputs, recompute, and apply what they back (see the module docstring)."""
-        d = self.driver
+        ctx = self.ctx
         ranges = plan.ranges[owner]
         body = got.body
         senders = got.senders
-        inputs = await inputs_from(d, r, verifier, owner, senders) if verifier else [spb.Signed()] * len(senders)
+        inputs = await inputs_from(ctx, r, verifier, owner, senders) if verifier else [spb.Signed()] * len(senders)
         lacking = [s for s, signed in zip(senders, inputs) if not signed.body]
         if lacking:
-            from_owner = dict(zip(lacking, await inputs_from(d, r, owner, owner, lacking)))
+            from_owner = dict(zip(lacking, await inputs_from(ctx, r, owner, owner, lacking)))
             inputs = [signed if signed.body else from_owner.get(s, spb.Signed()) for s, signed in zip(senders, inputs)]
         if verifier and inputs_hash(inputs) != body.inputs_hash:
             # a contributor may have sent the owner and the verifier different payloads: the owner's are the ones
             # its result must agree with
-            inputs = await inputs_from(d, r, owner, owner, senders)
+            inputs = await inputs_from(ctx, r, owner, owner, senders)
         contributions = []
         try:
             if len(inputs) != len(senders):
@@ -245,13 +192,13 @@ class Checker:
             if inputs_hash(inputs) != body.inputs_hash:
                 raise PayloadError("signature", "inputs that are not the ones the owner named")
             for sender, signed in zip(senders, inputs):
-                contributions.append(read_payload(signed, sender, d.layout, d.run.run_id, r, ranges))
+                contributions.append(read_payload(signed, sender, ctx.layout, ctx.run.run_id, r, ranges))
         except (PayloadError, BadSigned) as exc:
             log.warning("round %d: cannot check the shard of %s (%s): its blocks are skipped here", r,
                         owner.hex()[-12:], exc)
             return ShardOutcome(owner, ranges, None, source=source, check="unverifiable")
-        owner_ok, bits, blocks = await d.compute(
-            lambda: judge_signs(d.signs, contributions, d.layout, ranges, body.sign_bits, body.nonzero_blocks))
+        owner_ok, bits, blocks = await ctx.compute(
+            lambda: judge_signs(ctx.signs, contributions, ctx.layout, ranges, body.sign_bits, body.nonzero_blocks))
         if owner_ok:
             if verdict is not None:
                 self.accuse(spb.Evidence(accused=verifier, round=r, claim=verdict.signed, judged=got.signed,
@@ -260,8 +207,8 @@ class Checker:
         self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, inputs=inputs, kind=spb.Evidence.LIE))
         if verdict is not None:
             claimed = (verdict.body.sign_bits, verdict.body.nonzero_blocks)
-            verifier_ok, _, _ = await d.compute(
-                lambda: judge_signs(d.signs, contributions, d.layout, ranges, *claimed))
+            verifier_ok, _, _ = await ctx.compute(
+                lambda: judge_signs(ctx.signs, contributions, ctx.layout, ranges, *claimed))
             if verifier_ok:
                 # every honest node that checks applies the verifier's signed bits: the same ones everywhere
                 return self._outcome(owner, ranges, got, source, check="corrected", bits=claimed)

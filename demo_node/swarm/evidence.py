@@ -26,7 +26,7 @@ from demo_node.wire.errors import PayloadError
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 if TYPE_CHECKING:
-    from demo_node.swarm.driver import RoundDriver
+    from demo_node.swarm.context import RoundContext
 
 log = logging.getLogger(__name__)
 Kind = spb.Evidence.Kind
@@ -83,41 +83,41 @@ def holds(ev: spb.Evidence, plan: RoundPlan, layout: Layout, run_id: str, signs:
 class Echo:
     """Takes up the accusations of other members once their evidence checks out here (see the module docstring)."""
 
-    def __init__(self, driver: "RoundDriver"):
-        self.d = driver
+    def __init__(self, ctx: "RoundContext"):
+        self.ctx = ctx
         self._asked: dict[bytes, int] = {}
         """Accused -> the round this node last asked for the evidence (it asks again RETRY_ROUNDS later)."""
         self._tasks: set[asyncio.Task] = set()
 
     def heard(self, r: int, accusers: dict[bytes, set[bytes]]) -> None:
         """The accusations in round ``r``'s statements: check the evidence of those this node does not make yet."""
-        d = self.d
+        ctx = self.ctx
         for accused, who in accusers.items():
-            if accused == d.me or accused in d.checker.accused or accused in d.standing.demoted:
+            if accused == ctx.me or accused in ctx.checker.accused or accused in ctx.books.standing.demoted:
                 continue
             if r - self._asked.get(accused, -RETRY_ROUNDS) < RETRY_ROUNDS:
                 continue
             self._asked[accused] = r
-            task = asyncio.ensure_future(self._take_up(accused, sorted(who - {d.me})))
+            task = asyncio.ensure_future(self._take_up(accused, sorted(who - {ctx.me})))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _take_up(self, accused: bytes, accusers: list[bytes]) -> None:
-        d = self.d
+        ctx = self.ctx
         request = spb.EvidenceRequest(accused=accused).SerializeToString()
         for accuser in accusers:
             try:
-                data = await d.transport.request(accuser, "evidence", request, d.limits.fetch_timeout + d.cfg.deadline,
-                                                 limit=d.evidence_limit())
+                data = await ctx.transport.request(accuser, "evidence", request, ctx.limits.fetch_timeout + ctx.cfg.deadline,
+                                                 limit=ctx.evidence_limit())
                 ev = spb.Evidence.FromString(data)
             except Exception as exc:
                 log.debug("no evidence against %s from %s (%r)", accused.hex()[-12:], accuser.hex()[-12:], exc)
                 continue
-            plan = d.plans.get(ev.round)
+            plan = ctx.books.plans.get(ev.round)
             if ev.accused != accused or plan is None:
                 continue
-            if await d.compute(lambda: holds(ev, plan, d.layout, d.run.run_id, d.signs)):
-                d.checker.accuse(ev, checked_from=accuser)
+            if await ctx.compute(lambda: holds(ev, plan, ctx.layout, ctx.run.run_id, ctx.signs)):
+                ctx.checker.accuse(ev, checked_from=accuser)
                 return
             log.warning("round %d: %s accuses %s with evidence that does not hold", ev.round, accuser.hex()[-12:],
                         accused.hex()[-12:])
