@@ -88,8 +88,9 @@ async def fetch_result(ctx: RoundContext, r: int, owner: bytes, plan: RoundPlan,
 
 
 async def reached_others(ctx: RoundContext, r: int, plan: RoundPlan) -> bool:
-    """Whether another member holds this node's own result of round ``r`` (asked once they settled it): an owner
-    applies its own shard only then, as every other node does."""
+    """Whether this node's own result of round ``r`` may be applied here: another member holds it, or none of the
+    others answered at all (they are gone: nobody applies otherwise). Only when members answered and none holds it
+    is it not (they gave up on this owner, and skip its shard). Asked once they settled it."""
     peers = [m.peer for m in plan.members if m.peer != ctx.me]
     if not peers:
         return True
@@ -97,27 +98,30 @@ async def reached_others(ctx: RoundContext, r: int, plan: RoundPlan) -> bool:
     timeout = ctx.limits.fetch_timeout + ctx.cfg.deadline
     patience = ctx.patience(len(peers))
 
-    async def ask(peer: bytes) -> bool:
+    async def ask(peer: bytes) -> bool | None:
         try:
             data = await ctx.transport.request(peer, "fetch", request, timeout, limit=ctx.limits.small_message)
             patience.answer()
             return spb.ShardResult.FromString(data).status == spb.ShardResult.HAVE
         except Exception as exc:
-            log.debug("round %d: %s did not confirm this node's result (%r)", r, peer.hex()[-12:], exc)
-        return False
+            log.debug("round %d: %s did not answer about this node's result (%r)", r, peer.hex()[-12:], exc)
+        return None
 
+    answered = False
     tasks = [asyncio.ensure_future(patience.within(ask(p), timeout)) for p in peers]
     try:
         for done in asyncio.as_completed(tasks):
             try:
-                if await done:
-                    return True
+                have = await done
             except asyncio.TimeoutError:
                 continue
+            if have:
+                return True
+            answered = answered or have is not None
     finally:
         for t in tasks:
             t.cancel()
-    return False
+    return not answered
 
 
 async def verdicts_from_peers(ctx: RoundContext, r: int, owner: bytes, plan: RoundPlan) -> list[Verdict]:
