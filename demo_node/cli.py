@@ -38,7 +38,7 @@ def _join(args: argparse.Namespace) -> int:
     import signal
 
     _quiet_libraries()
-    from demo_node import config
+    from demo_node.daemon import settings as config
     from demo_node.daemon.program import JoinProgram
     from demo_node.errors import DemoNodeError
     from demo_node.node.events import Reporter, configure_logging
@@ -379,7 +379,7 @@ def _emit(result, text: str, json_path: str | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from demo_node import config
+    from demo_node.daemon import settings as config
     from demo_node.core.config import VALUE_MODES
     from demo_node.bench.convergence_model import MODELS as CONVERGENCE_MODELS
     from demo_node.models.presets import MODEL_CHOICES, PRESETS, SHAPES_ONLY

@@ -58,6 +58,8 @@ def one_of(choices: Iterable[str]) -> dict:
 
 LOCAL = {"local": True}
 """Field metadata: the value names something on this machine (a file, a folder, a device): never taken from a peer."""
+TEST_ONLY = {"hidden": True}
+"""Field metadata: a knob for the project's own tests (a fault to inject): it works, but --help does not show it."""
 
 
 # -- reading a config class --------------------------------------------------------------------------------------
@@ -73,6 +75,8 @@ class OptionField:
     owner: type
     local: bool = False
     """It names something on this machine: a node never adopts it from a peer."""
+    hidden: bool = False
+    """A knob for tests: not in --help."""
 
     @property
     def flag(self) -> str:
@@ -112,7 +116,8 @@ def fields_of(cls: type) -> tuple[OptionField, ...]:
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         out.append(OptionField(f.name, cls.SECTION, _kind(hints[f.name]), default, docs.get(f.name, ""),
-                               f.metadata.get("choices"), f.metadata.get("check"), cls, bool(f.metadata.get("local"))))
+                               f.metadata.get("choices"), f.metadata.get("check"), cls, bool(f.metadata.get("local")),
+                               bool(f.metadata.get("hidden"))))
     return tuple(out)
 
 

@@ -13,7 +13,8 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from demo_node import cli, config
+from demo_node import cli
+from demo_node.daemon import settings as config
 from demo_node.node.events import Reporter
 
 SUBCOMMANDS = [["join"], ["status"], ["swarm"], ["bench"], ["bench", "optimizer"], ["bench", "payload"],
@@ -85,16 +86,22 @@ def test_join_help_lists_every_option_with_its_doc():
     flat = " ".join(text.split())
     for f in config.FIELDS.values():
         assert f.doc, f"option {f.name} has no docstring"
+        if f.hidden:
+            assert f.flag not in text, f"test knob {f.flag} shows in --help"
+            continue
         assert f.flag in text
         assert " ".join(f.doc.split())[:30] in flat, f"--help lacks the doc of {f.name}"
+    assert any(f.hidden for f in config.FIELDS.values())
 
 
 def test_program_defaults_show_in_help_and_apply():
     text = subprocess.run([sys.executable, "-m", "demo_node", "join", "--help"], capture_output=True, text=True,
                           check=True).stdout
-    assert "(default: 0.003)" in " ".join(text.split())
+    assert "(default: 127.0.0.1:7070)" in " ".join(text.split())
     cfg = config.load({}, env={})
-    assert cfg.optimizer.lr == config.PROGRAM_DEFAULTS["lr"] and cfg.service.control == "127.0.0.1:7070"
+    assert cfg.service.control == config.PROGRAM_DEFAULTS["control"] == "127.0.0.1:7070"
+    hidden = config.load({"slowdown": "2"}, env={"DEMO_NODE_FAULT_AFTER_ROUNDS": "3"})  # hidden, yet they work
+    assert hidden.train.slowdown == 2.0 and hidden.train.fault_after_rounds == 3
 
 
 def test_json_event_lines_are_strict_json():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from demo_node import config
-from demo_node.config import ConfigError
+from demo_node.daemon import settings as config
+from demo_node.daemon.settings import ConfigError
 from demo_node.run_identity import ConfigMismatch, check_same, config_hash, run_id
 
 
@@ -14,7 +14,7 @@ def write(tmp_path, text):
 
 
 def test_priority_flags_over_env_over_file_over_defaults(tmp_path):
-    path = write(tmp_path, '[optimizer]\nlr = 0.01\ntopk = 16\nbeta = 0.99\n[node]\npeers = ["/ip4/1.2.3.4/tcp/1/p2p/x"]\n')
+    path = write(tmp_path, '[optimizer]\nlr = 0.01\ntopk = 16\nbeta = 0.99\n[network]\npeers = ["/ip4/1.2.3.4/tcp/1/p2p/x"]\n')
     env = {"DEMO_NODE_TOPK": "8", "DEMO_NODE_BETA": "0.95"}
     cfg = config.load({"beta": "0.9"}, env=env, config_file=path)
     assert cfg.optimizer.lr == 0.01  # file
@@ -38,7 +38,7 @@ def test_env_lists_and_booleans():
 @pytest.mark.parametrize(
     "text,needle",
     [("[optimizer]\nlrr = 1\n", "optimizer.lrr"), ("[optimiser]\nlr = 1\n", "[optimiser]"),
-     ("[node]\nlr = 1\n", "node.lr"), ("[optimizer\n", "node.toml")],
+     ("[network]\nlr = 1\n", "network.lr"), ("[optimizer\n", "node.toml")],
 )
 def test_unknown_or_misplaced_keys_in_file_name_themselves(tmp_path, text, needle):
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from demo_node import JoinError
-from demo_node.config import RUN_SECTIONS, Config
+from demo_node.daemon.settings import RUN_SECTIONS, Config
 from demo_node.run_identity import check_same
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from demo_node import Reporter
 from demo_node.data.limits import MAX_CORPUS_BYTES
 from demo_node.models.presets import MODEL_CHOICES
-from demo_node.options import LOCAL, at_least, one_of, positive, within
+from demo_node.options import LOCAL, TEST_ONLY, at_least, one_of, positive, within
 
 SCHEDULES = ("constant", "cosine")
 TOKENIZERS = ("auto", "bytes", "bpe", "file")
@@ -87,9 +87,9 @@ class TrainConfig:
     large model, about a third more compute (the same gradients)."""
     threads: int = field(default=0, metadata=at_least(0))
     """Torch CPU threads (0: torch's default)."""
-    slowdown: float = field(default=1.0, metadata=at_least(1.0))
+    slowdown: float = field(default=1.0, metadata={**at_least(1.0), **TEST_ONLY})
     """Stretch compute time by this factor (for testing stragglers)."""
-    fault_after_rounds: int = field(default=0, metadata=at_least(0))
+    fault_after_rounds: int = field(default=0, metadata={**at_least(0), **TEST_ONLY})
     """For testing the repair: after this many rounds as a member, nudge one parameter so this node's digest leaves
     the majority's (0: never)."""
     min_members: int = field(default=1, metadata=positive())
@@ -105,7 +105,7 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class LogConfig:
-    SECTION = "node"
+    SECTION = "log"
 
     log_format: str = field(default="auto", metadata=one_of(Reporter.FORMATS))
     """Console output: text (a live round line on a terminal), json (one JSON object per line), log (records of the

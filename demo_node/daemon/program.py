@@ -15,7 +15,7 @@ from dataclasses import replace
 from torch.optim.lr_scheduler import LambdaLR
 
 from demo_node import Peer, Reporter, SwarmOptimizer, parameter_digest
-from demo_node.config import FIELDS, Config
+from demo_node.daemon.settings import FIELDS, Config
 from demo_node.daemon.adopt import adopt_run
 from demo_node.daemon.ranks import GO, STOP, WAIT, LocalRanks, StartFailed
 from demo_node.daemon.training import LocalTraining

@@ -9,7 +9,7 @@ from demo_node.options import LOCAL
 
 @dataclass(kw_only=True)
 class NetworkConfig:
-    SECTION = "node"
+    SECTION = "network"
 
     peers: list[str] = field(default_factory=list)
     """Multiaddrs (with /p2p/<id>) of peers to join; none starts a new swarm."""

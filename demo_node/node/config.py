@@ -27,7 +27,7 @@ class RunName:
 
 @dataclass(kw_only=True)
 class ServiceConfig:
-    SECTION = "node"
+    SECTION = "service"
 
     checkpoint_dir: str = field(default="", metadata=LOCAL)
     """Where checkpoints go (empty: none). On start the newest good one there is resumed from."""

@@ -13,43 +13,36 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from demo_node.core.config import DeMoConfig
+from demo_node import DeMoConfig, DefenseConfig, NetworkConfig, RoundConfig, RunName, ServiceConfig, SwarmConfig
 from demo_node.daemon.config import LogConfig, ScheduleConfig, TrainConfig, WorkloadConfig
 from demo_node.errors import DemoNodeError
-from demo_node.net.config import NetworkConfig
-from demo_node.node.config import RunName, ServiceConfig, SwarmConfig
 from demo_node.options import OptionError, OptionField, as_dict, coerce, fields_of, help_text
-from demo_node.swarm.config import DefenseConfig, RoundConfig
 
 ENV_PREFIX = "DEMO_NODE_"
 RUN_SECTIONS = ("run", "optimizer", "defense", "schedule")
 NOT_HASHED = ("run_id",)
 """Run-section options that name the run rather than define it."""
 
-CLASSES: dict[str, type] = {
-    "run": RunName,
-    "workload": WorkloadConfig,
-    "optimizer": DeMoConfig,
-    "defense": DefenseConfig,
-    "schedule": ScheduleConfig,
-    "train": TrainConfig,
-    "round": RoundConfig,
-    "network": NetworkConfig,
-    "service": ServiceConfig,
-    "log": LogConfig,
-}
-"""Config attribute -> the class it holds, in --help order."""
+SWARM_CLASSES: dict[str, type] = {f.name: f.default_factory for f in fields(SwarmConfig)}
+"""The swarm optimizer's components (SwarmConfig attribute -> its class), as the public API defines them."""
+PROGRAM_CLASSES: dict[str, type] = {
+    "workload": WorkloadConfig, "schedule": ScheduleConfig, "train": TrainConfig, "log": LogConfig}
+"""This program's own components."""
+CLASSES: dict[str, type] = {**SWARM_CLASSES, **PROGRAM_CLASSES}
+"""Config attribute -> the class it holds."""
 PROGRAM_DEFAULTS: dict[str, Any] = {
-    "lr": 3e-3,  # the sign step of the small presets trains best at about sign-SGD's lr (notes/demo-math.md)
     "control": "127.0.0.1:7070",  # a daemon answers `demo-node status` and the Docker healthcheck out of the box
 }
 """Where this program's default differs from the component's (the Python API keeps the component's)."""
+HELP_ORDER = ("run", "workload", "optimizer", "schedule", "train", "defense", "round", "network", "service", "log")
+"""--help's groups: what is trained and how first, the swarm's knobs after."""
 
 FIELDS: dict[str, OptionField] = {}
-for _attr, _cls in CLASSES.items():
+for _attr in HELP_ORDER:
+    _cls = CLASSES[_attr]
     for _f in fields_of(_cls):
         assert _f.name not in FIELDS, f"option {_f.name} is defined twice"
         FIELDS[_f.name] = _f
@@ -114,8 +107,7 @@ class Config:
 
     def swarm(self) -> SwarmConfig:
         """The swarm optimizer's share of this config (the same objects, not copies)."""
-        return SwarmConfig(run=self.run, optimizer=self.optimizer, defense=self.defense, round=self.round,
-                           network=self.network, service=self.service)
+        return SwarmConfig(**{name: getattr(self, name) for name in SWARM_CLASSES})
 
 
 def _build(values: dict[str, Any], origins: dict[str, str], explicit: dict[str, str]) -> Config:
@@ -171,7 +163,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in FIELDS.values():
         group = groups.get(f.section) or groups.setdefault(f.section, parser.add_argument_group(f"[{f.section}]"))
-        text = help_text(f).replace(f"(default: {f.default})", f"(default: {default(f.name)})")
+        text = argparse.SUPPRESS if f.hidden else \
+            help_text(f).replace(f"(default: {f.default})", f"(default: {default(f.name)})")
         if f.kind is bool:
             group.add_argument(f.flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=text)
         elif f.kind is list:
