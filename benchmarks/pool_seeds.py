@@ -1,4 +1,5 @@
-"""Each method's held-out loss at each lr, averaged over every seed found in several `bench convergence` JSON files.
+"""Each method's held-out loss at each lr, averaged over every seed found in several `python -m benchmarks
+convergence` JSON files.
 
 Runs on different seeds (say seeds 0-2 one day, 3-5 the next) are separate result files; this pools them per
 method and lr, from each sweep's per-seed losses and each method's runs at its chosen lr. Run:

@@ -2,7 +2,7 @@
 
 In sign exchange an owner sends every node one bit per parameter of its shard: the sign of IDCT(aggregate). That bit
 is five-sixths of what a node moves at 1B parameters (docs/scale-model.md) and bounds the ratio to dense fp32
-averaging at 64x. This trains a GPT preset the way `demo-node bench robust` does (N peers' contributions in one
+averaging at 64x. This trains a GPT preset the way `python -m benchmarks robust` does (N peers' contributions in one
 process, the shared parameters stepped by the signs of their robust aggregate) and, at a few steps, sets the bits an
 owner would send (the blocks with any nonzero sign: all-zero blocks are not sent) against what general compressors
 make of them and against their empirical entropy given the left and the upper neighbour in the block (a bound for

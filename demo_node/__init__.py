@@ -6,8 +6,8 @@ The public Python API (loaded on first use, so that the command line starts with
     opt = demo_node.SwarmOptimizer(model.parameters(), run_name="my-run", peers=[...], lr=3e-4)
 
 ``SwarmOptimizer`` (DeMo over a swarm), ``SwarmConfig`` (its options, typed: one part per component, ``RunName``,
-``DeMoConfig``, ``DefenseConfig``, ``RoundConfig``, ``NetworkConfig``, ``ServiceConfig``), ``Peer`` (this process on the swarm's
-network, to look at runs before building a model), ``Reporter`` (where event lines go), ``DeMo`` and ``DeMoConfig``
+``DeMoConfig``, ``DefenseConfig``, ``RoundConfig``, ``NetworkConfig``, ``ServiceConfig``), ``Peer`` (this process
+on the swarm's network, to look at runs before building a model), ``Reporter`` (where event lines go), ``DeMo`` and ``DeMoConfig``
 (the optimizer on one process), ``JoinError`` and ``ConfigMismatch`` (why a node cannot join),
 ``parameter_digest`` (the SHA-256 of a list of tensors that nodes compare: equal digests, equal parameters).
 """

@@ -334,7 +334,7 @@ def slow_checkpoint() -> None:
     import json
     import time
 
-    from demo_node import checkpoint
+    from demo_node import checkpoint_files as checkpoint
 
     real_save = checkpoint.torch.save
     count = [0]

@@ -1,4 +1,4 @@
-"""Shared test setup: deterministic seeds, two threads (the CI machine has two cores)."""
+"""Shared test setup: every test starts from the same torch seed."""
 
 import pytest
 import torch

@@ -1,12 +1,12 @@
-"""``demo-node bench convergence`` at tiny settings: result fields, byte ordering, finite losses, seeds, plots."""
+"""``python -m benchmarks convergence`` at tiny settings: result fields, byte ordering, finite losses, seeds, plots."""
 
 import json
 import math
 
 import pytest
 
-from demo_node.bench import convergence
-from demo_node.cli import main
+from benchmarks import convergence
+from benchmarks.__main__ import main
 from demo_node.models.presets import LLAMA_PRESETS
 
 
@@ -55,7 +55,7 @@ def test_the_warmup_is_every_methods_and_names_itself_when_wrong(tmp_path):
     # a warm-up over every step takes smaller steps than none: each method ends elsewhere
     assert all(abs(none[k] - slow[k]) > 1e-4 for k in none)
     with pytest.raises(SystemExit, match="--warmup"):
-        main(["bench", "convergence", "--warmup", "-1", "--runs", "adamw"])
+        main(["convergence", "--warmup", "-1", "--runs", "adamw"])
 
 
 def test_a_llama_preset_trains_over_the_corpus_bytes(tmp_path):
@@ -149,7 +149,7 @@ def test_sweep_keeps_the_lowest_loss(tmp_path, sweep):
 @pytest.mark.swarm
 def test_cli_runs_ours_beside_the_baselines(tmp_path, capsys):
     out = tmp_path / "conv"
-    assert main(["bench", "convergence", "--nodes", "2", "--steps", "6", "--global-batch", "8", "--windows", "32",
+    assert main(["convergence", "--nodes", "2", "--steps", "6", "--global-batch", "8", "--windows", "32",
                  "--eval-every", "3", "--runs", "adamw,adamw-dense,reference-sim,ours", "--lrs", "adamw=3e-3;demo=1e-3",
                  "--variants", "b9:beta=0.9,topk=16", "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
     r = json.loads((tmp_path / "conv.json").read_text())
@@ -176,7 +176,7 @@ def test_cli_runs_ours_beside_the_baselines(tmp_path, capsys):
     assert "final loss" in capsys.readouterr().out
     # the scale model set against these runs: each of ours, with its own options (top-16: a smaller prediction) and
     # the exchange its rounds used; within the last round's frames in flight of the bytes it sent
-    assert main(["bench", "model", "--check", str(tmp_path / "conv.json"), "--json", str(tmp_path / "check.json")]) == 0
+    assert main(["model", "--check", str(tmp_path / "conv.json"), "--json", str(tmp_path / "check.json")]) == 0
     rows = {q["method"]: q for q in json.loads((tmp_path / "check.json").read_text())["check"]["rows"]}
     assert set(rows) == {"ours", "ours-b9"} and {q["mode"] for q in rows.values()} == {"relay"}
     assert rows["ours-b9"]["predicted_wire"] < rows["ours"]["predicted_wire"]
@@ -187,4 +187,4 @@ def test_cli_runs_ours_beside_the_baselines(tmp_path, capsys):
 @pytest.mark.parametrize("text", ["b9", "b9:", ":beta=0.9", "b9:beta"])
 def test_a_malformed_variant_names_itself(text):
     with pytest.raises(SystemExit, match="--variants"):
-        main(["bench", "convergence", "--variants", text, "--runs", "adamw"])
+        main(["convergence", "--variants", text, "--runs", "adamw"])

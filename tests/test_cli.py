@@ -17,8 +17,7 @@ from demo_node import cli
 from demo_node.daemon import settings as config
 from demo_node.node.events import Reporter
 
-SUBCOMMANDS = [["join"], ["status"], ["swarm"], ["bench"], ["bench", "optimizer"], ["bench", "payload"],
-               ["bench", "swarm"], ["bench", "api"], ["bench", "robust"], ["bench", "model"], ["bench", "train"], ["bench", "convergence"],
+SUBCOMMANDS = [["join"], ["status"], ["swarm"], ["bench"], ["bench", "payload"], ["bench", "train"],
                ["data"], ["data", "prepare"], ["export"], ["generate"]]
 
 
@@ -44,40 +43,6 @@ def test_the_top_level_help_is_for_users():
         cli.main(["--help"])
     text = out.getvalue()
     assert "demo-node join --peers" in text and "``" not in text and "component" not in text
-
-
-def test_the_scale_model_keeps_sign_exchange_flat_in_n_and_all_gather_linear():
-    out = io.StringIO()
-    with redirect_stdout(out):
-        assert cli.main(["bench", "model", "--params", "1e9", "--nodes", "8,1000", "--json", "-"]) == 0
-    text = out.getvalue()
-    rows = json.loads(text[text.index("{"):])["rows"]
-    each_way = {(r["mode"], r["nodes"]): r["protocol_bytes_each_way"] for r in rows}
-    assert each_way[("sign", 1000)] < 1.2 * each_way[("sign", 8)]
-    assert each_way[("all-gather", 1000)] > 100 * each_way[("all-gather", 8)]
-    # one bit per parameter each way dominates sign exchange at any size
-    assert each_way[("sign", 1000)] > 1e9 / 8
-    with pytest.raises(SystemExit, match="--params"):
-        cli.main(["bench", "model", "--params", "-1"])
-
-
-def sign_bytes_at_8(*options: str) -> float:
-    out = io.StringIO()
-    with redirect_stdout(out):
-        assert cli.main(["bench", "model", "--params", "1e9", "--nodes", "8", "--json", "-", *options]) == 0
-    text = out.getvalue()
-    rows = json.loads(text[text.index("{"):])["rows"]
-    for r in rows:  # the parts add up to the whole
-        assert abs(sum(r["parts_each_way"].values()) - r["wire_bytes_each_way"]) < 1e-6 * r["wire_bytes_each_way"]
-    return next(r["protocol_bytes_each_way"] for r in rows if r["mode"] == "sign")
-
-
-def test_the_scale_model_charges_audits_their_fraction_of_the_second_copy():
-    every, quarter, off = sign_bytes_at_8(), sign_bytes_at_8("--audit", "0.25"), sign_bytes_at_8("--no-verify")
-    copy = every - off  # the verifiers' second copy of the slices, and the verdicts
-    assert off < quarter < every and abs((quarter - off) - copy / 4) < 0.01 * copy
-    with pytest.raises(SystemExit, match="--audit"):
-        cli.main(["bench", "model", "--audit", "0"])
 
 
 def test_join_help_lists_every_option_with_its_doc():

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from demo_node.bench.netns import Net, sh
+from benchmarks.netns import Net, sh
 from tests.swarm_harness import Cluster, NodeProc
 
 pytestmark = [pytest.mark.swarm, pytest.mark.faults]

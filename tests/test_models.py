@@ -12,7 +12,7 @@ import torch
 
 from demo_node.models import memory
 from demo_node.models.activations import activation_bytes, shape_of
-from demo_node.models.checkpoints import load_checkpoint
+from demo_node.models.from_checkpoint import load_checkpoint
 from demo_node.models.export import NotACheckpoint, export, generate
 from demo_node.models.memory import DoesNotFit, check_fits, estimate
 from demo_node.models.peak import measure
@@ -28,7 +28,7 @@ from demo_node.models.spec import (
     model_spec,
     spec_parameter_count,
 )
-from demo_node import checkpoint
+from demo_node import checkpoint_files as checkpoint
 from demo_node.core.digest import digest
 
 

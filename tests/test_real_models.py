@@ -66,7 +66,7 @@ def test_llama_swarm_with_bpe_trains_and_exports(cluster, tmp_path):
     check = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         import json, torch, transformers
         from demo_node.models.spec import build_model
-        from demo_node.checkpoint import load_latest
+        from demo_node.checkpoint_files import load_latest
         state = load_latest({str(tmp_path / "a" / "ckpt")!r})
         spec = json.loads(state["run_config"])["model"]
         ours = build_model(spec)
@@ -295,7 +295,7 @@ def test_prepared_shards_are_the_same_run_as_their_source(cluster, tmp_path):
 def test_a_restarted_node_reads_on_where_its_stream_stopped(cluster, tmp_path):
     """The data position is in the checkpoint: a node stopped and started again with its identity and checkpoint
     folder continues its stream instead of reading its first windows again."""
-    from demo_node.checkpoint import load_latest
+    from demo_node.checkpoint_files import load_latest
 
     positions, steps = [], []
     for _ in range(2):  # the same folder both times: the same identity and checkpoints

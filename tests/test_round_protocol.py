@@ -21,7 +21,7 @@ from demo_node.swarm.config import RoundConfig
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.driver import RoundDriver, RunSettings
 from demo_node.swarm.exchange import RoundExchange
-from demo_node.swarm.limits import Limits
+from demo_node.limits import Limits
 from demo_node.swarm.outcome import RoundOutcome
 from demo_node.swarm.plan import Member
 from demo_node.swarm.shard_signs import ShardSigns

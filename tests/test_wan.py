@@ -1,4 +1,4 @@
-"""A swarm over emulated home links (demo_node/bench/wan_bench.py): nodes in namespaces of their own, tbf up and down,
+"""A swarm over emulated home links (benchmarks/wan_bench.py): nodes in namespaces of their own, tbf up and down,
 latency from a delaying proxy; rounds complete, replicas agree, the latency is there, and no link carries more than
 its capacity. Needs root (namespaces, tc)."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from demo_node.bench import netns, wan_bench
-from demo_node.swarm.limits import LIMITS
+from benchmarks import netns, wan_bench
+from demo_node.limits import LIMITS
 
 pytestmark = [pytest.mark.wan, pytest.mark.skipif(bool(netns.available()), reason=netns.available() or "root")]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from demo_node.bench.optimizer_bench import _median_ms, forward_backward_on_random_tokens
+from demo_node.bench.timing import forward_backward_on_random_tokens, median_ms
 from demo_node.core.optimizer import DeMo
 from demo_node.daemon.children import NodeProcess, join_command, stop_all
 from demo_node.models.memory import estimate
@@ -47,13 +47,13 @@ def one_node(model: str, batch: int, context: int, vocab: int, iters: int, devic
     vocab_size = spec["config"].get("vocab_size", spec["config"].get("vocab"))
     fwd_bwd = forward_backward_on_random_tokens(net, vocab_size, batch, context, dev)
 
-    ms = {"forward_backward": _median_ms(fwd_bwd, iters, dev, warmup=1)}
+    ms = {"forward_backward": median_ms(fwd_bwd, iters, dev, warmup=1)}
     fwd_bwd()
     demo = DeMo(list(net.parameters()), lr=1e-4)
-    ms["demo_step"] = _median_ms(demo.step, iters, dev)
+    ms["demo_step"] = median_ms(demo.step, iters, dev)
     del demo
     adamw = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True)
-    ms["adamw_fused_step"] = _median_ms(adamw.step, iters, dev)
+    ms["adamw_fused_step"] = median_ms(adamw.step, iters, dev)
     del adamw
     seconds = (ms["forward_backward"] + ms["demo_step"]) / 1e3
     out = {"model": model, "params": params, "batch": batch, "context": context, "vocab": vocab_size,

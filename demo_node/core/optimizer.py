@@ -186,12 +186,6 @@ class DeMo(torch.optim.Optimizer):
             group = self.param_groups[bucket.spec.group]
             bucket.apply_signs(signs[bucket.spec.index][1], group["lr"], group["weight_decay"])
 
-    @property
-    def sign_computer(self) -> SignComputer:
-        self._state()
-        assert self._signs is not None
-        return self._signs
-
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """A single-process step: prepare, then apply this node's own contribution as the aggregate."""

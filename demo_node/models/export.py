@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from demo_node.data.tokenizer import EOS, byte_tokenizer
-from demo_node.models.checkpoints import NotACheckpoint, load_checkpoint, model_of
+from demo_node.models.from_checkpoint import NotACheckpoint, load_checkpoint, model_of
 from demo_node.models.spec import DEFAULT_CONTEXT_CAP, positions_of
 
 

@@ -42,11 +42,6 @@ def measure(spec: dict[str, Any], batch: int, context: int, *, param_dtype: str 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_peak(spec: dict[str, Any], batch: int, context: int, **options) -> int:
-    """Peak bytes of training ``spec`` (see :func:`measure` for the options)."""
-    return int(measure(spec, batch, context, **options)["peak"])
-
-
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()

@@ -27,13 +27,12 @@ from hivemind.utils.multiaddr import Multiaddr
 from demo_node.crypto import Identity
 from demo_node.errors import DemoNodeError
 from demo_node.net.config import NetworkConfig
+from demo_node.limits import NETWORK_STOP, P2PD_STARTUP
 from demo_node.net.daemon_process import detached_daemon
 from demo_node.net.records import RecordValidator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-STARTUP_TIMEOUT = 60.0
-"""Seconds p2pd may take to start."""
 EXAMPLE = "/ip4/203.0.113.7/tcp/31337/p2p/12D3KooW..."
 
 
@@ -89,7 +88,7 @@ class Host:
             check_peer_address(maddr)
         self._thread.start()
         try:
-            self.call(self._start(), timeout=STARTUP_TIMEOUT + 30)
+            self.call(self._start(), timeout=P2PD_STARTUP + 30)
         except P2PDaemonError as exc:
             self.shutdown()
             if "failed to connect to bootstrap peers" in str(exc):
@@ -122,7 +121,7 @@ class Host:
             nat_port_map=cfg.nat_port_map,
             dht_mode="client" if cfg.client_mode else "server",
             no_listen=cfg.client_mode,
-            startup_timeout=STARTUP_TIMEOUT,
+            startup_timeout=P2PD_STARTUP,
         )
 
     @property
@@ -149,11 +148,11 @@ class Host:
             return
         if self._thread.is_alive():
             try:
-                self.call(self._stop(), timeout=15)
+                self.call(self._stop(), timeout=NETWORK_STOP)
             except Exception as exc:  # the daemon may already be gone
                 log.debug("network shutdown: %s", exc)
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=NETWORK_STOP - 5)
         if not self._thread.is_alive():
             self.loop.close()
         if self._temp_identity_dir:

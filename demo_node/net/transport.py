@@ -28,25 +28,15 @@ from typing import Awaitable, Callable
 from hivemind.p2p import PeerID
 from hivemind.utils.multiaddr import Multiaddr
 
+from demo_node.limits import AUTH_TIMEOUT, CLIENT_IDLE, CLOSE_WAIT, HANDLER_TIMEOUT, SERVER_IDLE
 from demo_node.net.accounting import Accounting
 from demo_node.net.host import Host, peer_b58
 
 log = logging.getLogger(__name__)
 HEADER = 4
 DEFAULT_LIMIT = 1 << 30
-HANDLER_TIMEOUT = 120.0
-"""Seconds any handler may run unless its kind says otherwise."""
-CLOSE_WAIT = 10.0
-"""Seconds a handler waits for the requester to close its end after the reply (closing first could reset the stream
-while the last frame is still on its way through the daemons)."""
 MAX_STREAMS_PER_PEER = 16
 """Streams one peer may have open to this node at once; more are reset at once (and counted)."""
-AUTH_TIMEOUT = 10.0
-SERVER_IDLE = 60.0
-"""Seconds a reused stream may wait at the serving end for its next request before it is closed."""
-CLIENT_IDLE = 30.0
-"""Seconds a requester keeps an idle stream for its next request (under SERVER_IDLE, so it seldom picks one that the
-other end is closing; when it does, the request goes again on a new stream)."""
 IDLE_PER_PEER = 2
 """Idle streams of one kind a requester keeps per peer."""
 

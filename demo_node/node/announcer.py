@@ -12,7 +12,7 @@ from typing import Callable
 from demo_node.node.peer import Peer
 from demo_node.node.states import NodeState
 from demo_node.swarm.discovery import PeerRecord, find_peers, publish_peer, publish_run
-from demo_node.swarm.limits import LIMITS, Limits
+from demo_node.limits import LIMITS, Limits
 
 log = logging.getLogger(__name__)
 

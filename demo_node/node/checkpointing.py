@@ -1,6 +1,6 @@
 """A node's checkpoints: resuming from the newest good one when it starts, writing one every ``checkpoint_every``
 rounds and when it leaves (once per round), marked when the swarm vouched for its state, and never letting a full
-disk or a read-only folder stop training (see :mod:`demo_node.checkpoint` for the files themselves)."""
+disk or a read-only folder stop training (see :mod:`demo_node.checkpoint_files` for the files themselves)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from demo_node import checkpoint
+from demo_node import checkpoint_files as checkpoint
 from demo_node.node.events import Reporter
 from demo_node.node.joining import JoinError
 from demo_node.node.replica import Replica

@@ -12,14 +12,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from demo_node.errors import DemoNodeError
+from demo_node.limits import CHECKPOINT_WAIT, CONTROL_STOP
 from demo_node.node.states import SERVING, NodeState
 from demo_node.wire.proto import demo_node_control_pb2 as cpb
 from demo_node.wire.proto import demo_node_control_pb2_grpc as cgrpc
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 SERVICE = "demo_node.v1.Control"
-CHECKPOINT_WAIT = 120.0
-"""Seconds the Checkpoint call waits for the node's next safe point."""
 
 
 @dataclass
@@ -116,7 +115,7 @@ class ControlServer:
 
     def stop(self) -> None:
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace=2).wait(5)
+        self.server.stop(grace=CONTROL_STOP - 3).wait(CONTROL_STOP)
 
 
 def status(address: str, timeout: float = 10) -> cpb.StatusReply:

@@ -24,7 +24,7 @@ from demo_node.node.states import NodeState
 from demo_node.options import build, fields_of
 from demo_node.run_identity import run_id
 from demo_node.swarm.discovery import PeerRecord, find_peers, find_runs
-from demo_node.swarm.limits import LIMITS, Limits
+from demo_node.limits import GREET_RETRY, LIMITS, Limits
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Peer:
                 if state is not NodeState.STARTING:
                     del pending[peer]
             if pending:
-                time.sleep(1.0)
+                time.sleep(GREET_RETRY)
         return list(found.values())
 
     def runs(self) -> dict[str, dict]:

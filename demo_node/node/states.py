@@ -24,10 +24,6 @@ class NodeState(enum.Enum):
         """Lower-case name, as events, DHT records and `demo-node status` show it."""
         return self.name.lower()
 
-    @classmethod
-    def from_label(cls, label: str) -> "NodeState | None":
-        return cls.__members__.get(str(label).upper())
-
 
 SERVING = (NodeState.JOINING, NodeState.TRAINING)
 """The states in which the health service says SERVING."""

@@ -46,7 +46,7 @@ from demo_node.node.sync import StateSync
 from demo_node.run_identity import canonical
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.driver import Handoff, RoundDriver, RunSettings
-from demo_node.swarm.limits import LIMITS, Limits
+from demo_node.limits import LIMITS, Limits
 from demo_node.swarm.plan import Member
 from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.swarm.state_sync import StateServer

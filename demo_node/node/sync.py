@@ -19,7 +19,7 @@ from demo_node.node.stats import NodeStats
 from demo_node.run_identity import canonical
 from demo_node.swarm.discovery import PeerRecord
 from demo_node.swarm.driver import RoundDriver
-from demo_node.swarm.limits import Limits
+from demo_node.limits import Limits
 from demo_node.swarm.membership import digest_majority, majority_decides
 from demo_node.swarm.outcome import RoundOutcome
 from demo_node.swarm.state_sync import Snapshot

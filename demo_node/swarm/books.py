@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from demo_node.swarm.limits import Limits
+from demo_node.limits import Limits
 from demo_node.swarm.membership import Statements
 from demo_node.swarm.owner import OwnerRound
 from demo_node.swarm.plan import Member, RoundPlan

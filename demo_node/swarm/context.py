@@ -20,7 +20,7 @@ from demo_node.net.transport import Transport
 from demo_node.swarm.books import RoundBooks
 from demo_node.swarm.config import DefenseConfig, RoundConfig
 from demo_node.swarm.counters import SwarmCounters
-from demo_node.swarm.limits import Limits
+from demo_node.limits import Limits
 from demo_node.swarm.patience import Patience
 from demo_node.swarm.plan import RoundPlan
 from demo_node.swarm.results import Received, open_result

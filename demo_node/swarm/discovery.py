@@ -17,7 +17,7 @@ from hivemind.dht.node import DHTNode
 from hivemind.utils.timed_storage import get_dht_time
 
 from demo_node.net.records import PEER_PREFIX, RUN_PREFIX, valid_peer_value
-from demo_node.swarm.limits import LIMITS
+from demo_node.limits import LIMITS
 
 log = logging.getLogger(__name__)
 RUNS_KEY = "demo-node/runs"

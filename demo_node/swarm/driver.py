@@ -29,7 +29,7 @@ from demo_node.swarm.exchange import RoundExchange
 from demo_node.swarm.handlers import Handlers
 from demo_node.swarm.handoff import ContributionSlot, Handoff
 from demo_node.swarm.lessons import learn
-from demo_node.swarm.limits import LIMITS, Limits
+from demo_node.limits import LIMITS, WITHDRAW_WAIT, Limits
 from demo_node.swarm.membership import collect
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
 from demo_node.swarm.owner import OwnerRound
@@ -108,7 +108,7 @@ class RoundDriver:
         assert self._slot is not None
         return self._slot.hand_over(contribution)
 
-    def withdraw(self, handoff: Handoff, timeout: float = 10.0) -> bool:
+    def withdraw(self, handoff: Handoff, timeout: float = WITHDRAW_WAIT) -> bool:
         """Take back a handed-over contribution that no round has taken yet; False if a round took it."""
         if handoff.taken.is_set() or self._slot is None:
             return False

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from demo_node.core.contribution import Contribution
-from demo_node.swarm.limits import Limits
+from demo_node.limits import Limits
 from demo_node.swarm.owner import OwnerRound
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from demo_node.swarm.limits import Limits
+from demo_node.limits import Limits
 
 
 class Retention:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from demo_node.net.transport import Stream, Transport
-from demo_node.swarm.limits import LIMITS, Limits
+from demo_node.limits import LIMITS, Limits
 from demo_node.swarm.plan import Member
 from demo_node.swarm.signing import BadSigned, open_statement
 from demo_node.swarm.standing import Standing

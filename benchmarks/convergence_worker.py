@@ -1,4 +1,4 @@
-"""One node of ``demo-node bench convergence``'s swarm runs: the tiny GPT trained by ``demo_node.SwarmOptimizer``.
+"""One node of ``python -m benchmarks convergence``'s swarm runs: the tiny GPT trained by ``demo_node.SwarmOptimizer``.
 
 Worker ``index`` of ``nodes`` draws its batches from ``WindowStream(corpus, context, batch, seed * 1000 + index)``,
 the stream every other method of the benchmark gives worker ``index``, so the data order is the same. It waits
@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import demo_node
-    from demo_node.bench.convergence import held_out, schedule_factor
-    from demo_node.bench.swarm_bench import wire_bytes
+    from benchmarks.convergence import held_out, schedule_factor
+    from benchmarks.swarm_bench import wire_bytes
     from demo_node.data.stream import WindowStream, held_out_windows
     from demo_node.data.tokenizer import byte_tokenizer
     from demo_node.data.tokens import open_corpus
-    from demo_node.bench.convergence_model import context_of, make, on
+    from benchmarks.convergence_model import context_of, make, on
 
     torch.set_num_threads(args.threads)
     context = context_of(args.model)

@@ -1,4 +1,4 @@
-"""``demo-node bench robust``: what robust aggregation costs in convergence, measured side by side.
+"""``python -m benchmarks robust``: what robust aggregation costs in convergence, measured side by side.
 
 N peers are simulated in one process with the swarm's exact math and no network: every peer has its own DeMo
 momentum and its own stream of batches from the embedded corpus, the shared parameters get the update that the
@@ -10,11 +10,13 @@ windows (256 by default) every ``eval_every`` steps.
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 
 import torch
 
+from demo_node.commands.common import emit
 from demo_node.core.optimizer import DeMo
 from demo_node.data.stream import WindowStream, held_out_windows
 from demo_node.data.tokenizer import byte_tokenizer
@@ -23,7 +25,6 @@ from demo_node.models.gpt import PRESETS, build
 from demo_node.swarm.shard_signs import ShardSigns
 
 
-@torch.no_grad()
 @torch.no_grad()
 def held_out(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 64) -> float:
     """The mean loss over held-out windows, ``chunk`` at a time."""
@@ -81,3 +82,28 @@ def format_result(r: dict) -> str:
         lines.append(f"{s:>6}{a:>12.4f}{b:>12.4f}")
     lines.append(f"final held-out loss on / off: {r['final_on_over_off']:.4f}")
     return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    rb = sub.add_parser("robust", help="what robust aggregation costs in convergence: N peers simulated in one "
+                        "process, the same data, the rule on and off")
+    rb.add_argument("--peers", type=int, default=4, help="peers simulated in one process (default 4)")
+    rb.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    rb.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
+    rb.add_argument("--batch", type=int, default=8, help="sequences per peer and step")
+    rb.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 3e-3)")
+    rb.add_argument("--windows", type=int, default=256, help="held-out windows per evaluation")
+    rb.add_argument("--eval-every", type=int, default=25, help="steps between held-out evaluations (default 25)")
+    rb.add_argument("--seed", type=int, default=0, help="seed of the model, the data order and the peers' batches")
+    rb.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    rb.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    rb.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(peers=args.peers, steps=args.steps, model=args.model, batch=args.batch, lr=args.lr,
+                 windows=args.windows, eval_every=args.eval_every, seed=args.seed)
+    emit(result, format_result(result), args.json)
+    return 0

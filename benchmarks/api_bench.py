@@ -1,10 +1,10 @@
-"""``demo-node bench api``: what the public Python API costs, measured side by side in one run.
+"""``python -m benchmarks api``: what the public Python API costs, measured side by side in one run.
 
 1. One node, one process: a round (forward, backward, step) with the optimizer alone (``DeMo.step``) and through
    the API (``SwarmOptimizer.step`` in a one-node swarm on 127.0.0.1: the hand-over to the round loop, encoding, the
    owner's shard, the outcome, the update, the digest), on copies of one model with the same batch, alternating,
    medians of ``iters`` rounds.
-2. Three nodes as processes on this machine: a plain user script on the API (:mod:`demo_node.bench.api_worker`)
+2. Three nodes as processes on this machine: a plain user script on the API (:mod:`benchmarks.api_worker`)
    against ``demo-node join`` with the same model, batch and threads, and, given ``baseline`` (the folder of
    another checkout, an older demo-node), against that version's ``demo-node join``: tokens/s per node and seconds
    per round over ``rounds`` rounds after all are members.
@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
-import os
 import statistics
 import sys
 import tempfile
@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 from demo_node.daemon.children import NodeProcess, join_command, stop_all
+from demo_node.commands.common import emit, quiet_libraries
+from demo_node.models.presets import PRESETS
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 
@@ -79,7 +81,7 @@ def one_node(model_name: str, iters: int, batch: int) -> dict:
 def _command(kind: str, args: list[str], peers: list[str]) -> list[str]:
     with_peers = args + (["--peers", *peers] if peers else [])
     if kind == "api":
-        return [sys.executable, "-m", "demo_node.bench.api_worker", *with_peers]
+        return [sys.executable, "-m", "benchmarks.api_worker", *with_peers]
     # the daemon: the same loop, plus what it does that the worker does not, switched off (evaluation, schedule)
     return join_command([*with_peers, "--listen", *LOOPBACK, "--control", "127.0.0.1:0", "--eval-every", "0",
                          "--lr-schedule", "constant", "--warmup-rounds", "0", "--lr", "3e-3"])
@@ -168,6 +170,28 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # for a quick look: python -m demo_node.bench.api_bench
-    os.environ.setdefault("HIVEMIND_LOGLEVEL", "WARNING")
-    print(format_result(run(skip_swarm=True)))
+def add_parser(sub) -> None:
+    api = sub.add_parser("api", help="what the Python API adds: a round alone vs through the API; a 3-node "
+                         "swarm of user scripts vs demo-node join (vs an older checkout's, with --baseline)")
+    api.add_argument("--model", default="bench", choices=list(PRESETS), help="GPT preset of the one-node part")
+    api.add_argument("--iters", type=int, default=10, help="timed rounds per figure of the one-node part")
+    api.add_argument("--batch", type=int, default=8, help="sequences per round in the one-node part")
+    api.add_argument("--swarm-model", default="tiny", choices=list(PRESETS), help="GPT preset of the 3-node part")
+    api.add_argument("--swarm-batch", type=int, default=8, help="sequences per node and round in the 3-node part")
+    api.add_argument("--rounds", type=int, default=40, help="measured rounds per 3-node run")
+    api.add_argument("--repeats", type=int, default=2, help="3-node runs of each kind, alternating")
+    api.add_argument("--baseline", metavar="DIR", help="a checkout of another demo-node version: its demo-node join "
+                     "runs beside this one's (PYTHONPATH=DIR)")
+    api.add_argument("--skip-swarm", action="store_true", help="only the one-node part")
+    api.add_argument("--workdir", help="where logs go (default: a new temp dir)")
+    api.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    api.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    quiet_libraries()
+    result = run(model=args.model, iters=args.iters, batch=args.batch, swarm_model=args.swarm_model,
+                 swarm_batch=args.swarm_batch, rounds=args.rounds, repeats=args.repeats,
+                 baseline=args.baseline, workdir=args.workdir, skip_swarm=args.skip_swarm)
+    emit(result, format_result(result), args.json)
+    return 0

@@ -1,10 +1,10 @@
-"""``demo-node bench wan``: a swarm over emulated home links (a namespace per node, tbf up and down, a delay line per
-node for latency): round time, compute utilisation, tokens/s, time to join and bytes per node against the link.
+"""``python -m benchmarks wan``: a swarm over emulated home links (a namespace per node, tbf up and down, a delay line
+per node for latency): round time, compute utilisation, tokens/s, time to join and bytes per node against the link.
 
 Each node i lives in its own network namespace with address 10.77.0.(i+1), joined to the others by a bridge. Its
 upload is a token bucket on its veth, its download one on the bridge's end of that veth. Latency: the node listens
 on 127.0.0.1 inside its namespace, unreachable from outside, and announces the address of a delaying TCP proxy
-(demo_node/bench/delay_proxy.py) that runs beside it on 10.77.0.(i+1); so every node-to-node connection passes
+(benchmarks/delay_proxy.py) that runs beside it on 10.77.0.(i+1); so every node-to-node connection passes
 through exactly one proxy (the listener's), which holds each direction for the latency: the round trip between two
 nodes grows by twice the latency. The proxy also serves an echo port through the same delay lines; the round trip
 measured through it before the nodes start (and again under load, mid-window) is printed with the results.
@@ -16,6 +16,7 @@ utilisation figure (compute time / round time) is about the network and the prot
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -25,11 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from demo_node.bench.netns import Net
+from benchmarks.netns import Net, available
+from benchmarks.swarm_bench import cpu_seconds
 from demo_node.bench.payload_size import payload_sizes
-from demo_node.bench.swarm_bench import cpu_seconds
+from demo_node.commands.common import emit
 from demo_node.daemon.children import NodeProcess
 from demo_node.daemon.launcher import Swarm
+from demo_node.models.presets import PRESETS
 
 PROXY_PORT, NODE_PORT, ECHO_PORT = 40000, 40001, 40002
 MIN_SECONDS = 10.0
@@ -88,7 +91,7 @@ def steps(events: list[dict]) -> list[dict]:
 
 def ping(net: Net, src: int, dst: int, count: int = 10, bulk: int = 0) -> dict:
     """Round trips from host ``src`` to host ``dst``'s echo port, through dst's delay proxy and both links."""
-    out = subprocess.run([*net.prefix(src), sys.executable, "-m", "demo_node.bench.delay_proxy", "ping",
+    out = subprocess.run([*net.prefix(src), sys.executable, "-m", "benchmarks.delay_proxy", "ping",
                           f"{host_ip(dst)}:{ECHO_PORT}", "--count", str(count), "--bulk", str(bulk)],
                          capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
@@ -121,7 +124,7 @@ def run_setting(n: int, overlap: bool, down: float, up: float, latency_ms: float
         for i in range(n):
             ip = host_ip(i)
             proxies.append(NodeProcess(
-                [sys.executable, "-m", "demo_node.bench.delay_proxy", "serve", "--listen", f"{ip}:{PROXY_PORT}",
+                [sys.executable, "-m", "benchmarks.delay_proxy", "serve", "--listen", f"{ip}:{PROXY_PORT}",
                  "--to", f"127.0.0.1:{NODE_PORT}", "--delay-ms", str(latency_ms), "--echo", f"{ip}:{ECHO_PORT}"],
                 workdir / f"proxy-{i}", prefix=net.prefix(i), name=f"proxy {i}"))
         _wait(lambda: all(p.of("ready") for p in proxies), 60, "the delay proxies", proxies)
@@ -278,3 +281,40 @@ def format_result(r: dict) -> str:
               + ", ".join(f"N={o['nodes']}: {o['rtt_idle']['echo_mbit_s']:.2f} Mbit/s" for o in r["runs"]
                           if "echo_mbit_s" in o["rtt_idle"])]
     return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    wan = sub.add_parser("wan", help="a swarm over emulated home links (a namespace per node, tbf up/down, a "
+                         "delaying proxy for latency): round time, compute utilisation, join time, link bytes")
+    wan.add_argument("--nodes", default="2,4,8", help="comma-separated swarm sizes")
+    wan.add_argument("--down", type=float, default=50, help="download of every node, Mbit/s")
+    wan.add_argument("--up", type=float, default=10, help="upload of every node, Mbit/s")
+    wan.add_argument("--latency", type=float, default=50, help="one-way latency added to every connection, ms (the "
+                     "round trip grows by twice it)")
+    wan.add_argument("--compute", type=float, default=1.0, help="compute budget per node and round, seconds")
+    wan.add_argument("--rounds", type=int, default=8, help="measured rounds per setting (at least 10 s)")
+    wan.add_argument("--overlap", choices=["both", "on", "off"], default="both", help="run with --overlap, "
+                     "without, or both")
+    wan.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
+    wan.add_argument("--shape-after-join", action="store_true", help="rate-limit the links only once every node "
+                     "is a member (join times are then over unlimited links)")
+    wan.add_argument("--joiner-down", type=float, default=0.0, help="the last node joins once the others train "
+                     "together, over a link of this download (Mbit/s) and --joiner-up")
+    wan.add_argument("--joiner-up", type=float, default=10.0, help="the joining node's upload, Mbit/s")
+    wan.add_argument("--workdir", help="where logs go (default: a new temp dir)")
+    wan.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    wan.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")
+    wan.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    why = available()
+    if why:
+        raise SystemExit(f"python -m benchmarks wan: {why}")
+    result = run([int(n) for n in args.nodes.split(",")], down=args.down, up=args.up,
+                 latency_ms=args.latency, compute=args.compute, rounds=args.rounds, overlap=args.overlap,
+                 model=args.model, workdir=args.workdir, node_args=list(args.node_args or []),
+                 shape_after_join=args.shape_after_join,
+                 joiner=(args.joiner_down, args.joiner_up) if args.joiner_down else None)
+    emit(result, format_result(result), args.json)
+    return 0

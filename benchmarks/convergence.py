@@ -1,4 +1,4 @@
-"""``demo-node bench convergence``: a GPT or Llama preset (the tiny GPT unless ``--model``) trained the same way by
+"""``python -m benchmarks convergence``: a GPT or Llama preset (the tiny GPT unless ``--model``) trained the same way by
 several optimizers; held-out loss against step and against cumulative bytes sent per node.
 
 Every method starts from ``convergence_model.make(model, seed, device)`` (the same parameters in every process; the
@@ -57,15 +57,15 @@ from pathlib import Path
 
 import torch
 
-from demo_node.bench import convergence_procs
-from demo_node.bench.reference_demo import ReferenceDeMo
-from demo_node.bench.robust_bench import held_out
+from benchmarks import convergence_procs
+from benchmarks.reference_demo import ReferenceDeMo
+from benchmarks.robust_bench import held_out
 from demo_node.core.dct import chunk_size
 from demo_node.core.layout import matrix_shape
 from demo_node.data.stream import WindowStream, held_out_windows
 from demo_node.data.tokenizer import byte_tokenizer
 from demo_node.data.tokens import open_corpus
-from demo_node.bench.convergence_model import MODELS, check_device, context_of, make, on, parameter_count
+from benchmarks.convergence_model import MODELS, check_device, context_of, make, on, parameter_count
 
 MODEL = "tiny"
 """The default GPT preset (``--model``)."""
@@ -208,7 +208,7 @@ def announce_start(workers: list, nodes: int, path: Path, timeout: float) -> int
     to ``path`` (atomically) and return it. Every node reads the same number there: a start each node picked from
     the rounds it had seen differed by a round between nodes on a loaded machine, and their digests parted; a start
     fixed in advance (4N + 10 rounds) cost idle rounds of 5 s each, 90 s at N = 2 and 210 s at N = 8."""
-    from demo_node.bench.swarm_bench import _wait
+    from benchmarks.swarm_bench import _wait
 
     def complete() -> bool:
         for w in workers:
@@ -226,10 +226,10 @@ def announce_start(workers: list, nodes: int, path: Path, timeout: float) -> int
 
 def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict, workdir: Path, threads: int,
                 deadline: float, timeout: float) -> dict:
-    from demo_node.bench.convergence_procs import common_args, start_joined, wait_finished
+    from benchmarks.convergence_procs import common_args, start_joined, wait_finished
     from demo_node.daemon.children import stop_all
 
-    base = [sys.executable, "-m", "demo_node.bench.convergence_worker",
+    base = [sys.executable, "-m", "benchmarks.convergence_worker",
             *common_args(s, lr, steps, eval_every, threads, s.warm(steps)), "--deadline", str(deadline),
             "--run-name", f"bench-convergence-{os.getpid()}-{workdir.name}",
             "--stop-file", str(workdir / "stop"), "--start-file", str(workdir / "start"),
@@ -260,8 +260,8 @@ def _train_ours(s: _Setup, lr: float, steps: int, eval_every: int, options: dict
         rounds = [e for w, f in zip(workers, finished) for e in w.of("round")
                   if e.get("member") and f["first_round"] <= e["round"] < f["first_round"] + f["steps"]]
         diverged = sum(len(w.of("diverged")) for w in workers)
-        # what `bench model --check` needs to set its prediction against this run: the exchange the rounds used and
-        # a training round's length (what a node's DHT traffic follows)
+        # what `python -m benchmarks model --check` needs to set its prediction against this run: the exchange the
+        # rounds used and a training round's length (what a node's DHT traffic follows)
         exchange = statistics.mode(e["mode"] for e in rounds) if rounds else None
         round_seconds = statistics.mean(f["seconds"] / max(1, f["steps"]) for f in finished)
         return {"curve": curve, "seconds": seconds, "start_round": start, "exchange": exchange,

@@ -1,7 +1,9 @@
-"""Every timeout, size cap and retention count of the round protocol, named and documented in one place.
+"""Every timeout, size cap and retention count of the round protocol and the network under it, named and documented
+in one place.
 
 None is a user option: they follow from the protocol (most scale with the round's deadline). Tests may pass smaller
-ones to the components that take a ``limits`` argument.
+ones to the components that take a ``limits`` argument (:class:`Limits`); the network's and the local services' own
+waits, which nothing scales, are the constants at the end.
 """
 
 from __future__ import annotations
@@ -97,3 +99,30 @@ class Limits:
 
 
 LIMITS = Limits()
+
+
+# -- the network layer and the local services -------------------------------------------------------------------
+P2PD_STARTUP = 60.0
+"""Seconds p2pd may take to start."""
+NETWORK_STOP = 15.0
+"""Seconds stopping the DHT node and p2pd may take, then the network thread this much less five."""
+HANDLER_TIMEOUT = 120.0
+"""Seconds any stream handler may run unless its kind says otherwise."""
+CLOSE_WAIT = 10.0
+"""Seconds a handler waits for the requester to close its end after the reply (closing first could reset the stream
+while the last frame is still on its way through the daemons)."""
+AUTH_TIMEOUT = 10.0
+"""Seconds a peer has to prove it holds the run's swarm key."""
+SERVER_IDLE = 60.0
+"""Seconds a reused stream may wait at the serving end for its next request before it is closed."""
+CLIENT_IDLE = 30.0
+"""Seconds a requester keeps an idle stream for its next request (under SERVER_IDLE, so it seldom picks one that the
+other end is closing; when it does, the request goes again on a new stream)."""
+GREET_RETRY = 1.0
+"""Seconds between greetings of bootstrap peers that are still starting."""
+WITHDRAW_WAIT = 10.0
+"""Seconds the training side waits to take back a contribution that no round took."""
+CHECKPOINT_WAIT = 120.0
+"""Seconds the control API's Checkpoint call waits for the node's next safe point."""
+CONTROL_STOP = 5.0
+"""Seconds the control API's server may take to stop (in-flight calls get the first two)."""

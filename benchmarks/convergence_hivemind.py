@@ -1,4 +1,4 @@
-"""One peer of ``demo-node bench convergence``'s hivemind runs: the tiny GPT trained by ``hivemind.Optimizer``.
+"""One peer of ``python -m benchmarks convergence``'s hivemind runs: the tiny GPT trained by ``hivemind.Optimizer``.
 
 Worker ``index`` of ``nodes`` draws its batches from ``WindowStream(corpus, context, batch, seed * 1000 + index)``,
 as every other method's worker ``index`` does. Its own ``hivemind.DHT`` listens on 127.0.0.1 with NAT port mapping
@@ -57,13 +57,13 @@ def _main(argv: list[str] | None) -> int:
     from hivemind.optim.grad_averager import GradientAverager
     from hivemind.utils import get_dht_time
 
-    from demo_node.bench.convergence import schedule_factor
-    from demo_node.bench.robust_bench import held_out
-    from demo_node.bench.swarm_bench import children_named, wire_bytes
+    from benchmarks.convergence import schedule_factor
+    from benchmarks.robust_bench import held_out
+    from benchmarks.swarm_bench import children_named, wire_bytes
     from demo_node.data.stream import WindowStream, held_out_windows
     from demo_node.data.tokenizer import byte_tokenizer
     from demo_node.data.tokens import open_corpus
-    from demo_node.bench.convergence_model import context_of, make, on
+    from benchmarks.convergence_model import context_of, make, on
 
     torch.set_num_threads(args.threads)
     context = context_of(args.model)

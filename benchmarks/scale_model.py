@@ -1,11 +1,11 @@
-"""``demo-node bench model``: bytes per node and round, round time and compute utilisation of a swarm, on paper.
+"""``python -m benchmarks model``: bytes per node and round, round time and compute utilisation of a swarm, on paper.
 
 The protocol's bytes are not estimated but counted: every message a node sends or receives in a round is built
 here as the node builds it (a signed statement, a shard result with its inclusion bits, a verdict) and measured, and
 a payload's size per parameter comes from the codec itself. What the model does not know it takes as measured
 constants, named below with the measurement they came from: libp2p's cost per stream at the wire, and the CPU a
-stream costs. ``--check FILE`` sets the prediction against a ``bench swarm --json`` or ``bench convergence --json``
-result, point by point.
+stream costs. ``--check FILE`` sets the prediction against a ``python -m benchmarks swarm --json`` or ``python -m
+benchmarks convergence --json`` result, point by point.
 
 Per node and round, with S a whole payload, P parameters, N members and each node owning one shard:
 - all-gather (the reference's exchange): every payload to every peer: (N-1) S up and down;
@@ -24,11 +24,13 @@ verdict); with overlap a round takes max(compute, communication), without it the
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import dataclass
 from functools import cache
 
+from demo_node.commands.common import emit
 from demo_node.core.layout import Layout
 from demo_node.crypto import Identity
 from demo_node.swarm.signing import sign
@@ -43,10 +45,10 @@ opening one (about 360 B and a round trip, measured between two daemons) is no l
 DHT_WIRE_BYTES_PER_S_PER_PEER = 1930
 """A node's DHT traffic per second and per other peer, both directions (its peer record refreshed every 5 s to up to
 five replicas, the run record every 40 s, a count of the peers every 30 s, its share of serving the others', and the
-daemons' own upkeep): the wire minus the accounted bytes minus the frames, per second, from `bench swarm --netns`
-(tiny GPT, sign exchange): 13.5 KB/s at N = 8 (11.5-14.6 over four runs), 2.9-6.1 at N = 4, 0.6-1.4 at N = 2. It
-grows with the peers a record reaches and a lookup visits; past Kademlia's bucket (20 peers) it should stop growing,
-which is assumed here (DHT_PEERS_CAP), not measured."""
+daemons' own upkeep): the wire minus the accounted bytes minus the frames, per second, from `python -m benchmarks
+swarm --netns` (tiny GPT, sign exchange): 13.5 KB/s at N = 8 (11.5-14.6 over four runs), 2.9-6.1 at N = 4, 0.6-1.4
+at N = 2. It grows with the peers a record reaches and a lookup visits; past Kademlia's bucket (20 peers) it should
+stop growing, which is assumed here (DHT_PEERS_CAP), not measured."""
 DHT_PEERS_CAP = 19
 EXCHANGE_CPU_SECONDS = 0.0026
 """CPU per exchange (a request and its answers on a reused stream), node and daemon together: the slope of CPU per node
@@ -221,8 +223,8 @@ def format_result(r: dict) -> str:
 
 
 def check(bench: dict) -> dict:
-    """The model against a ``bench swarm --json`` result (per node and round, up + down) or a ``bench convergence
-    --json`` result (per node and step, sent)."""
+    """The model against a ``python -m benchmarks swarm --json`` result (per node and round, up + down) or a
+    ``python -m benchmarks convergence --json`` result (per node and step, sent)."""
     if "methods" in bench:
         return check_convergence(bench)
     rows = []
@@ -248,9 +250,9 @@ def check(bench: dict) -> dict:
 
 
 def check_convergence(conv: dict) -> dict:
-    """The model against a ``bench convergence --json`` result: each run of our swarm, its bytes sent per node and
-    step (the mean node sends what the mean node receives, so this is the model's "each way")."""
-    from demo_node.bench.convergence_worker import typed
+    """The model against a ``python -m benchmarks convergence --json`` result: each run of our swarm, its bytes sent
+    per node and step (the mean node sends what the mean node receives, so this is the model's "each way")."""
+    from benchmarks.convergence_worker import typed
     from demo_node.bench.payload_size import MODELS, payload_sizes
 
     rows, skipped = [], []
@@ -328,3 +330,46 @@ def params_list(text: str) -> list[float]:
     if any(not math.isfinite(v) or v <= 0 for v in values):
         raise ValueError(f"--params: positive numbers, got {text!r}")
     return values
+
+
+def add_parser(sub) -> None:
+    md = sub.add_parser("model", help="bytes per node, round time and compute utilisation on paper, for any "
+                        "model size and swarm size; --check sets it against a bench swarm or convergence result")
+    md.add_argument("--params", default="1e9,1e10", help="parameters, comma-separated (default 1e9,1e10)")
+    md.add_argument("--nodes", default="8,100,1000", help="swarm sizes, comma-separated")
+    md.add_argument("--link", type=float, default=100.0, help="link speed in Mbit/s, both ways (default 100)")
+    md.add_argument("--down", type=float, help="download speed in Mbit/s (default: --link)")
+    md.add_argument("--up", type=float, help="upload speed in Mbit/s (default: --link)")
+    md.add_argument("--latency", type=float, default=0.05, help="one-way latency in seconds (default 0.05)")
+    md.add_argument("--compute", type=float, default=10.0, help="compute seconds per round (default 10)")
+    md.add_argument("--no-verify", action="store_true", help="sign exchange without shard verification")
+    md.add_argument("--audit", type=float, default=1.0, help="the fraction of rounds verifiers audit (the run "
+                    "option --audit-fraction; default 1: every round)")
+    md.add_argument("--no-overlap", action="store_true", help="communication after compute, not beside it")
+    md.add_argument("--parts", action="store_true", help="also print what each row's bytes are made of (payloads, "
+                    "signs, signatures, verification, result envelopes, statements, framing, DHT)")
+    md.add_argument("--check", metavar="FILE", help="a `bench swarm --json` or `bench convergence --json` result to "
+                    "check the model against")
+    md.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    md.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        params, nodes = params_list(args.params), nodes_list(args.nodes)
+        if not 0 < args.audit <= 1:
+            raise ValueError(f"--audit: a fraction in (0, 1], got {args.audit}")
+    except ValueError as exc:
+        raise SystemExit(f"python -m benchmarks model: {exc}") from None
+    result = run(params, nodes, args.down or args.link, args.up or args.link, args.latency, args.compute,
+                 verify=not args.no_verify, overlap=not args.no_overlap, audit=args.audit)
+    text = format_result(result)
+    if args.parts:
+        text += "\n\n" + format_parts(result["rows"])
+    if args.check:
+        result["check"] = check(load(args.check))
+        text += "\n\n" + format_check(result["check"])
+        if args.parts:
+            text += "\n\n" + format_parts(result["check"]["rows"], key="parts")
+    emit(result, text, args.json)
+    return 0

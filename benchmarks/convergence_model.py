@@ -1,5 +1,5 @@
-"""What every process of ``demo-node bench convergence`` trains, and on which device: a GPT preset or a Llama preset
-over the byte tokenizer of the embedded corpus, built from one spec and one seed, so that every method and every
+"""What every process of ``python -m benchmarks convergence`` trains, and on which device: a GPT preset or a Llama
+preset over the byte tokenizer of the embedded corpus, built from one spec and one seed, so that every method and every
 worker starts from the same parameters. torch is imported where a model is made, so that the command line can read
 ``MODELS`` quickly."""
 

@@ -1,4 +1,4 @@
-"""One rank of ``demo-node bench convergence``'s runs over torch.distributed (gloo, 127.0.0.1): ``adamw-dense`` or
+"""One rank of ``python -m benchmarks convergence``'s runs over torch.distributed (gloo, 127.0.0.1): ``adamw-dense`` or
 ``reference``.
 
 Rank ``index`` of ``nodes`` draws its batches from ``WindowStream(corpus, context, batch, seed * 1000 + index)``,
@@ -44,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's pairs on loopback only
     import torch.distributed as dist
 
-    from demo_node.bench.convergence import schedule_factor
-    from demo_node.bench.robust_bench import held_out
-    from demo_node.bench.swarm_bench import wire_bytes
+    from benchmarks.convergence import schedule_factor
+    from benchmarks.robust_bench import held_out
+    from benchmarks.swarm_bench import wire_bytes
     from demo_node.data.stream import WindowStream, held_out_windows
     from demo_node.data.tokenizer import byte_tokenizer
     from demo_node.data.tokens import open_corpus
-    from demo_node.bench.convergence_model import context_of, make, on
+    from benchmarks.convergence_model import context_of, make, on
 
     torch.set_num_threads(args.threads)
     context = context_of(args.model)
@@ -116,7 +116,7 @@ def _reference_step(params: list[torch.Tensor], args):
     every rank (``ReferenceWorkers`` with this rank as its one worker: the code ``reference-sim`` runs)."""
     import torch.distributed as dist
 
-    from demo_node.bench.convergence import ReferenceWorkers
+    from benchmarks.convergence import ReferenceWorkers
 
     mine = ReferenceWorkers(params, 1)
 

@@ -1,60 +1,27 @@
-"""``demo-node bench optimizer``: step time and payload bytes of our DeMo beside the reference's, AdamW and fwd+bwd.
+"""``python -m benchmarks optimizer``: step time and payload bytes of our DeMo beside the reference's, AdamW and
+forward+backward.
 
 Every optimizer runs on its own copy of the same model with the same gradients (one real forward + backward on a
 random batch), on the same device, in the same process, one after the other; the median of ``iters`` timed calls
-after two warm-up calls is reported. The baseline "reference" is :mod:`demo_node.bench.reference_demo`, a plain
+after two warm-up calls is reported. The baseline "reference" is :mod:`benchmarks.reference_demo`, a plain
 re-statement of the reference step (two inverse transforms, int64 indices, fp32 values).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
-import statistics
-import time
 from typing import Callable
 
 import torch
 
-from demo_node.bench.reference_demo import ReferenceDeMo
+from benchmarks.reference_demo import ReferenceDeMo
+from demo_node.bench.timing import forward_backward_on_random_tokens, median_ms
+from demo_node.commands.common import emit
 from demo_node.core.config import VALUE_MODES
 from demo_node.core.optimizer import DeMo
 from demo_node.models.gpt import PRESETS, build
 from demo_node.wire.codec import decode, encode, encoded_size
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_ms(fn: Callable[[], object], iters: int, device: torch.device, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-def forward_backward_on_random_tokens(model: torch.nn.Module, vocab: int, batch: int, context: int,
-                                      dev: torch.device) -> Callable[[], None]:
-    """One forward + backward of ``model`` on a fixed random batch (bf16 autocast on CUDA, as a node runs), as a
-    function to time; it leaves the gradients in the parameters."""
-    tokens = torch.randint(0, vocab, (batch, context + 1), device=dev)
-    x, y = tokens[:, :-1], tokens[:, 1:]
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-
-    def fwd_bwd() -> None:
-        model.zero_grad(set_to_none=True)
-        with autocast:
-            loss = model(x, y)
-        loss.backward()
-
-    return fwd_bwd
 
 
 def run(
@@ -79,7 +46,7 @@ def run(
         "iters": iters,
         "ms": {},
     }
-    result["ms"]["forward_backward"] = _median_ms(fwd_bwd, max(3, iters // 2), dev, warmup=1)
+    result["ms"]["forward_backward"] = median_ms(fwd_bwd, max(3, iters // 2), dev, warmup=1)
     fwd_bwd()
     grads = [p.grad.detach().clone() for p in model.parameters()]
 
@@ -98,17 +65,17 @@ def run(
         makers["reference_demo"] = lambda ps: ReferenceDeMo(ps, lr=1e-3)
     for kind, make in makers.items():
         m, opt = with_grads(make)
-        result["ms"][f"{kind}_step"] = _median_ms(opt.step, iters, dev)
+        result["ms"][f"{kind}_step"] = median_ms(opt.step, iters, dev)
         if kind == "demo":
             contribution = opt.prepare()
-            result["ms"]["demo_prepare"] = _median_ms(opt.prepare, iters, dev)
-            result["ms"]["demo_apply"] = _median_ms(lambda: opt.apply([contribution]), iters, dev)
+            result["ms"]["demo_prepare"] = median_ms(opt.prepare, iters, dev)
+            result["ms"]["demo_apply"] = median_ms(lambda: opt.apply([contribution]), iters, dev)
             layout = opt.layout
             payload = encode(contribution, layout, run_id="bench", round=1, sender=bytes(38))
-            result["ms"]["encode"] = _median_ms(
+            result["ms"]["encode"] = median_ms(
                 lambda: encode(contribution, layout, run_id="bench", round=1, sender=bytes(38)), iters, dev
             )
-            result["ms"]["decode"] = _median_ms(lambda: decode(payload, layout), iters, dev)
+            result["ms"]["decode"] = median_ms(lambda: decode(payload, layout), iters, dev)
         if kind == "reference_demo":
             result["reference_payload_bytes"] = opt.bytes_sent
         del m, opt
@@ -155,3 +122,31 @@ def format_result(r: dict) -> str:
     for name, value in q.items():
         lines.append(f"  {name:<40}{value:>8.3f}")
     return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    opt = sub.add_parser("optimizer", help="step time and payload bytes: our DeMo, the reference, AdamW")
+    opt.add_argument("--model", default="bench", choices=list(PRESETS), help="GPT preset (default: bench, 10.9M)")
+    opt.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
+    opt.add_argument("--iters", type=int, default=10, help="timed calls per figure (median reported)")
+    opt.add_argument("--batch", type=int, default=8, help="sequences per forward/backward")
+    opt.add_argument("--values", default="int8", choices=VALUE_MODES, help="value precision of our payload")
+    opt.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    opt.add_argument("--skip-reference", action="store_true", help="do not time the reference re-statement")
+    opt.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    opt.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(
+        model=args.model,
+        device=args.device,
+        iters=args.iters,
+        batch=args.batch,
+        values=args.values,
+        skip_reference=args.skip_reference,
+    )
+    emit(result, format_result(result), args.json)
+    return 0

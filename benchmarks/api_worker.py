@@ -1,4 +1,4 @@
-"""A plain user script on the public Python API, for ``demo-node bench api``: the built-in GPT on the standard
+"""A plain user script on the public Python API, for ``python -m benchmarks api``: the built-in GPT on the standard
 library's text, the loop a user would write (forward, backward, ``opt.step``, ``opt.zero_grad``), nothing else.
 
 It prints the optimizer's JSON event lines, so the benchmark reads it like a ``demo-node join`` node.

@@ -1,10 +1,10 @@
 """A delaying TCP proxy (a delay line: every chunk leaves one latency after it arrived, in order, at full rate) and a
 ping-pong client that measures the round trip through it, for emulating WAN latency where the kernel has no netem.
 
-``python -m demo_node.bench.delay_proxy serve --listen HOST:PORT --to HOST:PORT --delay-ms 50 [--echo HOST:PORT]``
+``python -m benchmarks.delay_proxy serve --listen HOST:PORT --to HOST:PORT --delay-ms 50 [--echo HOST:PORT]``
 forwards every connection to ``--to`` and delays each direction by the delay; ``--echo`` adds a port that forwards,
 through the same delay lines, to an echo server inside the proxy (what ``ping`` measures against). It prints one JSON
-line {"event": "ready", ...} once it listens. ``python -m demo_node.bench.delay_proxy ping HOST:PORT`` prints one JSON
+line {"event": "ready", ...} once it listens. ``python -m benchmarks.delay_proxy ping HOST:PORT`` prints one JSON
 line with the round-trip times of small messages and the throughput of an echoed bulk transfer.
 
 The delay is applied to the application's bytes, not to packets: the TCP connection on the emulated link itself sees
@@ -167,7 +167,7 @@ async def ping(addr: str, count: int = 20, bulk: int = 0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m demo_node.bench.delay_proxy")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.delay_proxy")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
     s.add_argument("--listen", required=True)

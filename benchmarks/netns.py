@@ -28,6 +28,14 @@ def available() -> str:
     return ""
 
 
+def wanted(choice: str) -> bool:
+    """Whether a benchmark's ``--netns auto|on|off`` runs its nodes in namespaces (on: or says why it cannot)."""
+    why = available()
+    if choice == "on" and why:
+        raise SystemExit(f"--netns on: {why}")
+    return choice == "on" or (choice == "auto" and not why)
+
+
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), check=check, capture_output=True, text=True)
 

@@ -1,4 +1,4 @@
-"""The multi-process baselines of ``demo-node bench convergence``: over gloo (dense averaging, the reference DeMo's
+"""The multi-process baselines of ``python -m benchmarks convergence``: over gloo (dense averaging, the reference DeMo's
 all-gather) and ``hivemind.Optimizer``.
 
 Each starts N worker processes on 127.0.0.1 (``convergence_gloo`` or ``convergence_hivemind``), waits for all to
@@ -28,7 +28,7 @@ def start_joined(workers: list, base: list[str], workdir: Path, nodes: int, labe
     """Start worker 0, wait for its addresses, then workers 1..N-1 with ``--peers`` pointing at it (each worker's
     folder is workdir/<label>-<i>), each added to ``workers`` as it starts: the caller stops them (``stop_all``),
     also when this raises."""
-    from demo_node.bench.swarm_bench import _wait
+    from benchmarks.swarm_bench import _wait
     from demo_node.daemon.children import NodeProcess
 
     workers.append(NodeProcess(base + ["--index", "0"], workdir / f"{label}-0", name=f"{label} 0"))
@@ -49,7 +49,7 @@ def common_args(s, lr: float, steps: int, eval_every: int, threads: int, warmup:
 
 
 def wait_finished(workers: list, timeout: float, what: str) -> None:
-    from demo_node.bench.swarm_bench import _wait
+    from benchmarks.swarm_bench import _wait
 
     def done() -> bool:
         for w in workers:
@@ -85,7 +85,7 @@ def train_gloo(s, lr: float, steps: int, eval_every: int, workdir: Path, threads
     top-k all-gathered (``reference``)."""
     from demo_node.daemon.children import NodeProcess, stop_all
 
-    base = [sys.executable, "-m", "demo_node.bench.convergence_gloo", "--port", str(_free_port()), "--method", method,
+    base = [sys.executable, "-m", "benchmarks.convergence_gloo", "--port", str(_free_port()), "--method", method,
             *common_args(s, lr, steps, eval_every, threads, warmup)]
     workers: list[NodeProcess] = []
     began = time.monotonic()
@@ -110,7 +110,7 @@ def train_hivemind(s, lr: float, steps: int, eval_every: int, workdir: Path, thr
     if s.nodes < 2:
         raise ValueError("hivemind.Optimizer needs at least 2 peers here (groups of exactly N)")
     stop = workdir / "stop"
-    base = [sys.executable, "-m", "demo_node.bench.convergence_hivemind", "--compression", compression,
+    base = [sys.executable, "-m", "benchmarks.convergence_hivemind", "--compression", compression,
             "--stop-file", str(stop), "--matchmaking-time", repr(matchmaking_time),
             "--run-id", f"bench-convergence-{workdir.name}-{time.time_ns()}".replace(".", "_"), "--verbose",
             *common_args(s, lr, steps, eval_every, threads, warmup)]

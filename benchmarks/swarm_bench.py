@@ -1,4 +1,4 @@
-"""``demo-node bench swarm --nodes 2,4,8``: round time and bytes per node and round, ours (relay and sign exchange)
+"""``python -m benchmarks swarm --nodes 2,4,8``: round time and bytes per node and round, ours (relay and sign exchange)
 beside the same model averaged densely by hivemind's DecentralizedAverager, on this machine, in one run.
 
 Bytes are counted twice for our nodes: by their own accounting (what they write to and read from streams) and at
@@ -11,6 +11,7 @@ bytes are counted at the wire only. Every process started here is stopped here, 
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -21,10 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from demo_node.bench.netns import Net
+from benchmarks.netns import Net, wanted
+from demo_node.commands.common import emit
 from demo_node.bench.payload_size import payload_sizes
 from demo_node.daemon.children import NodeProcess, stop_all
 from demo_node.daemon.launcher import Swarm
+from demo_node.models.presets import PRESETS
 
 _SS_PID = re.compile(r'users:\(\("[^"]*",pid=(\d+)')
 _SS_BYTES = re.compile(r"bytes_(acked|received):(\d+)")
@@ -209,7 +212,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
 def run_averager(n: int, rounds: int, workdir: Path, model: str, compression: str = "fp16",
                  netns: bool = False) -> dict:
     workers: list[NodeProcess] = []
-    base = [sys.executable, "-m", "demo_node.bench.averager_worker", "--group", str(n), "--model", model,
+    base = [sys.executable, "-m", "benchmarks.averager_worker", "--group", str(n), "--model", model,
             "--rounds", str(rounds + 2), "--compression", compression]
     daemons: set[int] = set()
     helpers: set[int] = set()
@@ -369,3 +372,40 @@ def format_result(r: dict) -> str:
         lines.append(f"  N={q['nodes']} {q['mode']:<6} bytes {q['bytes_ours_over_averager']:.4f}   "
                      f"round time {q['round_time_ours_over_averager']:.3f}")
     return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    sw = sub.add_parser("swarm", help="round time and bytes per node: ours (relay, sign) vs hivemind's averager")
+    sw.add_argument("--nodes", default="2,4,8", help="comma-separated swarm sizes")
+    sw.add_argument("--rounds", type=int, default=10, help="measured rounds per run")
+    sw.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
+    sw.add_argument("--modes", default="relay,sign", help="our exchange modes to measure")
+    sw.add_argument("--skip-averager", action="store_true", help="do not run hivemind's DecentralizedAverager")
+    sw.add_argument("--defenses", default="on", help="comma-separated: on (verified shards, robust aggregation), "
+                    "audit (the same, verifiers auditing a quarter of the rounds), off; several run side by side")
+    sw.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
+                    help="run each node in a network namespace of its own and read its bytes at the wire from its "
+                    "link (needs root; auto: when possible), else from the TCP counters of its sockets")
+    sw.add_argument("--baseline", metavar="DIR", help="also run the nodes of another demo-node checkout (an older "
+                    "version: PYTHONPATH=DIR), with the same options")
+    sw.add_argument("--workdir", help="where logs go (default: a new temp dir)")
+    sw.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    sw.add_argument("node_args", nargs=argparse.REMAINDER, help="after --: options passed to every node")
+    sw.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    nodes = [int(n) for n in args.nodes.split(",")]
+    modes = tuple(args.modes.split(","))
+    node_args = list(args.node_args or [])
+    defenses = tuple(args.defenses.split(","))
+    unknown = [d for d in defenses if d not in DEFENSES]
+    if unknown:
+        raise SystemExit(f"python -m benchmarks swarm: --defenses {','.join(unknown)}: each must be one of "
+                         f"{', '.join(DEFENSES)}")
+    result = run(nodes, rounds=args.rounds, model=args.model, workdir=args.workdir, modes=modes,
+                 averager=not args.skip_averager, node_args=node_args, defenses=defenses,
+                 baseline=args.baseline,
+                 netns=wanted(args.netns))
+    emit(result, format_result(result), args.json)
+    return 0

@@ -1,6 +1,6 @@
 """One peer of the dense baseline: hivemind's DecentralizedAverager averaging a GPT's parameters every round.
 
-Run by ``demo-node bench swarm`` as a separate process per peer (a second averager in one process stalls). Prints
+Run by ``python -m benchmarks swarm`` as a separate process per peer (a second averager in one process stalls). Prints
 one JSON line per averaging step and a final summary; NAT port mapping is off and it listens on 127.0.0.1 (or on
 the address a benchmark gives it inside a network namespace of its own).
 """

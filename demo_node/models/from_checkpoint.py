@@ -1,5 +1,5 @@
 """A node's checkpoint read back for export: a ckpt-*.pt file, or the newest good one of a checkpoint folder,
-checked to be one (:func:`demo_node.checkpoint.read`: parameters that match their digest) with a model spec in its
+checked to be one (:func:`demo_node.checkpoint_files.read`: parameters that match their digest) with a model spec in its
 run config before it is used."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from demo_node.checkpoint import checkpoints, read
+from demo_node.checkpoint_files import checkpoints, read
 from demo_node.errors import DemoNodeError
 from demo_node.models.spec import build_model, check_spec
 
