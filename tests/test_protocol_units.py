@@ -154,7 +154,11 @@ def test_a_tie_of_single_reports_makes_nobody_download_unless_the_swarm_is_two()
     majority = digest_majority(st, {attacker, honest, silent}, 8)
     assert majority == (b"bad", [attacker])  # the tie-break alone would pick the attacker
     assert not majority_decides(majority[1], {attacker, honest, silent})
-    assert majority_decides(majority[1], {attacker, honest})  # two members: no one else to ask
+    assert majority_decides(majority[1], {attacker, honest}, honest)  # two members: no one else to ask
+    # ... but of two, the one that joined later takes the other's state, whatever their peer ids
+    assert not majority_decides(majority[1], {attacker, honest}, honest, {honest: 0, attacker: 12})
+    assert majority_decides(majority[1], {attacker, honest}, honest, {honest: 12, attacker: 0})
+    assert majority_decides(majority[1], {attacker, honest}, honest, {honest: 5, attacker: 5})  # together: peer id
     two = statement(silent, digest_round=8, digest=b"bad")
     st.add(two, open_statement(two, run_id=RUN))
     assert majority_decides(digest_majority(st, {attacker, honest, silent}, 8)[1], {attacker, honest, silent})

@@ -45,6 +45,8 @@ class StateSync:
         self._reports: dict[int, dict[bytes, bytes]] = {}
         """Digest round -> member -> the digest it reported for it, over the last rounds' statements."""
         self._last_catch_up = float("-inf")
+        self._member_since: dict[bytes, int] = {}
+        """Member -> the first round of its present membership that this node saw (who joined later, of two)."""
 
     # -- downloads -------------------------------------------------------------------------------------------------
     def download(self, peers: list[PeerRecord], min_round: int, *, members: set[bytes] | None = None,
@@ -122,13 +124,16 @@ class StateSync:
         parameters of those members. Demoted members (proven liars) have no vote: with them out, two honest members
         that a failure split are two, and one takes the other's state."""
         me = self.peer.peer_id
+        present = {m.peer for m in o.plan.members}
+        self._member_since = {p: self._member_since.get(p, o.round) for p in present}
         reported = o.statements.by_peer.get(me)
         if reported is None or not reported.digest or reported.digest_round < self.synced_round:
             return  # nothing said, or said of parameters that a download has replaced since
         members = {m.peer for m in o.plan.members if m.peer not in o.demoted or m.peer == me}
         self.matched = self._agreed(o, members)
         majority = digest_majority(o.statements, members, reported.digest_round)
-        if majority is None or reported.digest == majority[0] or not majority_decides(majority[1], members):
+        if majority is None or reported.digest == majority[0] or not majority_decides(majority[1], members, me,
+                                                                                         self._member_since):
             return
         self.stats.diverged(o.round, reported.digest_round, reported.digest, majority[0], len(majority[1]))
         self.resync(self.replica.round, sources=majority[1], members=members - {me})

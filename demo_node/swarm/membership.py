@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from demo_node.swarm.plan import Member, RoundPlan
 from demo_node.swarm.signing import BadSigned, open_statement
@@ -120,9 +121,19 @@ def digest_majority(statements: Statements, members: set[bytes], digest_round: i
     return best, sorted(st.peer for st in same if st.digest == best)
 
 
-def majority_decides(holders: list[bytes], members: set[bytes]) -> bool:
-    """Whether a majority digest held by ``holders`` may make a member that holds another one download it: with more
-    than two members, one holder decides nothing. Such a "majority" is a tie of single reports (the others'
+def majority_decides(holders: list[bytes], members: set[bytes], me: bytes = b"",
+                     member_since: Mapping[bytes, int] | None = None) -> bool:
+    """Whether a majority digest held by ``holders`` may make ``me``, a member that holds another one, download it:
+    with more than two members, one holder decides nothing. Such a "majority" is a tie of single reports (the others'
     statements of that round missing or of another round) broken by peer id, which a lone attacker must not win; a
-    later round's statements decide. With two members there is no one else to ask."""
-    return len(members) <= 2 or len(holders) >= 2
+    later round's statements decide. With two members there is no one else to ask: the one that joined later takes
+    the other's state (``member_since``: peer -> the first round of its present membership, as this node saw it), so
+    a newcomer cannot make a founder download its state by picking a small peer id; where both joined together the
+    peer id decides."""
+    if len(members) > 2 or len(holders) >= 2:
+        return len(holders) >= 2
+    since = member_since or {}
+    others = [p for p in members if p != me]
+    if len(others) == 1 and me in since and others[0] in since and since[me] != since[others[0]]:
+        return since[others[0]] < since[me]
+    return True
