@@ -15,6 +15,10 @@ Per node and round, with S a whole payload, P parameters, N members and each nod
   each way; with verification (three members or more) its slices again to the verifiers, and one verdict per shard;
   with audits of a fraction a of rounds, the slices and the signed verdicts in a of the rounds (asked for on a kept
   stream, one request per contributor) and a short "not audited" answer in the others;
+- sparse (issue 24's design, not yet a mode of the node): as sign, but each owner sends its shard's aggregate cut to
+  its ``return_k`` largest coefficients per block (``core/resparsify.py``, int8 values with a block scale, as a
+  payload codes them) instead of the signs: (N-1)/N (S + R) each way, R the cut's bytes; ``--index-coding ideal``
+  prices every index list (payloads and cuts) at the entropy bound log2 C(block, k) bits instead of 12 bits each;
 - on top, in every mode: the statements (each travels twice: N x 2 down, the owner's share up to N-1 requesters),
   one shard result envelope per owner (signature, inclusion bits: N/8 bytes), 2(N-1) exchanges (N-1 requests made
   and N-1 served, on streams kept from round to round) with their frames, and the DHT's background traffic.
@@ -54,7 +58,7 @@ EXCHANGE_CPU_SECONDS = 0.0026
 """CPU per exchange (a request and its answers on a reused stream), node and daemon together: the slope of CPU per node
 and round against exchanges per node and round in the same runs (sign, defenses off: 0.015 s at 2 exchanges, 0.021 s
 at 6, 0.041-0.052 s at 14)."""
-MODES = ("all-gather", "relay", "sign")
+MODES = ("all-gather", "relay", "sign", "sparse")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,10 @@ class Setting:
     audit: float = 1.0
     """The fraction of rounds verifiers audit (1: every round, the contributors pushing their copies)."""
     overlap: bool = True
+    return_k: int = 32
+    """sparse: coefficients per block of the cut aggregate an owner returns."""
+    index_coding: str = "fixed"
+    """How index lists are coded: "fixed" (12 bits per index, the codec's today) or "ideal" (the entropy bound)."""
     payload: float | None = None
     """A whole payload's bytes (default: the codec's bytes per parameter of a large matrix x params)."""
 
@@ -82,6 +90,16 @@ def payload_bytes_per_param(topk: int = 32, chunk: int = 64, values: str = "int8
     side = chunk * 64
     layout = Layout.build([(side, side)], [0], chunk, topk)
     return encoded_size(layout, values) / layout.num_params
+
+
+def index_saving_per_param(k: int, chunk: int = 64) -> float:
+    """Bytes per parameter that coding the indices of k coefficients per block at the entropy bound, log2 C(block, k)
+    bits per block, saves against the codec's fixed-width indices (12 bits each for 64 x 64 blocks)."""
+    block = chunk * chunk
+    if k * math.ceil(math.log2(block)) > block:
+        return 0.0  # the codec sends a bitmap there
+    ideal = (math.lgamma(block + 1) - math.lgamma(k + 1) - math.lgamma(block - k + 1)) / math.log(2)
+    return (k * math.ceil(math.log2(block)) - ideal) / 8 / block
 
 
 _KEY = Identity.generate()[0]
@@ -138,6 +156,8 @@ def per_round(s: Setting, mode: str) -> dict:
     utilisation."""
     n, p = s.nodes, s.params
     payload = s.payload if s.payload is not None else payload_bytes_per_param(s.topk, s.chunk, s.values) * p
+    if s.index_coding == "ideal" and s.payload is None:
+        payload -= index_saving_per_param(s.topk, s.chunk) * p
     signed = 64 + 8  # a payload's signature and its envelope
     share = (n - 1) / n
     parts: dict[str, float] = {}
@@ -149,7 +169,14 @@ def per_round(s: Setting, mode: str) -> dict:
     else:
         # n-1 slices each way, each with the header that the whole payload's size counts once
         slices = share * payload + (n - 1 - share) * payload_header_bytes()
-        parts["payloads"], parts["signs"] = slices, share * p / 8
+        parts["payloads"] = slices
+        if mode == "sparse":
+            cut = payload_bytes_per_param(s.return_k, s.chunk, "int8")
+            if s.index_coding == "ideal":
+                cut -= index_saving_per_param(s.return_k, s.chunk)
+            parts["cut aggregates"] = share * p * cut
+        else:
+            parts["signs"] = share * p / 8
         parts["payload signatures"] = (n - 1) * signed
         if s.verify and n >= 3:
             a = s.audit
@@ -164,7 +191,7 @@ def per_round(s: Setting, mode: str) -> dict:
             2 * statement_bytes() if n > 1 else 0)
     protocol = sum(parts.values())
     exchanges = 2 * (n - 1)
-    verified = mode == "sign" and s.verify and n >= 3
+    verified = mode in ("sign", "sparse") and s.verify and n >= 3
     # a request and its result, and a verdict where shards are verified; each way, half of them; an audit's request
     # and answer per contributor in the audited rounds
     frames = exchanges * (2 + verified) + (4 * s.audit * (n - 1) if verified and s.audit < 1 else 0)
@@ -193,11 +220,14 @@ def _transfer_s(each_way: float, s: Setting) -> float:
 
 
 def run(params: list[float], nodes: list[int], down: float, up: float, latency: float, compute: float,
-        verify: bool = True, overlap: bool = True, audit: float = 1.0) -> dict:
-    rows = [per_round(Setting(p, n, down, up, latency, compute, verify=verify, audit=audit, overlap=overlap), m)
+        verify: bool = True, overlap: bool = True, audit: float = 1.0, return_k: int = 32,
+        index_coding: str = "fixed") -> dict:
+    rows = [per_round(Setting(p, n, down, up, latency, compute, verify=verify, audit=audit, overlap=overlap,
+                              return_k=return_k, index_coding=index_coding), m)
             for p in params for n in nodes for m in MODES]
     return {"link_down_mbit": down, "link_up_mbit": up, "latency_s": latency, "compute_s": compute,
             "verify": verify, "audit": audit, "overlap": overlap, "payload_bytes_per_param": payload_bytes_per_param(),
+            "return_k": return_k, "index_coding": index_coding,
             "frame_wire_bytes": FRAME_WIRE_BYTES, "dht_wire_bytes_per_s_per_peer": DHT_WIRE_BYTES_PER_S_PER_PEER,
             "exchange_cpu_s": EXCHANGE_CPU_SECONDS, "rows": rows}
 
@@ -212,11 +242,13 @@ def _size(b: float) -> str:
 def format_result(r: dict) -> str:
     lines = [f"links {r['link_down_mbit']:g}/{r['link_up_mbit']:g} Mbit/s down/up, {r['latency_s'] * 1000:.0f} ms, "
              f"compute {r['compute_s']:g} s per round, overlap {'on' if r['overlap'] else 'off'}, verification "
-             f"{_verification(r)}; payload {r['payload_bytes_per_param']:.4f} B per parameter", "",
-             f"{'params':>8}{'N':>6}  {'exchange':<11}{'each way':>11}{'comm s':>10}{'round s':>10}{'util':>7}"
-             f"{'exchanges':>11}{'their CPU s':>13}"]
+             f"{_verification(r)}; payload {r['payload_bytes_per_param']:.4f} B per parameter; sparse: the top "
+             f"{r.get('return_k', 32)} per block returned, indices {r.get('index_coding', 'fixed')}", "",
+             f"{'params':>8}{'N':>6}  {'exchange':<11}{'each way':>11}{'B/param':>9}{'comm s':>10}{'round s':>10}"
+             f"{'util':>7}{'exchanges':>11}{'their CPU s':>13}"]
     for row in r["rows"]:
         lines.append(f"{row['params']:>8.0e}{row['nodes']:>6}  {row['mode']:<11}{_size(row['wire_bytes_each_way']):>11}"
+                     f"{row['wire_bytes_each_way'] / row['params']:>9.4f}"
                      f"{row['communication_s']:>10.1f}{row['round_s']:>10.1f}{row['utilisation']:>7.2f}"
                      f"{row['exchanges']:>11}{row['exchange_cpu_s']:>13.2f}")
     return "\n".join(lines)
@@ -345,6 +377,10 @@ def add_parser(sub) -> None:
     md.add_argument("--no-verify", action="store_true", help="sign exchange without shard verification")
     md.add_argument("--audit", type=float, default=1.0, help="the fraction of rounds verifiers audit (the run "
                     "option --audit-fraction; default 1: every round)")
+    md.add_argument("--return-k", type=int, default=32, help="sparse rows: coefficients per block of the cut "
+                    "aggregate an owner returns (default 32)")
+    md.add_argument("--index-coding", choices=("fixed", "ideal"), default="fixed", help="index lists at 12 bits "
+                    "each (the codec's today) or at the entropy bound log2 C(block, k) (default: fixed)")
     md.add_argument("--no-overlap", action="store_true", help="communication after compute, not beside it")
     md.add_argument("--parts", action="store_true", help="also print what each row's bytes are made of (payloads, "
                     "signs, signatures, verification, result envelopes, statements, framing, DHT)")
@@ -359,10 +395,13 @@ def main(args: argparse.Namespace) -> int:
         params, nodes = params_list(args.params), nodes_list(args.nodes)
         if not 0 < args.audit <= 1:
             raise ValueError(f"--audit: a fraction in (0, 1], got {args.audit}")
+        if args.return_k <= 0:
+            raise ValueError(f"--return-k: a positive count, got {args.return_k}")
     except ValueError as exc:
         raise SystemExit(f"python -m benchmarks model: {exc}") from None
     result = run(params, nodes, args.down or args.link, args.up or args.link, args.latency, args.compute,
-                 verify=not args.no_verify, overlap=not args.no_overlap, audit=args.audit)
+                 verify=not args.no_verify, overlap=not args.no_overlap, audit=args.audit, return_k=args.return_k,
+                 index_coding=args.index_coding)
     text = format_result(result)
     if args.parts:
         text += "\n\n" + format_parts(result["rows"])

@@ -51,7 +51,7 @@ def test_the_scale_model_keeps_sign_exchange_flat_in_n_and_all_gather_linear():
         main(["model", "--params", "-1"])
 
 
-def sign_bytes_at_8(*options: str) -> float:
+def sign_bytes_at_8(*options: str, mode: str = "sign") -> float:
     out = io.StringIO()
     with redirect_stdout(out):
         assert main(["model", "--params", "1e9", "--nodes", "8", "--json", "-", *options]) == 0
@@ -59,7 +59,7 @@ def sign_bytes_at_8(*options: str) -> float:
     rows = json.loads(text[text.index("{"):])["rows"]
     for r in rows:  # the parts add up to the whole
         assert abs(sum(r["parts_each_way"].values()) - r["wire_bytes_each_way"]) < 1e-6 * r["wire_bytes_each_way"]
-    return next(r["protocol_bytes_each_way"] for r in rows if r["mode"] == "sign")
+    return next(r["protocol_bytes_each_way"] for r in rows if r["mode"] == mode)
 
 
 def test_the_scale_model_charges_audits_their_fraction_of_the_second_copy():
@@ -68,3 +68,33 @@ def test_the_scale_model_charges_audits_their_fraction_of_the_second_copy():
     assert off < quarter < every and abs((quarter - off) - copy / 4) < 0.01 * copy
     with pytest.raises(SystemExit, match="--audit"):
         main(["model", "--audit", "0"])
+
+
+def test_the_scale_model_prices_a_sparse_return_by_its_cut_and_its_index_coding():
+    sign, sparse = sign_bytes_at_8(), sign_bytes_at_8(mode="sparse")
+    wider = sign_bytes_at_8("--return-k", "64", mode="sparse")
+    ideal = sign_bytes_at_8("--index-coding", "ideal", mode="sparse")
+    assert ideal < sparse < wider < sign
+    # the other owners' 7/8 of the parameters come as a cut of 32 of 4096 per block (about 20 bits per coefficient,
+    # 0.02 B per parameter, as a top-32 payload) instead of 1/8 B of signs per parameter
+    assert 0.08 * 1e9 < sign - sparse < 0.1 * 1e9
+    with pytest.raises(SystemExit, match="--return-k"):
+        main(["model", "--return-k", "0"])
+
+
+def test_the_sparse_return_probe_measures_every_variant_and_names_a_bad_one():
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["sparse-return", "--variants", "sign,top8,top8-noef", "--seeds", "0", "--peers", "2",
+                     "--steps", "2", "--windows", "4", "--json", "-"]) == 0
+    text = out.getvalue()
+    results = json.loads(text[text.index("{"):])["results"]
+    assert set(results) == {"sign", "top8", "top8-noef"}
+    assert results["sign"][0]["bytes_per_param"]["coded"] == 1 / 8
+    # a cut of 8 per block costs a fraction of a bit per parameter, and an ideal index code less than 12 bits
+    assert results["top8"][0]["bytes_per_param"]["ideal"] < results["top8"][0]["bytes_per_param"]["coded"] < 1 / 8
+    assert 0 < results["top8"][0]["sign_agreement"] <= 1
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["sparse-return", "--variants", "top0"]) == 2
+    assert "top0" in out.getvalue()

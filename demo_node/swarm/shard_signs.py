@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from demo_node.core.aggregate import aggregate
+from demo_node.core.aggregate import Aggregate, aggregate
 from demo_node.core.contribution import BucketPart, Contribution
 from demo_node.core.layout import Layout
 from demo_node.core.robust import Screened, screen
@@ -38,7 +38,8 @@ class ShardSigns:
                             [1.0] * len(contributions))
         return screen(contributions, self.max_sample_weight)
 
-    def _aggregate(self, contributions: Sequence[Contribution]):
+    def aggregate(self, contributions: Sequence[Contribution]) -> Aggregate | None:
+        """The robust aggregate of these contributions on this instance's device (None when the rule keeps none)."""
         kept = self.screen(contributions)
         if not kept.kept:
             return None
@@ -51,7 +52,7 @@ class ShardSigns:
     def values(self, contributions: Sequence[Contribution]) -> SignUpdate:
         """IDCT(aggregate) of the blocks the contributions cover, before the sign (fresh tensors): what a verifier
         compares an owner's signs with (a sign may differ only where the value is next to zero)."""
-        agg = self._aggregate(contributions)
+        agg = self.aggregate(contributions)
         if agg is None:
             return self._zeros(contributions)
         return {b: (part.start, self._computer.inverse(b, part).clone()) for b, part in agg.parts.items()}
@@ -61,7 +62,7 @@ class ShardSigns:
         """Signs of the blocks the contributions cover (they must all cover the same ones): written into ``out``
         (bucket -> a whole bucket's (N, h, w) buffer, as DeMo.sign_buffers() gives) where given, else into fresh
         tensors. All zero when robust aggregation keeps none of them."""
-        agg = self._aggregate(contributions)
+        agg = self.aggregate(contributions)
         if agg is None:
             zeros = self._zeros(contributions)
             if out is None:
