@@ -18,7 +18,8 @@ Per node and round, with S a whole payload, P parameters, N members and each nod
 - sparse (issue 24's design, not yet a mode of the node): as sign, but each owner sends its shard's aggregate cut to
   its ``return_k`` largest coefficients per block (``core/resparsify.py``, int8 values with a block scale, as a
   payload codes them) instead of the signs: (N-1)/N (S + R) each way, R the cut's bytes; ``--index-coding ideal``
-  prices every index list (payloads and cuts) at the entropy bound log2 C(block, k) bits instead of 12 bits each;
+  prices every index list (payloads and cuts) at the entropy bound log2 C(block, k) bits instead of the codec's
+  (Elias-Fano: 9 bits per index for 32 of 4096);
 - on top, in every mode: the statements (each travels twice: N x 2 down, the owner's share up to N-1 requesters),
   one shard result envelope per owner (signature, inclusion bits: N/8 bytes), 2(N-1) exchanges (N-1 requests made
   and N-1 served, on streams kept from round to round) with their frames, and the DHT's background traffic.
@@ -38,6 +39,7 @@ from demo_node.commands.common import emit
 from demo_node.core.layout import Layout
 from demo_node.crypto import Identity
 from demo_node.swarm.signing import sign
+from demo_node.wire.bitpack import bits_for, elias_fano_high_len, elias_fano_low_bits
 from demo_node.wire.codec import encoded_size
 from demo_node.wire.proto import demo_node_payload_pb2 as ppb
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
@@ -79,7 +81,7 @@ class Setting:
     return_k: int = 32
     """sparse: coefficients per block of the cut aggregate an owner returns."""
     index_coding: str = "fixed"
-    """How index lists are coded: "fixed" (12 bits per index, the codec's today) or "ideal" (the entropy bound)."""
+    """How index lists are coded: "fixed" (as the codec writes them) or "ideal" (the entropy bound)."""
     payload: float | None = None
     """A whole payload's bytes (default: the codec's bytes per parameter of a large matrix x params)."""
 
@@ -94,12 +96,11 @@ def payload_bytes_per_param(topk: int = 32, chunk: int = 64, values: str = "int8
 
 def index_saving_per_param(k: int, chunk: int = 64) -> float:
     """Bytes per parameter that coding the indices of k coefficients per block at the entropy bound, log2 C(block, k)
-    bits per block, saves against the codec's fixed-width indices (12 bits each for 64 x 64 blocks)."""
+    bits per block, would save against the codec's cheapest format (Elias-Fano: 9 bits each for 32 of 4096)."""
     block = chunk * chunk
-    if k * math.ceil(math.log2(block)) > block:
-        return 0.0  # the codec sends a bitmap there
+    codec = min(k * bits_for(block), k * elias_fano_low_bits(k, block) + elias_fano_high_len(k, block), block)
     ideal = (math.lgamma(block + 1) - math.lgamma(k + 1) - math.lgamma(block - k + 1)) / math.log(2)
-    return (k * math.ceil(math.log2(block)) - ideal) / 8 / block
+    return max(0.0, codec - ideal) / 8 / block
 
 
 _KEY = Identity.generate()[0]
@@ -379,8 +380,9 @@ def add_parser(sub) -> None:
                     "option --audit-fraction; default 1: every round)")
     md.add_argument("--return-k", type=int, default=32, help="sparse rows: coefficients per block of the cut "
                     "aggregate an owner returns (default 32)")
-    md.add_argument("--index-coding", choices=("fixed", "ideal"), default="fixed", help="index lists at 12 bits "
-                    "each (the codec's today) or at the entropy bound log2 C(block, k) (default: fixed)")
+    md.add_argument("--index-coding", choices=("fixed", "ideal"), default="fixed", help="index lists as the codec "
+                    "writes them (Elias-Fano, 9 bits per index for 32 of 4096) or at the entropy bound log2 C(block, k) "
+                    "(default: fixed)")
     md.add_argument("--no-overlap", action="store_true", help="communication after compute, not beside it")
     md.add_argument("--parts", action="store_true", help="also print what each row's bytes are made of (payloads, "
                     "signs, signatures, verification, result envelopes, statements, framing, DHT)")

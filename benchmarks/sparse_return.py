@@ -14,8 +14,8 @@ run's robust rule, then either
 Same seeds, data order and initial parameters for every variant. It prints the final held-out loss per seed and
 their mean against ``sign``'s, how often the cut update's signs agree with the full one's (over parameters whose
 full sign is not zero), and the return path's bytes per parameter: 1/8 for signs; for a cut, K coefficients per
-block at 8 bits of value plus 12-bit indices as today's payloads code them, or log2 C(block, K) / K bits per index
-with an ideal entropy coder.
+block at 8 bits of value plus a 32-bit block scale, their indices as the codec writes a payload's (Elias-Fano where
+cheapest), or at log2 C(block, K) / K bits per index with an ideal entropy coder.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from demo_node.data.tokenizer import byte_tokenizer
 from demo_node.data.tokens import TokenCorpus, open_corpus
 from demo_node.models.gpt import PRESETS, build
 from demo_node.swarm.shard_signs import ShardSigns
+from demo_node.wire.bitpack import bits_for, elias_fano_high_len, elias_fano_low_bits
 
 
 def parse_variant(name: str) -> tuple[int, bool]:
@@ -107,7 +108,8 @@ def train(variant: str, peers: int, steps: int, model_name: str, batch: int, lr:
 
 
 def return_bytes(layout, k: int) -> dict[str, float]:
-    """The return path's bytes per parameter: signs, or a cut at 12-bit and at ideally coded indices."""
+    """The return path's bytes per parameter: signs, or a cut with indices as the codec writes them and ideally
+    coded."""
     if k == 0:
         return {"coded": 1 / 8, "ideal": 1 / 8}
     coded = ideal = 0.0
@@ -115,7 +117,10 @@ def return_bytes(layout, k: int) -> dict[str, float]:
         kk = min(k, b.block_size)
         index_bits = math.lgamma(b.block_size + 1) - math.lgamma(kk + 1) - math.lgamma(b.block_size - kk + 1)
         per_block_ideal = index_bits / math.log(2) + 8 * kk + 32
-        per_block_coded = kk * (math.ceil(math.log2(b.block_size)) + 8) + 32
+        codec_bits = 0 if kk == b.block_size else min(
+            kk * bits_for(b.block_size), b.block_size,
+            kk * elias_fano_low_bits(kk, b.block_size) + elias_fano_high_len(kk, b.block_size))
+        per_block_coded = codec_bits + 8 * kk + 32
         coded += b.num_blocks * per_block_coded / 8
         ideal += b.num_blocks * per_block_ideal / 8
     return {"coded": coded / layout.num_params, "ideal": ideal / layout.num_params}

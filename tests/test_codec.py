@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from demo_node.core import DeMo
 from demo_node.core.quantize import quantize
-from demo_node.wire.bitpack import pack_flags, pack_uints, unpack_flags, unpack_uints
+from demo_node.wire.bitpack import (elias_fano_len, pack_elias_fano, pack_flags, pack_uints, unpack_elias_fano,
+                                    unpack_flags, unpack_uints)
 from demo_node.wire.codec import decode, encode, encoded_size, index_format
 from demo_node.wire.errors import PayloadError
 from demo_node.wire.proto import demo_node_payload_pb2 as pb
@@ -68,7 +69,8 @@ def test_sign_values_keep_sign_and_block_mean_magnitude():
 
 
 def test_index_format_is_the_cheapest():
-    assert index_format(32, 4096) == pb.INDEX_PACKED  # 32 * 12 bits < 4096 bits
+    assert index_format(32, 4096) == pb.INDEX_ELIAS_FANO  # 32 x (7 + 2) bits < 32 x 12 bits < 4096 bits
+    assert index_format(1, 4096) == pb.INDEX_PACKED  # 12 bits < 12 + 2 bits
     assert index_format(32, 64) == pb.INDEX_BITMASK  # 32 * 6 bits > 64 bits: a vector chunk
     assert index_format(5, 5) == pb.INDEX_FULL
     assert index_format(1, 1) == pb.INDEX_FULL
@@ -90,6 +92,20 @@ def test_bit_packing_round_trip(bits, raw):
     assert np.array_equal(unpack_uints(data, bits, len(values)), values)
     flags = values % 2 == 1
     assert np.array_equal(unpack_flags(pack_flags(flags), len(flags)), flags)
+
+
+@given(st.integers(1, 4096), st.integers(1, 12), st.integers(0, 2**32 - 1))
+def test_elias_fano_round_trip_and_size(size, blocks, seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, size + 1))
+    idx = np.sort(np.stack([rng.choice(size, k, replace=False) for _ in range(blocks)]), axis=1)
+    data = pack_elias_fano(idx, size)
+    assert len(data) == elias_fano_len(blocks, k, size)
+    assert np.array_equal(unpack_elias_fano(data, blocks, k, size), idx)
+
+
+def test_elias_fano_costs_about_two_bits_over_log_size_over_k():
+    assert elias_fano_len(1000, 32, 4096) * 8 / 32000 <= 9.0  # 12 bits packed, 8.3 the entropy bound
 
 
 def test_twelve_bit_indices_of_a_4096_block():
@@ -127,7 +143,8 @@ def reject(layout, msg, reason, **kw):
 
 
 def packed_entry(msg):
-    return next(e for e in msg.entries if e.index_format == pb.INDEX_PACKED)
+    """An entry with index bytes in one of the two formats of k indices (Elias-Fano where that is cheaper)."""
+    return next(e for e in msg.entries if e.index_format in (pb.INDEX_PACKED, pb.INDEX_ELIAS_FANO))
 
 
 def test_rejects_wrong_version_run_round_sender_samples():
@@ -149,7 +166,8 @@ def copy_of(msg):
     return bad
 
 
-def test_rejects_index_out_of_range_repeated_or_unsorted():
+@pytest.mark.parametrize("fmt", [pb.INDEX_PACKED, pb.INDEX_ELIAS_FANO])
+def test_rejects_index_out_of_range_repeated_or_unsorted(fmt):
     layout, msg = valid_message()
     t = next(t for t in layout.tensors if t.shape == (48, 40))
     block_size, bits = t.h * t.w, 9  # 480 coefficients: 9 bits can name 480..511 too
@@ -157,20 +175,35 @@ def test_rejects_index_out_of_range_repeated_or_unsorted():
     def entry(m):
         return next(x for x in m.entries if x.tensor == t.index)
 
+    def write(e, idx):  # any format of k indices is accepted, the cheapest or not
+        e.index_format = fmt
+        e.indices = pack_uints(idx.reshape(-1), bits) if fmt == pb.INDEX_PACKED else pack_elias_fano(idx, block_size)
+
     e = entry(msg)
-    assert e.index_format == pb.INDEX_PACKED
-    idx = unpack_uints(e.indices, bits, e.num_blocks * e.k).reshape(e.num_blocks, e.k)
+    assert e.index_format == pb.INDEX_ELIAS_FANO
+    idx = unpack_elias_fano(e.indices, e.num_blocks, e.k, block_size)
+    good = copy_of(msg)
+    write(entry(good), idx)
+    decode(good.SerializeToString(), layout)
     cases = [
         ("index_range", lambda a: a.__setitem__((0, -1), block_size + 5)),  # still ascending
         ("index_order", lambda a: a.__setitem__((0, 1), a[0, 0])),  # a repeat
-        ("index_order", lambda a: a.__setitem__(0, a[0, ::-1].copy())),  # descending
+        ("index_order", lambda a: a[0].__setitem__(slice(0, 2), [3, 2])),  # descending (same high bits)
     ]
+    if fmt == pb.INDEX_PACKED:
+        cases.append(("index_order", lambda a: a.__setitem__(0, a[0, ::-1].copy())))
     for reason, mutate in cases:
         bad_idx = idx.copy()
         mutate(bad_idx)
         bad = copy_of(msg)
-        entry(bad).indices = pack_uints(bad_idx.reshape(-1), bits)
+        write(entry(bad), bad_idx)
         reject(layout, bad, reason)
+    if fmt == pb.INDEX_ELIAS_FANO:  # a high part without exactly k bits set
+        bad = copy_of(msg)
+        data = bytearray(entry(bad).indices)
+        data[(e.num_blocks * e.k * 5 + 7) // 8] ^= 1  # the first bit after the 5-bit low parts
+        entry(bad).indices = bytes(data)
+        reject(layout, bad, "index_count")
 
 
 def test_rejects_bad_counts_lengths_formats():

@@ -21,8 +21,10 @@ def pair():
     b = Host(NetworkConfig(peers=a.maddrs, listen=LOOPBACK)).start()
     ta, tb = Transport(a, Accounting()), Transport(b, Accounting())
     seen: list[int] = []
+    alive: list[Stream] = []  # a closed stream kept referenced, so no later stream can take its id()
 
     async def echo(stream: Stream) -> None:
+        alive.append(stream)
         seen.append(id(stream))
         data = await stream.recv()
         await stream.send(b"re:" + data)

@@ -1,10 +1,10 @@
 """Encode a :class:`Contribution` into the bytes of a ``Payload`` message, and decode them back with every check.
 
 The only module that knows the protobuf schema. Encoding picks the cheapest index format per entry (packed
-indices, a bitmask, or none when every coefficient is kept). Decoding checks version, run, sender, weight, every
-entry's tensor, block range, k, index range and order, value and scale lengths and finiteness, and that the entries
-cover exactly the expected blocks once; any failure raises one :class:`PayloadError` naming what is wrong, and
-nothing is returned unless the whole payload passed.
+indices, Elias-Fano, a bitmask, or none when every coefficient is kept). Decoding checks version, run, sender,
+weight, every entry's tensor, block range, k, index range and order, value and scale lengths and finiteness, and
+that the entries cover exactly the expected blocks once; any failure raises one :class:`PayloadError` naming what
+is wrong, and nothing is returned unless the whole payload passed.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from demo_node.core.layout import Layout, TensorSpec
 from demo_node.core.quantize import QuantizedValues
 from demo_node.wire.bitpack import (
     bits_for,
+    elias_fano_len,
+    pack_elias_fano,
     pack_flags,
     pack_uints,
     packed_len,
+    unpack_elias_fano,
     unpack_flags,
     unpack_uints,
 )
@@ -44,6 +47,8 @@ _VALUE_FORMATS = {
 _VALUE_MODES = {v: k for k, v in _VALUE_FORMATS.items()}
 _FLOAT_WIRE = {"fp32": "<f4", "fp16": "<f2", "bf16": "<u2", "int8": "i1"}
 _SCALED = {"int8", "sign"}
+_MAX_INT8_SCALE = float(np.finfo(np.float32).max) / 127
+"""A larger int8 scale makes code x scale overflow float32 (a finite scale is not enough)."""
 
 
 @dataclass
@@ -58,12 +63,11 @@ class DecodedPayload:
 
 
 def index_format(k: int, block_size: int) -> int:
-    """The cheapest way to write k positions out of block_size."""
+    """The cheapest way to write k positions out of block_size (ties: the simpler format)."""
     if k == block_size:
         return pb.INDEX_FULL
-    if k * bits_for(block_size) <= block_size:
-        return pb.INDEX_PACKED
-    return pb.INDEX_BITMASK
+    return min((pb.INDEX_BITMASK, pb.INDEX_PACKED, pb.INDEX_ELIAS_FANO),
+               key=lambda f: (_index_len(f, 64, k, block_size), f))
 
 
 def _index_len(fmt: int, blocks: int, k: int, block_size: int) -> int:
@@ -71,6 +75,8 @@ def _index_len(fmt: int, blocks: int, k: int, block_size: int) -> int:
         return 0
     if fmt == pb.INDEX_PACKED:
         return packed_len(blocks * k, bits_for(block_size))
+    if fmt == pb.INDEX_ELIAS_FANO:
+        return elias_fano_len(blocks, k, block_size)
     return packed_len(blocks * block_size, 1)
 
 
@@ -98,6 +104,8 @@ def _index_bytes(fmt: int, idx: np.ndarray, block_size: int) -> bytes:
         return b""
     if fmt == pb.INDEX_PACKED:
         return pack_uints(idx.reshape(-1), bits_for(block_size))
+    if fmt == pb.INDEX_ELIAS_FANO:
+        return pack_elias_fano(idx, block_size)
     mask = np.zeros((idx.shape[0], block_size), dtype=bool)
     np.put_along_axis(mask, idx, True, axis=1)
     return pack_flags(mask)
@@ -170,7 +178,7 @@ def max_payload_bytes(layout: Layout) -> int:
     """A bound no valid full payload of this layout exceeds: the largest formats plus generous framing."""
     total = 4096 + MAX_SENDER_BYTES + MAX_RUN_ID_CHARS * 4
     for spec in layout.buckets:
-        per_block = spec.k * 4 + 4 + max(_index_len(f, 1, spec.k, spec.block_size) + 1 for f in (1, 2, 3))
+        per_block = spec.k * 4 + 4 + max(_index_len(f, 1, spec.k, spec.block_size) + 1 for f in (1, 2, 3, 4))
         total += spec.num_blocks * per_block + 64 * len(spec.tensors)
     return total
 
@@ -185,11 +193,16 @@ def _decode_indices(e, t: TensorSpec, block_size: int) -> np.ndarray:
         if e.indices:
             raise PayloadError("index_length", f"tensor {t.index}: INDEX_FULL carries index bytes")
         return np.broadcast_to(np.arange(block_size, dtype=np.int64), (n, k)).copy()
-    if e.index_format == pb.INDEX_PACKED:
+    if e.index_format in (pb.INDEX_PACKED, pb.INDEX_ELIAS_FANO):
+        packed = e.index_format == pb.INDEX_PACKED
         bits = bits_for(block_size)
-        if len(e.indices) != packed_len(n * k, bits):
+        length = packed_len(n * k, bits) if packed else elias_fano_len(n, k, block_size)
+        if len(e.indices) != length:
             raise PayloadError("index_length", f"tensor {t.index}: {len(e.indices)} index bytes")
-        idx = unpack_uints(e.indices, bits, n * k).reshape(n, k)
+        idx = unpack_uints(e.indices, bits, n * k).reshape(n, k) if packed else (
+            unpack_elias_fano(e.indices, n, k, block_size))
+        if idx is None:
+            raise PayloadError("index_count", f"tensor {t.index}: an Elias-Fano block without exactly k={k} bits")
         if (idx >= block_size).any():
             raise PayloadError("index_range", f"tensor {t.index}: index >= block size {block_size}")
         if k > 1 and (np.diff(idx, axis=1) <= 0).any():
@@ -215,6 +228,8 @@ def _decode_values(e, t: TensorSpec, mode: str) -> tuple[np.ndarray, np.ndarray 
         scales = np.frombuffer(e.scales, dtype="<f4").astype(np.float32)
         if not np.isfinite(scales).all() or (scales < 0).any():
             raise PayloadError("value_not_finite", f"tensor {t.index}: a scale that is not finite and >= 0")
+        if mode == "int8" and (scales > _MAX_INT8_SCALE).any():
+            raise PayloadError("value_not_finite", f"tensor {t.index}: a scale whose values (code x scale) overflow")
     if mode == "sign":
         return unpack_flags(e.values, n * k).reshape(n, k), scales
     codes = np.frombuffer(e.values, dtype=_FLOAT_WIRE[mode]).reshape(n, k)

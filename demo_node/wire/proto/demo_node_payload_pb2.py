@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64\x65mo_node_payload.proto\x12\x0c\x64\x65mo_node.v1\"\x86\x01\n\x07Payload\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x0e\n\x06sender\x18\x04 \x01(\x0c\x12\x0f\n\x07samples\x18\x05 \x01(\x01\x12*\n\x07\x65ntries\x18\x06 \x03(\x0b\x32\x19.demo_node.v1.TensorEntry\"\xe4\x01\n\x0bTensorEntry\x12\x0e\n\x06tensor\x18\x01 \x01(\r\x12\x13\n\x0b\x66irst_block\x18\x02 \x01(\r\x12\x12\n\nnum_blocks\x18\x03 \x01(\r\x12\t\n\x01k\x18\x04 \x01(\r\x12/\n\x0cindex_format\x18\x05 \x01(\x0e\x32\x19.demo_node.v1.IndexFormat\x12\x0f\n\x07indices\x18\x06 \x01(\x0c\x12/\n\x0cvalue_format\x18\x07 \x01(\x0e\x32\x19.demo_node.v1.ValueFormat\x12\x0e\n\x06values\x18\x08 \x01(\x0c\x12\x0e\n\x06scales\x18\t \x01(\x0c*`\n\x0bIndexFormat\x12\x1c\n\x18INDEX_FORMAT_UNSPECIFIED\x10\x00\x12\x10\n\x0cINDEX_PACKED\x10\x01\x12\x11\n\rINDEX_BITMASK\x10\x02\x12\x0e\n\nINDEX_FULL\x10\x03*{\n\x0bValueFormat\x12\x1c\n\x18VALUE_FORMAT_UNSPECIFIED\x10\x00\x12\x0e\n\nVALUE_FP32\x10\x01\x12\x0e\n\nVALUE_FP16\x10\x02\x12\x0e\n\nVALUE_BF16\x10\x03\x12\x0e\n\nVALUE_INT8\x10\x04\x12\x0e\n\nVALUE_SIGN\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64\x65mo_node_payload.proto\x12\x0c\x64\x65mo_node.v1\"\x86\x01\n\x07Payload\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x0e\n\x06sender\x18\x04 \x01(\x0c\x12\x0f\n\x07samples\x18\x05 \x01(\x01\x12*\n\x07\x65ntries\x18\x06 \x03(\x0b\x32\x19.demo_node.v1.TensorEntry\"\xe4\x01\n\x0bTensorEntry\x12\x0e\n\x06tensor\x18\x01 \x01(\r\x12\x13\n\x0b\x66irst_block\x18\x02 \x01(\r\x12\x12\n\nnum_blocks\x18\x03 \x01(\r\x12\t\n\x01k\x18\x04 \x01(\r\x12/\n\x0cindex_format\x18\x05 \x01(\x0e\x32\x19.demo_node.v1.IndexFormat\x12\x0f\n\x07indices\x18\x06 \x01(\x0c\x12/\n\x0cvalue_format\x18\x07 \x01(\x0e\x32\x19.demo_node.v1.ValueFormat\x12\x0e\n\x06values\x18\x08 \x01(\x0c\x12\x0e\n\x06scales\x18\t \x01(\x0c*v\n\x0bIndexFormat\x12\x1c\n\x18INDEX_FORMAT_UNSPECIFIED\x10\x00\x12\x10\n\x0cINDEX_PACKED\x10\x01\x12\x11\n\rINDEX_BITMASK\x10\x02\x12\x0e\n\nINDEX_FULL\x10\x03\x12\x14\n\x10INDEX_ELIAS_FANO\x10\x04*{\n\x0bValueFormat\x12\x1c\n\x18VALUE_FORMAT_UNSPECIFIED\x10\x00\x12\x0e\n\nVALUE_FP32\x10\x01\x12\x0e\n\nVALUE_FP16\x10\x02\x12\x0e\n\nVALUE_BF16\x10\x03\x12\x0e\n\nVALUE_INT8\x10\x04\x12\x0e\n\nVALUE_SIGN\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'demo_node_payload_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INDEXFORMAT']._serialized_start=409
-  _globals['_INDEXFORMAT']._serialized_end=505
-  _globals['_VALUEFORMAT']._serialized_start=507
-  _globals['_VALUEFORMAT']._serialized_end=630
+  _globals['_INDEXFORMAT']._serialized_end=527
+  _globals['_VALUEFORMAT']._serialized_start=529
+  _globals['_VALUEFORMAT']._serialized_end=652
   _globals['_PAYLOAD']._serialized_start=42
   _globals['_PAYLOAD']._serialized_end=176
   _globals['_TENSORENTRY']._serialized_start=179

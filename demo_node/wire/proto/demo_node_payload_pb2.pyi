@@ -13,6 +13,7 @@ class IndexFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_PACKED: _ClassVar[IndexFormat]
     INDEX_BITMASK: _ClassVar[IndexFormat]
     INDEX_FULL: _ClassVar[IndexFormat]
+    INDEX_ELIAS_FANO: _ClassVar[IndexFormat]
 
 class ValueFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -26,6 +27,7 @@ INDEX_FORMAT_UNSPECIFIED: IndexFormat
 INDEX_PACKED: IndexFormat
 INDEX_BITMASK: IndexFormat
 INDEX_FULL: IndexFormat
+INDEX_ELIAS_FANO: IndexFormat
 VALUE_FORMAT_UNSPECIFIED: ValueFormat
 VALUE_FP32: ValueFormat
 VALUE_FP16: ValueFormat
