@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         # wait_round applies every round that ends within its timeout: once the start is known, a short one, or a
         # round that closes soon after the one before it (the others contribute to it) would go by uncontributed
-        opt.wait_round(timeout=1.0 if offset[0] == sys.maxsize else 0.05)
+        opt.wait_round(timeout=0.2 if offset[0] == sys.maxsize else 0.05)
     first_round = opt.round  # the start round, or a round or two later on a node that looked late
     sent0 = opt.peer.accounting.totals()["sent"]
     pid = opt.peer.p2pd_pid
