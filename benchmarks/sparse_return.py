@@ -21,9 +21,11 @@ cheapest), or at log2 C(block, K) / K bits per index with an ideal entropy coder
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -135,6 +137,22 @@ def run(variants: list[str], seeds: list[int], peers: int = 8, steps: int = 145,
             "windows": windows, "seeds": seeds, "results": results}
 
 
+SETTINGS = ("peers", "steps", "model", "batch", "lr", "warmup", "windows")
+
+
+def pool(results: list[dict]) -> dict:
+    """Several runs' results (the same settings, other seeds) as one: each variant's runs side by side, the seeds
+    in the order given; a variant some files lack is left out (its mean would cover other seeds)."""
+    first = results[0]
+    for r in results[1:]:
+        differ = [k for k in SETTINGS if r[k] != first[k]]
+        if differ:
+            raise ValueError(f"results with different settings cannot be pooled: {', '.join(differ)}")
+    variants = [v for v in first["results"] if all(v in r["results"] for r in results)]
+    return {**{k: first[k] for k in SETTINGS}, "seeds": [s for r in results for s in r["seeds"]],
+            "results": {v: [x for r in results for x in r["results"][v]] for v in variants}}
+
+
 def format_result(r: dict) -> str:
     res = r["results"]
     base = statistics.fmean(x["final"] for x in res["sign"]) if "sign" in res else None
@@ -166,11 +184,21 @@ def add_parser(sub) -> None:
     sp.add_argument("--warmup", type=int, default=40, help="linear lr warm-up steps (default 40)")
     sp.add_argument("--windows", type=int, default=256, help="held-out windows (default 256)")
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    sp.add_argument("--pool", nargs="+", metavar="JSON", help="run nothing: print the results of earlier runs (their "
+                    "--json files, the same settings, other seeds) as one table over all their seeds")
     sp.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
     sp.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.pool:
+        try:
+            result = pool([json.loads(Path(p).read_text()) for p in args.pool])
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"sparse-return --pool: {exc}")
+            return 2
+        emit(result, format_result(result), args.json)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

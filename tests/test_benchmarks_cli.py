@@ -98,3 +98,25 @@ def test_the_sparse_return_probe_measures_every_variant_and_names_a_bad_one():
     with redirect_stdout(out):
         assert main(["sparse-return", "--variants", "top0"]) == 2
     assert "top0" in out.getvalue()
+
+
+def test_sparse_return_results_of_other_seeds_pool_into_one_table(tmp_path):
+    for seed in (0, 1):
+        with redirect_stdout(io.StringIO()):
+            assert main(["sparse-return", "--variants", "sign,top8", "--seeds", str(seed), "--peers", "2", "--steps",
+                         "2", "--windows", "4", "--json", str(tmp_path / f"s{seed}.json")]) == 0
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["sparse-return", "--pool", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"), "--json",
+                     str(tmp_path / "pooled.json")]) == 0
+    pooled = json.loads((tmp_path / "pooled.json").read_text())
+    each = [json.loads((tmp_path / f"s{s}.json").read_text()) for s in (0, 1)]
+    assert pooled["seeds"] == [0, 1]
+    assert [x["final"] for x in pooled["results"]["top8"]] == [e["results"]["top8"][0]["final"] for e in each]
+    assert "seed 0" in out.getvalue() and "seed 1" in out.getvalue()
+    other = dict(each[1], steps=3)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["sparse-return", "--pool", str(tmp_path / "s0.json"), str(tmp_path / "other.json")]) == 2
+    assert "steps" in out.getvalue()
