@@ -61,3 +61,11 @@ class Patience:
             known.cancel()
             if not task.done():
                 task.cancel()
+            # nobody awaits it any more: a stream reset that ends it after the cancel (or as the wait timed out)
+            # must not surface as "Task exception was never retrieved"
+            task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
