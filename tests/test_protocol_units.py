@@ -21,7 +21,9 @@ from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.swarm.signing import BadSigned, open_body, open_statement, sign
 from demo_node.swarm.standing import BENCH_ROUNDS, OMITTED, SILENT, WITHHELD, Standing
 from demo_node.swarm.state_sync import Snapshot, vouched
-from demo_node.swarm.verifier import VerifierRound, judge_signs
+from demo_node.swarm import shard_update
+from demo_node.swarm.shard_update import judge_signs
+from demo_node.swarm.verifier import VerifierRound
 from demo_node.wire.codec import encode
 from demo_node.wire.errors import PayloadError, refusal_code
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
@@ -280,8 +282,9 @@ def owner_round(plan, me, opt, deadline, robust=True) -> OwnerRound:
     """``me``'s owner round of ``plan``, its signs computed in place (call inside a running event loop)."""
     signs = ShardSigns(opt.layout, opt.config.aggregation, robust=robust)
 
-    async def compute(contributions, ranges):
-        return pack_signs(signs.signs(contributions), ranges)
+    async def compute(plan, contributions, ranges):
+        return shard_update.compute(plan.mode, signs, contributions, opt.layout, ranges, run_id=RUN, round=plan.round,
+                                    owner=me)
 
     return OwnerRound(plan, me, KEY[me], opt.layout, RUN, deadline, signs, compute, SwarmCounters())
 

@@ -25,6 +25,10 @@ from demo_node.limits import Limits
 from demo_node.swarm.outcome import RoundOutcome
 from demo_node.swarm.plan import Member
 from demo_node.swarm.shard_signs import ShardSigns
+from demo_node.swarm.shard_update import Update, update_of
+from demo_node.core.contribution import BucketPart, Contribution
+from demo_node.core.quantize import QuantizedValues
+from demo_node.wire.codec import decode, encode
 
 pytestmark = pytest.mark.swarm
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
@@ -95,13 +99,24 @@ def start(hosts: list[Host], mode: str, deadline: float = 4.0, before=lambda nod
     return nodes
 
 
+def _the_other_way(update: Update, layout, ranges) -> Update:
+    """An owner's lie: its update with every sign flipped, or every value of its cut negated (re-signed by it)."""
+    if not update.cut:
+        return Update(bytes(b ^ 0xFF for b in update.sign_bits), update.nonzero_blocks)
+    got = decode(update.cut, layout, expect=ranges)
+    parts = {b: BucketPart(p.start, p.indices, QuantizedValues("int8", -p.values.codes, p.values.scales))
+             for b, p in got.contribution.parts.items()}
+    return Update(cut=encode(Contribution(parts, got.samples), layout, run_id=got.run_id, round=got.round,
+                             sender=got.sender))
+
+
 def stop(nodes: list[Node]) -> None:
     for n in nodes:
         if not n.host.loop.is_closed():
             n.host.call(n.driver.stop(), timeout=10)
 
 
-@pytest.mark.parametrize("mode", ["relay", "sign"])
+@pytest.mark.parametrize("mode", ["relay", "sign", "sparse"])
 def test_every_node_gets_the_same_shard_results_and_parameters(hosts, mode):
     nodes = start(hosts, mode)
     try:
@@ -116,7 +131,8 @@ def test_every_node_gets_the_same_shard_results_and_parameters(hosts, mode):
                 results = [o.shards[shard].result for o in outcomes]
                 assert all(res is not None for res in results)
                 assert len({(res.included, res.inputs_hash) for res in results}) == 1
-                assert len({(res.sign_bits, res.nonzero_blocks) for res in results}) == 1
+                assert len({(res.sign_bits, res.nonzero_blocks, res.cut) for res in results}) == 1
+                assert bool(results[0].cut) == (mode == "sparse") and bool(results[0].sign_bits) == (mode == "sign")
             for n, o in zip(nodes, outcomes):
                 assert n.apply(o) == []  # everything this node sent went into an update
             assert len({n.digest() for n in nodes}) == 1, f"round {r}: replicas differ"
@@ -189,17 +205,19 @@ def test_a_dead_owner_is_fetched_or_skipped_alike_and_leaves_the_membership(host
         stop(nodes)
 
 
-def test_a_lying_owner_is_caught_by_its_verifier_corrected_and_demoted(hosts):
+@pytest.mark.parametrize("mode", ["sign", "sparse"])
+def test_a_lying_owner_is_caught_by_its_verifier_corrected_and_demoted(hosts, mode):
     def lie(nodes):
-        honest_signs = nodes[0].driver._packed_signs
+        d = nodes[0].driver
+        honest_update = d._shard_update
 
-        async def flipped(contributions, ranges):
-            bits, nonzero = await honest_signs(contributions, ranges)
-            return bytes(b ^ 0xFF for b in bits), nonzero  # every sign of its shard the other way
+        async def flipped(plan, contributions, ranges):
+            # every sign of its shard the other way, or every value of its cut
+            return _the_other_way(await honest_update(plan, contributions, ranges), d.layout, ranges)
 
-        nodes[0].driver._packed_signs = flipped
+        d._shard_update = flipped
 
-    nodes = start(hosts, "sign", deadline=3.0, before=lie)
+    nodes = start(hosts, mode, deadline=3.0, before=lie)
     liar = nodes[0]
     try:
         for r in range(3):
@@ -210,7 +228,7 @@ def test_a_lying_owner_is_caught_by_its_verifier_corrected_and_demoted(hosts):
                 # the verifier found it, everyone applies the verifier's signed bits instead
                 assert all({s.owner: s.check for s in o.shards}[liar.host.peer_id] == "corrected" for o in outcomes)
                 lied = [s for s in outcomes[1].shards if s.owner == liar.host.peer_id][0]
-                assert lied.sign_bits != lied.body.sign_bits
+                assert (lied.sign_bits, lied.nonzero_blocks, lied.cut) != tuple(update_of(lied.body))
             else:
                 assert r == 2  # the accusations ride in the next round's statements, and count from the one after
             for n, o in zip(nodes, outcomes):
@@ -343,7 +361,7 @@ def test_an_owner_that_never_answers_costs_a_short_wait_then_owns_nothing(hosts)
         stop(nodes)
 
 
-@pytest.mark.parametrize("mode", ["relay", "sign"])
+@pytest.mark.parametrize("mode", ["relay", "sign", "sparse"])
 def test_an_owner_that_signs_two_results_has_one_applied_everywhere_and_is_demoted(hosts, mode):
     """The owner gives half of its requesters another body (its own contribution left out) than the rest: its
     verifier vouches for one body, a node holding the other takes the vouched one (every node applies the same) and
@@ -397,7 +415,7 @@ def test_an_owner_that_signs_two_results_has_one_applied_everywhere_and_is_demot
         stop(nodes)
 
 
-@pytest.mark.parametrize("mode", ["relay", "sign"])
+@pytest.mark.parametrize("mode", ["relay", "sign", "sparse"])
 def test_an_owner_that_keeps_only_its_own_contribution_is_skipped_alike_and_demoted(hosts, mode):
     """The owner refuses every other contribution as late and aggregates its own alone: the other owners' signed
     results show those contributions were on time, so every node skips its update (each gets its slice back) and

@@ -4,7 +4,7 @@ With three members or more every shard has a verifier that signs one verdict on 
 :mod:`demo_node.swarm.verifier`). A node applies the owner's update when the verdict says CORRECT about the very body
 the node got. When the verdict judged another body than the one this node got, the owner signed two results for one
 shard: this node takes the judged one (so every node applies the same) and holds the two as evidence. When a sign
-exchange verdict says WRONG, the node fetches the signed inputs, recomputes, and believes whichever of the two the
+or sparse exchange verdict says WRONG, the node fetches the signed inputs, recomputes, and believes whichever of the two the
 inputs back: the other one signed a claim that contradicts signed inputs, and is accused, with those messages as the
 evidence (served to anyone who asks, and checked by them before they accuse too: :mod:`demo_node.swarm.evidence`).
 
@@ -17,7 +17,7 @@ better. A WITHHELD that stands means the owner would not serve an input its resu
 update (a lie hidden so is never applied) and the owner has a fault (see :mod:`demo_node.swarm.standing`). A node
 that hears no verdict at all applies the update as unverified (every node does the same), and so does one whose
 verifier drew the round out of its audits (``unaudited``); an owner this node has already caught is never applied
-unverified in sign exchange.
+unverified in sign or sparse exchange.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from demo_node.swarm.outcome import ShardOutcome
 from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import RoundPlan
 from demo_node.swarm.results import Received, Verdict
+from demo_node.swarm.shard_update import RECOMPUTED, Update, judge, mode_code, update_of
 from demo_node.swarm.signing import BadSigned, body_hash, open_body
 from demo_node.swarm.standing import SILENT
-from demo_node.swarm.verifier import judge_signs
 from demo_node.wire.errors import PayloadError
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
@@ -82,7 +82,7 @@ class Checker:
             if owner == self.ctx.me and not await reached_others(self.ctx, r, plan):
                 return self._unreached(owner, ranges, got, source)
             return self._outcome(owner, ranges, got, source)
-        sign_mode = plan.mode == "sign"
+        recomputed = plan.mode in RECOMPUTED
         if verdict is None or (verdict.audited and verdict.body.finding in _SETTLE):
             verdict = await self._settle_verdict(r, plan, owner, verifier, verdict)
         heard_none = verdict is None
@@ -96,7 +96,7 @@ class Checker:
         unchecked = "unverified"
         if verdict is not None and not verdict.audited:
             verdict, unchecked = None, "unaudited"  # weighs what a silent verifier does
-        if verdict is not None and not sign_mode and verdict.body.finding != spb.VerdictBody.CORRECT:
+        if verdict is not None and not recomputed and verdict.body.finding != spb.VerdictBody.CORRECT:
             verdict = None  # in relay exchange a verifier vouches for a body or says nothing that counts
         if verdict is not None and verdict.body.body_hash != body_hash(got.signed):
             copy = await self._judged_copy(r, plan, owner, verifier, verdict)
@@ -111,7 +111,7 @@ class Checker:
                         owner.hex()[-12:])
             return self._outcome(owner, ranges, got, source, check="withheld", skip="withheld")
         if verdict is None or verdict.body.finding == spb.VerdictBody.UNVERIFIED:
-            if sign_mode and owner in self.accused:
+            if recomputed and owner in self.accused:
                 return await self._recompute(r, plan, owner, None, got, None, source)
             shard = self._outcome(owner, ranges, got, source, check=unchecked)
             shard.unheard = heard_none
@@ -143,16 +143,16 @@ class Checker:
         return max(candidates, key=_strength, default=None)
 
     def _outcome(self, owner: bytes, ranges, got: Received, source: str, check: str = "",
-                 bits: tuple[bytes, bytes] | None = None, skip: str = "") -> ShardOutcome:
-        sign_bits, nonzero = bits if bits is not None else (got.body.sign_bits, got.body.nonzero_blocks)
-        return ShardOutcome(owner, ranges, got.body, list(got.relayed), sign_bits, nonzero, source, check,
-                            list(got.senders), skip=skip)
+                 update: Update | None = None, skip: str = "") -> ShardOutcome:
+        update = update if update is not None else update_of(got.body)
+        return ShardOutcome(owner, ranges, got.body, list(got.relayed), update.sign_bits, update.nonzero_blocks,
+                            source, check, list(got.senders), skip=skip, cut=update.cut)
 
     async def _judged_copy(self, r: int, plan: RoundPlan, owner: bytes, verifier: bytes,
                            verdict: Verdict) -> Received | None:
         """The owner's signed body the verifier judged, if it can show one with the hash its verdict names (in relay
         exchange with the payloads it relays: the verifier's copy of the result)."""
-        if plan.mode != "sign":
+        if plan.mode not in RECOMPUTED:
             copy = await fetch_result(self.ctx, r, owner, plan, peers=[verifier])
             if copy is None or body_hash(copy.signed) != verdict.body.body_hash:
                 return None
@@ -162,7 +162,7 @@ class Checker:
             body = open_body(copy, owner, r)
         except BadSigned:
             return None
-        if body_hash(copy) != verdict.body.body_hash or body.mode != spb.EXCHANGE_SIGN:
+        if body_hash(copy) != verdict.body.body_hash or body.mode != mode_code(plan.mode):
             return None
         try:
             return Received(copy, body, senders_of(plan.order, body.included))
@@ -197,8 +197,11 @@ class Checker:
             log.warning("round %d: cannot check the shard of %s (%s): its blocks are skipped here", r,
                         owner.hex()[-12:], exc)
             return ShardOutcome(owner, ranges, None, source=source, check="unverifiable")
-        owner_ok, bits, blocks = await ctx.compute(
-            lambda: judge_signs(ctx.signs, contributions, ctx.layout, ranges, body.sign_bits, body.nonzero_blocks))
+        def judged(claimed: Update) -> tuple[bool, Update]:
+            return judge(plan.mode, ctx.signs, contributions, ctx.layout, ranges, claimed, run_id=ctx.run.run_id,
+                         round=r, owner=owner)
+
+        owner_ok, truth = await ctx.compute(lambda: judged(update_of(body)))
         if owner_ok:
             if verdict is not None:
                 self.accuse(spb.Evidence(accused=verifier, round=r, claim=verdict.signed, judged=got.signed,
@@ -206,10 +209,9 @@ class Checker:
             return self._outcome(owner, ranges, got, source, check="verified")
         self.accuse(spb.Evidence(accused=owner, round=r, claim=got.signed, inputs=inputs, kind=spb.Evidence.LIE))
         if verdict is not None:
-            claimed = (verdict.body.sign_bits, verdict.body.nonzero_blocks)
-            verifier_ok, _, _ = await ctx.compute(
-                lambda: judge_signs(ctx.signs, contributions, ctx.layout, ranges, *claimed))
+            claimed = update_of(verdict.body)
+            verifier_ok, _ = await ctx.compute(lambda: judged(claimed))
             if verifier_ok:
-                # every honest node that checks applies the verifier's signed bits: the same ones everywhere
-                return self._outcome(owner, ranges, got, source, check="corrected", bits=claimed)
-        return self._outcome(owner, ranges, got, source, check="recomputed", bits=(bits, blocks))
+                # every honest node that checks applies the verifier's signed update: the same one everywhere
+                return self._outcome(owner, ranges, got, source, check="corrected", update=claimed)
+        return self._outcome(owner, ranges, got, source, check="recomputed", update=truth)

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 
 from demo_node.options import one_of, positive, within
 
-RELAY, SIGN, AUTO = "relay", "sign", "auto"
-EXCHANGES = (AUTO, RELAY, SIGN)
+RELAY, SIGN, SPARSE, AUTO = "relay", "sign", "sparse", "auto"
+EXCHANGES = (AUTO, RELAY, SIGN, SPARSE)
 """relay: owners forward the included payloads (cheap for small rounds; bytes grow with the round); sign: owners send
-one bit per parameter of their shard (bytes independent of the round's size); auto: the cheaper one, per round."""
+one bit per parameter of their shard (bytes independent of the round's size); sparse: owners send their shard's
+aggregate cut to the run's top-k per block (about one payload in all, independent of the round's size); auto: relay
+or sign, the cheaper one per round."""
 
 
 @dataclass(kw_only=True)
@@ -21,8 +23,8 @@ class RoundConfig:
     adaptive_deadline: bool = False
     """Shrink the deadline towards 3x the recent arrival spread (never below 1 s or above the deadline)."""
     exchange: str = field(default=AUTO, metadata=one_of(EXCHANGES))
-    """How owners return a shard's update: relay (the payloads), sign (the update's sign bits) or auto (the cheaper
-    one for the round's size)."""
+    """How owners return a shard's update: relay (the payloads), sign (the update's sign bits), sparse (the aggregate's
+    top-k per block) or auto (relay or sign, the cheaper one for the round's size)."""
     overlap: bool = False
     """Compute the next round while this round's exchange is in flight (its update is applied one round later)."""
 

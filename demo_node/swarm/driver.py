@@ -21,7 +21,7 @@ from demo_node.core.layout import Layout
 from demo_node.net.transport import Transport
 from demo_node.swarm.books import RoundBooks
 from demo_node.swarm.checking import Checker
-from demo_node.swarm.config import RoundConfig
+from demo_node.swarm.config import SPARSE, RoundConfig
 from demo_node.swarm.context import RoundContext, RunSettings
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.evidence import Echo
@@ -34,6 +34,7 @@ from demo_node.swarm.membership import collect
 from demo_node.swarm.outcome import RoundOutcome, ShardOutcome, restrict
 from demo_node.swarm.owner import OwnerRound
 from demo_node.swarm.plan import Member, RoundPlan, make_plan
+from demo_node.swarm.shard_update import Update, compute
 from demo_node.swarm.signing import MAX_ACCUSED, sign
 from demo_node.swarm.standing import Standing
 from demo_node.swarm.verifier import VerifierRound
@@ -214,7 +215,7 @@ class RoundDriver:
         served = books.owner_rounds.get(r)
         if self.me in plan.owners and (served is None or served.plan.fingerprint != plan.fingerprint):
             own = books.owner_rounds[r] = OwnerRound(plan, self.me, self.identity, self.layout, self.run.run_id,
-                                                     self.deadline, self.signs, self._packed_signs, self.counters)
+                                                     self.deadline, self.signs, self._shard_update, self.counters)
             for peer in [p for p, at in books.peer_rounds.items() if at > r]:
                 own.passed(peer)
         for owner in plan.verified_by(self.me):
@@ -289,6 +290,14 @@ class RoundDriver:
                            plan=plan.fingerprint if self.member else b"",
                            accused=sorted(self.checker.accused)[:MAX_ACCUSED])
         return sign(self.identity, st.SerializeToString())
+
+    async def _shard_update(self, plan: RoundPlan, contributions: list[Contribution],
+                            ranges: dict[int, tuple[int, int]]) -> Update:
+        """An owner's shard update in the plan's exchange mode, computed off the network thread."""
+        if plan.mode == SPARSE:
+            return await self.ctx.compute(lambda: compute(SPARSE, self.signs, contributions, self.layout, ranges,
+                                                          run_id=self.run.run_id, round=plan.round, owner=self.me))
+        return Update(*await self._packed_signs(contributions, ranges))
 
     async def _packed_signs(self, contributions: list[Contribution], ranges: dict[int, tuple[int, int]]):
         """An owner's shard update in sign exchange, computed off the network thread."""

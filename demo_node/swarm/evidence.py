@@ -21,7 +21,7 @@ from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import RoundPlan
 from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.swarm.signing import BadSigned, body_hash, open_body, open_verdict
-from demo_node.swarm.verifier import judge_signs
+from demo_node.swarm.shard_update import RECOMPUTED, Update, judge, mode_code, update_of
 from demo_node.wire.errors import PayloadError
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
@@ -35,16 +35,18 @@ RETRY_ROUNDS = 4
 
 
 def _recomputed(signs: ShardSigns, layout: Layout, run_id: str, plan: RoundPlan, owner: bytes, body: spb.ShardBody,
-                inputs: list[spb.Signed]) -> tuple[bool, bytes, bytes] | None:
-    """Whether ``body``'s signs are what its named inputs give (None when the inputs are not the ones it names)."""
-    if owner not in plan.owners or body.mode != spb.EXCHANGE_SIGN or body.plan != plan.fingerprint:
+                inputs: list[spb.Signed]) -> tuple[bool, Update] | None:
+    """Whether ``body``'s update is what its named inputs give (None when the inputs are not the ones it names)."""
+    if owner not in plan.owners or plan.mode not in RECOMPUTED or body.mode != mode_code(plan.mode) \
+            or body.plan != plan.fingerprint:
         return None
     senders = senders_of(plan.order, body.included)
     if len(inputs) != len(senders) or inputs_hash(inputs) != body.inputs_hash:
         return None
     ranges = plan.ranges[owner]
     contributions = [read_payload(s, p, layout, run_id, plan.round, ranges) for p, s in zip(senders, inputs)]
-    return judge_signs(signs, contributions, layout, ranges, body.sign_bits, body.nonzero_blocks)
+    return judge(plan.mode, signs, contributions, layout, ranges, update_of(body), run_id=run_id, round=plan.round,
+                 owner=owner)
 
 
 def holds(ev: spb.Evidence, plan: RoundPlan, layout: Layout, run_id: str, signs: ShardSigns) -> bool:

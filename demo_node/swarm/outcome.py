@@ -12,6 +12,7 @@ from demo_node.core.layout import Layout
 from demo_node.swarm.membership import Statements
 from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import Member, RoundPlan
+from demo_node.swarm.shard_cut import cut_signs
 from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.swarm.included import inputs_hash
 from demo_node.swarm.signing import BadSigned
@@ -48,6 +49,9 @@ class ShardOutcome:
     """Not empty: the update is not applied though there is a result (every node skips it alike), and why:
     silent (the result reached nobody but this node: its verifier says MISSING), withheld (its verifier could not
     check it), omitted (it left out most contributions that were on time)."""
+    cut: bytes = b""
+    """SPARSE: the cut aggregate to apply sign(IDCT) of: the owner's, or its verifier's where the owner's was proven
+    wrong."""
 
     def included(self, peer: bytes) -> bool:
         """Whether ``peer``'s contribution went into an update that is applied."""
@@ -109,10 +113,11 @@ class RoundOutcome:
                     out: dict[int, torch.Tensor] | None = None) -> tuple[list[SignPiece], int]:
         """The update's signs of every shard that has a result, and how many shards were skipped.
 
-        Sign shards are unpacked; relay shards are checked (each payload signed by its sender, its hash the one the
-        owner signed) and turned into signs by the same function an owner uses (this node's own slot is its own
-        contribution, which it did not download), written into ``out`` where given (see ShardSigns.signs). Raises
-        PayloadError if a shard result does not hold what it claims."""
+        Sign shards are unpacked; sparse shards' cuts are checked as any payload is and inverted; relay shards are
+        checked (each payload signed by its sender, its hash the one the owner signed) and turned into signs by the
+        same function an owner uses (this node's own slot is its own contribution, which it did not download);
+        written into ``out`` where given (see ShardSigns.signs). Raises PayloadError if a shard result does not hold
+        what it claims."""
         pieces: list[SignPiece] = []
         skipped = 0
         for shard in self.shards:
@@ -124,6 +129,9 @@ class RoundOutcome:
                 continue  # nobody contributed to this shard: no sign step here (weight decay still applies)
             if body.mode == spb.EXCHANGE_SIGN:
                 update = unpack_signs(shard.sign_bits, shard.nonzero_blocks, layout, shard.ranges)
+            elif body.mode == spb.EXCHANGE_SPARSE:
+                update = cut_signs(signs, shard.cut, layout, run_id=run_id, round=self.round, owner=shard.owner,
+                                   ranges=shard.ranges, out=out)
             else:
                 update = signs.signs(self._relayed(shard, layout, run_id, me), out=out)
             pieces.extend((b, start, s) for b, (start, s) in update.items())

@@ -8,7 +8,7 @@ result later applies no update for that shard, the owner included, so an owner c
 alone on its own shard while the others skip it. The result is
 fixed at close and signed: which contributions went in (bounded by robust aggregation; a contribution it rejects is
 refused to its sender, who gets it back as left out), the statements of the owner's share of the round's peers, and,
-in sign exchange, the update's signs. Every requester gets the same signed body (in relay exchange with the included
+in sign exchange, the update's signs, in sparse exchange its cut aggregate. Every requester gets the same signed body (in relay exchange with the included
 signed payloads, minus the requester's own, which it has).
 """
 
@@ -23,11 +23,11 @@ from typing import Awaitable, Callable
 from demo_node.core.contribution import Contribution
 from demo_node.core.layout import Layout
 from demo_node.crypto import Identity
-from demo_node.swarm.config import RELAY
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.included import inputs_hash, mask_of
 from demo_node.swarm.plan import RoundPlan
 from demo_node.swarm.shard_signs import ShardSigns
+from demo_node.swarm.shard_update import RECOMPUTED, Update, mode_code, put
 from demo_node.swarm.signing import BadSigned, open_payload, sign
 from demo_node.wire.codec import decode
 from demo_node.wire.errors import PayloadError, refusal_code
@@ -35,8 +35,8 @@ from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
 log = logging.getLogger(__name__)
 
-PackedSignsFn = Callable[[list[Contribution], dict[int, tuple[int, int]]], Awaitable[tuple[bytes, bytes]]]
-"""The shard's update from its contributions, as (sign bits, nonzero-block bits) of the owner's blocks."""
+ShardUpdateFn = Callable[[RoundPlan, list[Contribution], dict[int, tuple[int, int]]], Awaitable[Update]]
+"""The shard's update from its contributions, in the plan's exchange mode (see shard_update.py)."""
 
 
 @dataclass
@@ -58,12 +58,12 @@ def read_payload(signed: spb.Signed, sender: bytes, layout: Layout, run_id: str,
 
 class OwnerRound:
     def __init__(self, plan: RoundPlan, me: bytes, identity: Identity, layout: Layout, run_id: str,
-                 deadline: float, signs: ShardSigns, packed_signs: PackedSignsFn, counters: SwarmCounters):
+                 deadline: float, signs: ShardSigns, shard_update: ShardUpdateFn, counters: SwarmCounters):
         self.plan, self.me, self.identity, self.layout, self.run_id = plan, me, identity, layout, run_id
         self.round = plan.round
         self.ranges = plan.owner_ranges(me)
         self.deadline = deadline
-        self.signs, self.packed_signs, self.counters = signs, packed_signs, counters
+        self.signs, self.shard_update, self.counters = signs, shard_update, counters
         self.arrivals: dict[bytes, Arrival] = {}
         self.statements: dict[bytes, spb.Signed] = {}
         self.present: set[bytes] = set()
@@ -154,14 +154,14 @@ class OwnerRound:
         body = spb.ShardBody(round=self.round, owner=self.me, mode=self.mode, plan=self.plan.fingerprint)
         self._include(body)
         body.statements.extend(self.statements[p] for p in sorted(self.statements) if self.me in self.plan.shares(p))
-        if self.mode != spb.EXCHANGE_RELAY and self.included and self.ranges:
+        if self.plan.mode in RECOMPUTED and self.included and self.ranges:
             try:
-                # the kept contributions with their sample counts: the sign function bounds them again, the same way
-                bits, nonzero = await self.packed_signs([contributions[i] for i in kept], self.ranges)
-                body.sign_bits, body.nonzero_blocks = bits, nonzero
+                # the kept contributions with their sample counts: the update's function bounds them again, the same
+                # way
+                put(body, await self.shard_update(self.plan, [contributions[i] for i in kept], self.ranges))
             except Exception:
                 # no update for this shard rather than no result: every contributor restores its slice
-                log.exception("round %d: computing the shard's signs failed; the shard carries no update", self.round)
+                log.exception("round %d: computing the shard's update failed; the shard carries no update", self.round)
                 self.included = []
                 self._include(body)
         self.body = sign(self.identity, body.SerializeToString())
@@ -173,7 +173,7 @@ class OwnerRound:
 
     @property
     def mode(self) -> int:
-        return spb.EXCHANGE_RELAY if self.plan.mode == RELAY else spb.EXCHANGE_SIGN
+        return mode_code(self.plan.mode)
 
     # -- results -----------------------------------------------------------------------------------------------
     async def result_for(self, requester: bytes) -> bytes:

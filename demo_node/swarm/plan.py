@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from demo_node.core.layout import Layout
-from demo_node.swarm.config import AUTO, RELAY, SIGN
+from demo_node.swarm.config import AUTO, RELAY, SIGN, SPARSE
 
 
 @dataclass(frozen=True, order=True)
@@ -31,7 +31,8 @@ class RoundPlan:
     ranges: dict[bytes, dict[int, tuple[int, int]]]
     """Owner -> bucket -> [start, stop) blocks it owns."""
     mode: str
-    """How owners return results: relay (forward payloads) or sign (send update signs)."""
+    """How owners return results: relay (forward payloads), sign (send update signs) or sparse (send the cut
+    aggregate)."""
     verifiers: dict[bytes, bytes] = field(default_factory=dict)
     """Owner -> the owner that verifies its shard (three members or more, two owners or more); empty otherwise."""
 
@@ -84,7 +85,7 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
 def choose_mode(n_members: int, payload_bytes: int, sign_bytes: int, setting: str) -> str:
     """Per node and round, relaying costs about (N - 1) payloads down; signs cost about one payload plus one bit
     per parameter (sign_bytes). Signs win once N - 1 > 1 + sign_bytes / payload_bytes, roughly."""
-    if setting in (RELAY, SIGN):
+    if setting in (RELAY, SIGN, SPARSE):
         return setting
     n = n_members
     relay_cost = (n - 1) * payload_bytes

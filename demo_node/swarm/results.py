@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from demo_node.swarm.counters import SwarmCounters
 from demo_node.swarm.included import senders_of
 from demo_node.swarm.plan import RoundPlan
+from demo_node.swarm.shard_update import mode_code
 from demo_node.swarm.signing import BadSigned, open_body
 from demo_node.wire.errors import PayloadError, refusal_name
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
@@ -59,7 +60,7 @@ def open_result(data: bytes, r: int, owner: bytes, plan: RoundPlan,
         return None, (max(1, int(res.current_round)) if ahead else 0)
     try:
         body = open_body(res.body, owner, r)
-        if body.mode != (spb.EXCHANGE_RELAY if plan.mode == "relay" else spb.EXCHANGE_SIGN):
+        if body.mode != mode_code(plan.mode):
             log.warning("round %d: owner %s answered in another exchange mode", r, owner.hex()[-12:])
             return None, 0
         senders = senders_of(plan.order, body.included)

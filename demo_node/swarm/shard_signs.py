@@ -68,6 +68,11 @@ class ShardSigns:
             if out is None:
                 return zeros
             return {b: (start, out[b][start : start + z.shape[0]].zero_()) for b, (start, z) in zeros.items()}
+        return self.inverse_signs(agg, out=out)
+
+    @torch.no_grad()
+    def inverse_signs(self, agg: Aggregate, out: dict[int, torch.Tensor] | None = None) -> SignUpdate:
+        """sign(IDCT) of aggregated coefficients on this instance's device (``out`` as in :meth:`signs`)."""
         signs = self._computer.signs(agg, out=out)
         if out is not None:
             return signs

@@ -3,11 +3,11 @@
 A verifier signs one verdict per shard and round, on the body it judged: an owner that signed two results for its
 shard cannot have both applied (a node whose body is not the judged one takes the judged one, and holds two bodies
 the owner signed: evidence). In relay exchange that is all it checks (every node aggregates the relayed payloads
-itself); in sign exchange it recomputes the update. Contributors send the verifier the same signed payloads they
+itself); in sign and sparse exchange it recomputes the update. Contributors send the verifier the same signed payloads they
 send the shard's owner. Once the verifier has the
 owner's signed result, it recomputes the update from the inputs the result names (asking the owner for any it
 lacks, or for all of them when the ones it holds do not hash to what the result names: the owner must hold them,
-and they are signed by their senders), compares, and signs a verdict: CORRECT, WRONG (with the signs the inputs
+and they are signed by their senders), compares, and signs a verdict: CORRECT, WRONG (with the update the inputs
 give), WITHHELD (the owner would not serve inputs its result names; the update weighs what an unverified one does,
 counted apart), MISSING (no result reached it: every node skips the shard, its owner too) or UNVERIFIED (it cannot
 judge the result). A run that audits a fraction of rounds saves the
@@ -16,8 +16,9 @@ signed result, whether to audit the round; if it does, it asks each contributor 
 owner cannot withhold), then the owner for any still missing (or not served within ``audit_wait``: a contributor
 cannot hold up the verdict); if not, it signs no verdict and tells its contributors so.
 
-A sign may differ only where the update is next to zero (hardware rounds differently at exact ties); anything else
-is a lie, and the owner's signed result with the signed inputs is the evidence.
+A sign may differ only where the update is next to zero, and a cut only by near-ties (hardware rounds differently:
+see shard_update.py and shard_cut.py); anything else is a lie, and the owner's signed result with the signed inputs
+is the evidence.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ import os
 import random
 from typing import Awaitable, Callable
 
-import torch
-
 from demo_node.core.contribution import Contribution
 from demo_node.core.layout import Layout
 from demo_node.crypto import Identity
@@ -37,14 +36,12 @@ from demo_node.swarm.included import inputs_hash, senders_of
 from demo_node.swarm.owner import read_payload
 from demo_node.swarm.plan import RoundPlan
 from demo_node.swarm.shard_signs import ShardSigns
+from demo_node.swarm.shard_update import MODE_CODES, RECOMPUTED, Update, judge, put, update_of
 from demo_node.swarm.signing import BadSigned, body_hash, sign
 from demo_node.wire.errors import PayloadError
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
-from demo_node.wire.signs import pack_signs, unpack_signs
 
 log = logging.getLogger(__name__)
-TIE = 1e-4
-"""A sign may differ from the recomputation where |value| <= TIE x the largest |value| of its block."""
 
 FetchInputs = Callable[[bytes, list[bytes]], Awaitable[list[spb.Signed]]]
 """(peer, senders) -> the signed payloads of ``senders`` that ``peer`` holds for the shard (empty where it has none)."""
@@ -68,30 +65,6 @@ def _audit_draw() -> random.Random:
 
 
 _DRAW = _audit_draw()
-
-
-def judge_signs(signs: ShardSigns, contributions: list[Contribution], layout: Layout,
-                ranges: dict[int, tuple[int, int]], sign_bits: bytes, nonzero: bytes) -> tuple[bool, bytes, bytes]:
-    """Whether ``sign_bits``/``nonzero`` are the update of ``contributions`` (up to ties), and the packed signs the
-    contributions give."""
-    values = signs.values(contributions) if contributions else {}
-    truth = {b: (start, torch.sign(v)) for b, (start, v) in values.items()}
-    bits, blocks = pack_signs(truth, ranges) if truth else (b"", b"")
-    if (bits, blocks) == (sign_bits, nonzero):
-        return True, bits, blocks
-    try:
-        claimed = unpack_signs(sign_bits, nonzero, layout, ranges)
-    except PayloadError:
-        return False, bits, blocks
-    for b, (start, v) in values.items():
-        c = claimed.get(b)
-        if c is None or c[0] != start or c[1].shape != v.shape:
-            return False, bits, blocks
-        scale = v.abs().flatten(1).amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny).view(-1, 1, 1)
-        differs = c[1].to(v.device) != torch.sign(v)
-        if bool((differs & (v.abs() > TIE * scale)).any()):
-            return False, bits, blocks
-    return True, bits, blocks
 
 
 class VerifierRound:
@@ -132,14 +105,14 @@ class VerifierRound:
         self._judging = True
         try:
             if body is None:
-                finding, bits, blocks = spb.VerdictBody.MISSING, b"", b""
+                finding, truth = spb.VerdictBody.MISSING, Update()
             elif body.mode == spb.EXCHANGE_RELAY:
-                finding, bits, blocks = self._relay_finding(body, relayed or []), b"", b""
+                finding, truth = self._relay_finding(body, relayed or []), Update()
             else:
-                finding, bits, blocks = await self._find(body, fetch)
+                finding, truth = await self._find(body, fetch)
         except Exception:
             log.exception("round %d: verifying the shard of %s failed", self.round, self.owner.hex()[-12:])
-            finding, bits, blocks = spb.VerdictBody.UNVERIFIED, b"", b""
+            finding, truth = spb.VerdictBody.UNVERIFIED, Update()
         # served to the nodes that ask for the judged body only from here on, when the finding is made
         self.owner_body = body_signed
         if finding is None:
@@ -150,7 +123,7 @@ class VerifierRound:
                                   body_hash=body_hash(body_signed) if body_signed is not None else b"",
                                   plan=self.plan.fingerprint)
         if finding == spb.VerdictBody.WRONG:
-            verdict.sign_bits, verdict.nonzero_blocks = bits, blocks
+            put(verdict, truth)
             log.warning("round %d: the shard result of %s contradicts its inputs", self.round, self.owner.hex()[-12:])
         self.verdict = sign(self.identity, verdict.SerializeToString())
         self.judged.set()
@@ -166,19 +139,19 @@ class VerifierRound:
             return spb.VerdictBody.UNVERIFIED
         return spb.VerdictBody.CORRECT
 
-    async def _find(self, body: spb.ShardBody | None, fetch: FetchInputs) -> tuple[int | None, bytes, bytes]:
-        """The finding (None: not drawn for an audit) and the signs the inputs give."""
+    async def _find(self, body: spb.ShardBody | None, fetch: FetchInputs) -> tuple[int | None, Update]:
+        """The finding (None: not drawn for an audit) and the update the inputs give."""
         if body is None:
-            return spb.VerdictBody.MISSING, b"", b""
-        if body.mode != spb.EXCHANGE_SIGN:
-            return spb.VerdictBody.UNVERIFIED, b"", b""
+            return spb.VerdictBody.MISSING, Update()
+        if self.plan.mode not in RECOMPUTED or body.mode != MODE_CODES[self.plan.mode]:
+            return spb.VerdictBody.UNVERIFIED, Update()
         try:
             senders = senders_of(self.plan.order, body.included)
         except PayloadError:
-            return spb.VerdictBody.UNVERIFIED, b"", b""
+            return spb.VerdictBody.UNVERIFIED, Update()
         if self.audit_fraction < 1.0:
             if _DRAW.random() >= self.audit_fraction:
-                return None, b"", b""
+                return None, Update()
             await self._collect(senders, fetch)
         missing = [s for s in senders if s not in self.payloads]
         if not missing and inputs_hash([self.payloads[s] for s in senders]) != body.inputs_hash:
@@ -191,11 +164,12 @@ class VerifierRound:
                 inputs_hash([self.payloads[s] for s in senders]) != body.inputs_hash:
             log.warning("round %d: the owner %s would not serve the inputs its result names", self.round,
                         self.owner.hex()[-12:])
-            return spb.VerdictBody.WITHHELD, b"", b""
+            return spb.VerdictBody.WITHHELD, Update()
         inputs = [self.contributions[s] for s in senders]
-        ok, bits, blocks = await self.compute(lambda: judge_signs(self.signs, inputs, self.layout, self.ranges,
-                                                                  body.sign_bits, body.nonzero_blocks))
-        return (spb.VerdictBody.CORRECT if ok else spb.VerdictBody.WRONG), bits, blocks
+        ok, truth = await self.compute(lambda: judge(self.plan.mode, self.signs, inputs, self.layout, self.ranges,
+                                                     update_of(body), run_id=self.run_id, round=self.round,
+                                                     owner=self.owner))
+        return (spb.VerdictBody.CORRECT if ok else spb.VerdictBody.WRONG), truth
 
     async def _collect(self, senders: list[bytes], fetch: FetchInputs) -> None:
         """An audit's inputs from their senders, all at once (each serves its own payload), for at most

@@ -12,6 +12,7 @@ class ExchangeMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXCHANGE_MODE_UNSPECIFIED: _ClassVar[ExchangeMode]
     EXCHANGE_RELAY: _ClassVar[ExchangeMode]
     EXCHANGE_SIGN: _ClassVar[ExchangeMode]
+    EXCHANGE_SPARSE: _ClassVar[ExchangeMode]
 
 class Refusal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -59,6 +60,7 @@ class NodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 EXCHANGE_MODE_UNSPECIFIED: ExchangeMode
 EXCHANGE_RELAY: ExchangeMode
 EXCHANGE_SIGN: ExchangeMode
+EXCHANGE_SPARSE: ExchangeMode
 REFUSAL_NONE: Refusal
 REFUSAL_TOO_LARGE: Refusal
 REFUSAL_MALFORMED: Refusal
@@ -149,7 +151,7 @@ class Contribute(_message.Message):
     def __init__(self, round: _Optional[int] = ..., statement: _Optional[_Union[Signed, _Mapping]] = ..., payload: _Optional[_Union[Signed, _Mapping]] = ..., plan: _Optional[bytes] = ..., joining: _Optional[bool] = ..., verify: _Optional[_Union[Verify, _Mapping]] = ...) -> None: ...
 
 class ShardBody(_message.Message):
-    __slots__ = ("round", "owner", "mode", "included", "inputs_hash", "statements", "sign_bits", "nonzero_blocks", "plan")
+    __slots__ = ("round", "owner", "mode", "included", "inputs_hash", "statements", "sign_bits", "nonzero_blocks", "plan", "cut")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +161,7 @@ class ShardBody(_message.Message):
     SIGN_BITS_FIELD_NUMBER: _ClassVar[int]
     NONZERO_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
     round: int
     owner: bytes
     mode: ExchangeMode
@@ -168,7 +171,8 @@ class ShardBody(_message.Message):
     sign_bits: bytes
     nonzero_blocks: bytes
     plan: bytes
-    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., mode: _Optional[_Union[ExchangeMode, str]] = ..., included: _Optional[bytes] = ..., inputs_hash: _Optional[bytes] = ..., statements: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ..., plan: _Optional[bytes] = ...) -> None: ...
+    cut: bytes
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., mode: _Optional[_Union[ExchangeMode, str]] = ..., included: _Optional[bytes] = ..., inputs_hash: _Optional[bytes] = ..., statements: _Optional[_Iterable[_Union[Signed, _Mapping]]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ..., plan: _Optional[bytes] = ..., cut: _Optional[bytes] = ...) -> None: ...
 
 class ShardResult(_message.Message):
     __slots__ = ("status", "refusal", "body", "relayed", "current_round")
@@ -215,7 +219,7 @@ class Verify(_message.Message):
     def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., payload: _Optional[_Union[Signed, _Mapping]] = ...) -> None: ...
 
 class VerdictBody(_message.Message):
-    __slots__ = ("round", "owner", "verifier", "body_hash", "finding", "sign_bits", "nonzero_blocks", "plan")
+    __slots__ = ("round", "owner", "verifier", "body_hash", "finding", "sign_bits", "nonzero_blocks", "plan", "cut")
     class Finding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         FINDING_UNSPECIFIED: _ClassVar[VerdictBody.Finding]
@@ -238,6 +242,7 @@ class VerdictBody(_message.Message):
     SIGN_BITS_FIELD_NUMBER: _ClassVar[int]
     NONZERO_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
     round: int
     owner: bytes
     verifier: bytes
@@ -246,7 +251,8 @@ class VerdictBody(_message.Message):
     sign_bits: bytes
     nonzero_blocks: bytes
     plan: bytes
-    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., verifier: _Optional[bytes] = ..., body_hash: _Optional[bytes] = ..., finding: _Optional[_Union[VerdictBody.Finding, str]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ..., plan: _Optional[bytes] = ...) -> None: ...
+    cut: bytes
+    def __init__(self, round: _Optional[int] = ..., owner: _Optional[bytes] = ..., verifier: _Optional[bytes] = ..., body_hash: _Optional[bytes] = ..., finding: _Optional[_Union[VerdictBody.Finding, str]] = ..., sign_bits: _Optional[bytes] = ..., nonzero_blocks: _Optional[bytes] = ..., plan: _Optional[bytes] = ..., cut: _Optional[bytes] = ...) -> None: ...
 
 class VerdictReply(_message.Message):
     __slots__ = ("status", "refusal", "verdict", "not_audited")
