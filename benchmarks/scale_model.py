@@ -15,9 +15,8 @@ Per node and round, with S a whole payload, P parameters, N members and each nod
   each way; with verification (three members or more) its slices again to the verifiers, and one verdict per shard;
   with audits of a fraction a of rounds, the slices and the signed verdicts in a of the rounds (asked for on a kept
   stream, one request per contributor) and a short "not audited" answer in the others;
-- sparse (issue 24's design, not yet a mode of the node): as sign, but each owner sends its shard's aggregate cut to
-  its ``return_k`` largest coefficients per block (``core/resparsify.py``, int8 values with a block scale, as a
-  payload codes them) instead of the signs: (N-1)/N (S + R) each way, R the cut's bytes; ``--index-coding ideal``
+- sparse (the node's ``--exchange sparse``, where ``return_k`` is the run's top-k): as sign, but each owner sends its shard's aggregate cut to its ``return_k`` largest coefficients per block
+  (``swarm/shard_cut.py``, int8 values with a block scale, as a payload codes them) instead of the signs: (N-1)/N (S + R) each way, R the cut's bytes; ``--index-coding ideal``
   prices every index list (payloads and cuts) at the entropy bound log2 C(block, k) bits instead of the codec's
   (Elias-Fano: 9 bits per index for 32 of 4096);
 - on top, in every mode: the statements (each travels twice: N x 2 down, the owner's share up to N-1 requesters),
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from demo_node.commands.common import emit
+from demo_node.core.config import VALUE_MODES
 from demo_node.core.layout import Layout
 from demo_node.crypto import Identity
 from demo_node.swarm.signing import sign
@@ -222,12 +222,13 @@ def _transfer_s(each_way: float, s: Setting) -> float:
 
 def run(params: list[float], nodes: list[int], down: float, up: float, latency: float, compute: float,
         verify: bool = True, overlap: bool = True, audit: float = 1.0, return_k: int = 32,
-        index_coding: str = "fixed") -> dict:
+        index_coding: str = "fixed", values: str = "int8") -> dict:
     rows = [per_round(Setting(p, n, down, up, latency, compute, verify=verify, audit=audit, overlap=overlap,
-                              return_k=return_k, index_coding=index_coding), m)
+                              return_k=return_k, index_coding=index_coding, values=values), m)
             for p in params for n in nodes for m in MODES]
     return {"link_down_mbit": down, "link_up_mbit": up, "latency_s": latency, "compute_s": compute,
-            "verify": verify, "audit": audit, "overlap": overlap, "payload_bytes_per_param": payload_bytes_per_param(),
+            "verify": verify, "audit": audit, "overlap": overlap, "values": values,
+            "payload_bytes_per_param": payload_bytes_per_param(values=values),
             "return_k": return_k, "index_coding": index_coding,
             "frame_wire_bytes": FRAME_WIRE_BYTES, "dht_wire_bytes_per_s_per_peer": DHT_WIRE_BYTES_PER_S_PER_PEER,
             "exchange_cpu_s": EXCHANGE_CPU_SECONDS, "rows": rows}
@@ -243,7 +244,7 @@ def _size(b: float) -> str:
 def format_result(r: dict) -> str:
     lines = [f"links {r['link_down_mbit']:g}/{r['link_up_mbit']:g} Mbit/s down/up, {r['latency_s'] * 1000:.0f} ms, "
              f"compute {r['compute_s']:g} s per round, overlap {'on' if r['overlap'] else 'off'}, verification "
-             f"{_verification(r)}; payload {r['payload_bytes_per_param']:.4f} B per parameter; sparse: the top "
+             f"{_verification(r)}; payload ({r.get('values', 'int8')} values) {r['payload_bytes_per_param']:.4f} B per parameter; sparse: the top "
              f"{r.get('return_k', 32)} per block returned, indices {r.get('index_coding', 'fixed')}", "",
              f"{'params':>8}{'N':>6}  {'exchange':<11}{'each way':>11}{'B/param':>9}{'comm s':>10}{'round s':>10}"
              f"{'util':>7}{'exchanges':>11}{'their CPU s':>13}"]
@@ -263,7 +264,7 @@ def check(bench: dict) -> dict:
     rows = []
     for o in bench["ours"]:
         mode = o.get("exchange", o["mode"])
-        if mode not in ("relay", "sign") or o["defenses"] == "baseline":
+        if mode not in ("relay", "sign", "sparse") or o["defenses"] == "baseline":
             continue  # another checkout's protocol is not what this models
         # the DHT's share of a round follows the round's length: the measured one, with the links out of the way
         s = Setting(bench["params"], o["nodes"], verify=o["defenses"] != "off", payload=bench["payload_bytes"],
@@ -378,6 +379,8 @@ def add_parser(sub) -> None:
     md.add_argument("--no-verify", action="store_true", help="sign exchange without shard verification")
     md.add_argument("--audit", type=float, default=1.0, help="the fraction of rounds verifiers audit (the run "
                     "option --audit-fraction; default 1: every round)")
+    md.add_argument("--values", choices=VALUE_MODES, default="int8", help="the payloads' value precision (the run "
+                    "option --values; default int8; a sparse cut's values are int8 whatever it is)")
     md.add_argument("--return-k", type=int, default=32, help="sparse rows: coefficients per block of the cut "
                     "aggregate an owner returns (default 32)")
     md.add_argument("--index-coding", choices=("fixed", "ideal"), default="fixed", help="index lists as the codec "
@@ -403,7 +406,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"python -m benchmarks model: {exc}") from None
     result = run(params, nodes, args.down or args.link, args.up or args.link, args.latency, args.compute,
                  verify=not args.no_verify, overlap=not args.no_overlap, audit=args.audit, return_k=args.return_k,
-                 index_coding=args.index_coding)
+                 index_coding=args.index_coding, values=args.values)
     text = format_result(result)
     if args.parts:
         text += "\n\n" + format_parts(result["rows"])

@@ -25,6 +25,7 @@ import json
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ from demo_node.core.aggregate import Aggregate, AggregatePart
 from demo_node.core.contribution import Contribution
 from demo_node.core.optimizer import DeMo
 from demo_node.core.quantize import quantize
-from demo_node.core.resparsify import dropped, top_per_block
+from demo_node.core.resparsify import dense_blocks, dropped, top_per_block
 from demo_node.core.update import SignComputer
 from demo_node.data.stream import WindowStream, held_out_windows
 from demo_node.data.tokenizer import byte_tokenizer
@@ -45,28 +46,64 @@ from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.wire.bitpack import bits_for, elias_fano_high_len, elias_fano_low_bits
 
 
-def parse_variant(name: str) -> tuple[int, bool]:
-    """'sign' -> (0, False); 'top64' -> (64, True); 'top64-noef' -> (64, False)."""
+@dataclass(frozen=True)
+class Variant:
+    k: int
+    """Coefficients per block of the cut (0: sign exchange, no cut)."""
+    feedback: bool = False
+    """What the cut dropped of each peer's contribution goes back into its momentum."""
+    vote: bool = False
+    """Rank the cut's coefficients by support (see :func:`cut_aggregate`)."""
+    bits: int = 8
+    """Bits per value of the cut (8: int8, as the node's sparse exchange sends them)."""
+
+
+def parse_variant(name: str) -> Variant:
+    """'sign'; 'top<K>[q<bits>][-noef]' (the cut, with error feedback unless -noef, int8 values unless q<bits>);
+    'vote<K>...' the same with the cut ranked by support."""
     if name == "sign":
-        return 0, False
+        return Variant(0)
     base, _, suffix = name.partition("-")
-    if not base.startswith("top") or not base[3:].isdigit() or suffix not in ("", "noef") or int(base[3:]) <= 0:
-        raise ValueError(f"unknown variant {name!r}: sign, top<K> or top<K>-noef")
-    return int(base[3:]), suffix == ""
+    kind = "vote" if base.startswith("vote") else "top" if base.startswith("top") else ""
+    count, _, bits = base[len(kind):].partition("q")
+    if not kind or not count.isdigit() or int(count) <= 0 or suffix not in ("", "noef") or \
+            (bits and (not bits.isdigit() or not 2 <= int(bits) <= 8)):
+        raise ValueError(f"unknown variant {name!r}: sign, top<K>[q<bits>][-noef], vote<K>[q<bits>][-noef]")
+    return Variant(int(count), suffix == "", kind == "vote", int(bits or 8))
 
 
-def cut_aggregate(agg: Aggregate, block_sizes: dict[int, int], k: int) -> Aggregate:
-    """The aggregate's top k per block, values int8 with a per-block scale (as a result on the wire would be)."""
+def quantized(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Values rounded to ``bits``-bit codes with a per-block scale (8: exactly the codec's int8), dequantised."""
+    if bits == 8:
+        return quantize(values, "int8").dequantize()
+    top = 2 ** (bits - 1) - 1
+    scale = values.abs().amax(dim=1, keepdim=True) / top
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.round(values / safe).clamp_(-top, top) * scale
+
+
+def cut_aggregate(agg: Aggregate, block_sizes: dict[int, int], v: Variant) -> Aggregate:
+    """The aggregate's top k per block, values quantised with a per-block scale (as a result on the wire would be).
+    ``vote``: coefficients ranked by |value| x how many peers selected them (the 'all' rule's magnitude: a
+    coefficient many peers agree on beats one peer's large value), their values still the aggregate's."""
     parts = {}
     for b, part in agg.parts.items():
-        top = top_per_block(part, block_sizes[b], k)
-        parts[b] = AggregatePart(top.start, top.indices, quantize(top.coeff, "int8").dequantize())
+        if v.vote:
+            dense = dense_blocks(part, block_sizes[b])
+            support = torch.zeros_like(dense).scatter_add_(1, part.indices, torch.ones_like(part.coeff))
+            order = torch.sort((dense * support).abs(), dim=1, descending=True, stable=True).indices[:, :v.k]
+            indices = order.sort(dim=1).values
+            top = AggregatePart(part.start, indices, dense.gather(1, indices))
+        else:
+            top = top_per_block(part, block_sizes[b], v.k)
+        parts[b] = AggregatePart(top.start, top.indices, quantized(top.coeff, v.bits))
     return Aggregate(parts, agg.peers, agg.samples)
 
 
 def train(variant: str, peers: int, steps: int, model_name: str, batch: int, lr: float, warmup: int, windows: int,
           seed: int, corpus: TokenCorpus) -> dict:
-    k, feedback = parse_variant(variant)
+    v = parse_variant(variant)
+    k, feedback = v.k, v.feedback
     context = PRESETS[model_name].context
     model = build(model_name, seed=seed)
     params = list(model.parameters())
@@ -93,7 +130,7 @@ def train(variant: str, peers: int, steps: int, model_name: str, batch: int, lr:
         if k == 0:
             update = full
         else:
-            cut = cut_aggregate(agg, block_sizes, k)
+            cut = cut_aggregate(agg, block_sizes, v)
             update = computer.signs(cut)
             same = total = 0
             for b, (_, s) in update.items():
@@ -106,10 +143,10 @@ def train(variant: str, peers: int, steps: int, model_name: str, batch: int, lr:
                     opt.restore(Contribution({b: dropped(p, cut.parts[b].indices) for b, p in c.parts.items()}))
         opts[0].apply_signs([(b, start, s) for b, (start, s) in update.items()])
     return {"variant": variant, "final": held_out(model, hx, hy), "sign_agreement": statistics.fmean(agree) if agree
-            else 1.0, "seconds": round(time.monotonic() - began, 1), "bytes_per_param": return_bytes(layout, k)}
+            else 1.0, "seconds": round(time.monotonic() - began, 1), "bytes_per_param": return_bytes(layout, k, v.bits)}
 
 
-def return_bytes(layout, k: int) -> dict[str, float]:
+def return_bytes(layout, k: int, bits: int = 8) -> dict[str, float]:
     """The return path's bytes per parameter: signs, or a cut with indices as the codec writes them and ideally
     coded."""
     if k == 0:
@@ -118,11 +155,11 @@ def return_bytes(layout, k: int) -> dict[str, float]:
     for b in layout.buckets:
         kk = min(k, b.block_size)
         index_bits = math.lgamma(b.block_size + 1) - math.lgamma(kk + 1) - math.lgamma(b.block_size - kk + 1)
-        per_block_ideal = index_bits / math.log(2) + 8 * kk + 32
+        per_block_ideal = index_bits / math.log(2) + bits * kk + 32
         codec_bits = 0 if kk == b.block_size else min(
             kk * bits_for(b.block_size), b.block_size,
             kk * elias_fano_low_bits(kk, b.block_size) + elias_fano_high_len(kk, b.block_size))
-        per_block_coded = codec_bits + 8 * kk + 32
+        per_block_coded = codec_bits + bits * kk + 32
         coded += b.num_blocks * per_block_coded / 8
         ideal += b.num_blocks * per_block_ideal / 8
     return {"coded": coded / layout.num_params, "ideal": ideal / layout.num_params}

@@ -1,5 +1,6 @@
-"""``python -m benchmarks swarm --nodes 2,4,8``: round time and bytes per node and round, ours (relay and sign exchange)
-beside the same model averaged densely by hivemind's DecentralizedAverager, on this machine, in one run.
+"""``python -m benchmarks swarm --nodes 2,4,8``: round time and bytes per node and round, ours (relay, sign or
+sparse exchange) beside the same model averaged densely by hivemind's DecentralizedAverager, on this machine, in one
+run.
 
 Bytes are counted twice for our nodes: by their own accounting (what they write to and read from streams) and at
 the wire, which adds libp2p's framing and encryption and the DHT's traffic. At the wire means, with ``--netns``
@@ -287,6 +288,12 @@ def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | 
             "wire_over_ideal": (w["up_mean"] + w["down_mean"]) / ideal,
             "accounted_over_ideal": (a["up_mean"] + a["down_mean"]) / ideal,
         })
+    # the home-links yardstick: a node's bytes per round each way (the mean of up and down) per parameter
+    result["per_param"] = [{"nodes": o["nodes"], "mode": o["mode"], "exchange": o["exchange"],
+                            "defenses": o["defenses"],
+                            "wire_each_way": (o["wire_bytes_per_node_round"]["up_mean"]
+                                              + o["wire_bytes_per_node_round"]["down_mean"]) / 2 / sizes["params"]}
+                           for o in result["ours"]]
     result["defense_cost"] = []
     for on in (o for o in result["ours"] if o["defenses"] in ("on", "audit")):
         off = next((o for o in result["ours"] if o["defenses"] == "off" and o["nodes"] == on["nodes"]
@@ -367,6 +374,11 @@ def format_result(r: dict) -> str:
             label = LABELS[q["defenses"]]
             lines.append(f"  N={q['nodes']}{label:<5} ideal {q['ideal']:>9,.0f}   at the wire {q['wire_over_ideal']:.3f}   "
                          f"accounted {q['accounted_over_ideal']:.3f}")
+    if r.get("per_param"):
+        lines += ["", f"bytes per parameter each way per node and round, at the wire ({r['params']:,} parameters):"]
+        for q in r["per_param"]:
+            lines.append(f"  N={q['nodes']} {q['mode']:<6}{LABELS[q['defenses']]:<5} ({q['exchange']}) "
+                         f"{q['wire_each_way']:.4f}")
     lines += ["", "bytes per node and round (up + down, at the wire) and round time, ours / averager:"]
     for q in r["ratios"]:
         lines.append(f"  N={q['nodes']} {q['mode']:<6} bytes {q['bytes_ours_over_averager']:.4f}   "
@@ -375,11 +387,12 @@ def format_result(r: dict) -> str:
 
 
 def add_parser(sub) -> None:
-    sw = sub.add_parser("swarm", help="round time and bytes per node: ours (relay, sign) vs hivemind's averager")
+    sw = sub.add_parser("swarm", help="round time and bytes per node: ours (relay, sparse, sign) vs hivemind's averager")
     sw.add_argument("--nodes", default="2,4,8", help="comma-separated swarm sizes")
     sw.add_argument("--rounds", type=int, default=10, help="measured rounds per run")
     sw.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
-    sw.add_argument("--modes", default="relay,sign", help="our exchange modes to measure")
+    sw.add_argument("--modes", default="relay,sign", help="our exchange modes to measure (relay, sign, sparse, "
+                    "auto)")
     sw.add_argument("--skip-averager", action="store_true", help="do not run hivemind's DecentralizedAverager")
     sw.add_argument("--defenses", default="on", help="comma-separated: on (verified shards, robust aggregation), "
                     "audit (the same, verifiers auditing a quarter of the rounds), off; several run side by side")

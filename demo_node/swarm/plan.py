@@ -84,7 +84,8 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
 
 def choose_mode(n_members: int, payload_bytes: int, sign_bytes: int, setting: str) -> str:
     """Per node and round, relaying costs about (N - 1) payloads down; signs cost about one payload plus one bit
-    per parameter (sign_bytes). Signs win once N - 1 > 1 + sign_bytes / payload_bytes, roughly."""
+    per parameter (sign_bytes). Signs win once N - 1 > 1 + sign_bytes / payload_bytes, roughly. Sparse exchange
+    (about one payload each way whatever N) is never auto's choice: its cut costs convergence (docs/scale-model.md)."""
     if setting in (RELAY, SIGN, SPARSE):
         return setting
     n = n_members
