@@ -62,6 +62,31 @@ def flip_signs() -> None:
     RoundDriver._packed_signs = flipped
 
 
+@attack
+def negate_cut() -> None:
+    """As an owner in sparse exchange: send its shard's cut with every value negated (a well-formed cut it signs, the
+    coefficients the right ones)."""
+    from demo_node.core.contribution import BucketPart, Contribution
+    from demo_node.core.quantize import QuantizedValues
+    from demo_node.swarm.driver import RoundDriver
+    from demo_node.swarm.shard_update import Update
+    from demo_node.wire.codec import decode, encode
+
+    honest = RoundDriver._shard_update
+
+    async def negated(self, plan, contributions, ranges):
+        update = await honest(self, plan, contributions, ranges)
+        if not update.cut:
+            return update
+        got = decode(update.cut, self.layout, expect=ranges)
+        parts = {b: BucketPart(p.start, p.indices, QuantizedValues("int8", -p.values.codes, p.values.scales))
+                 for b, p in got.contribution.parts.items()}
+        return Update(cut=encode(Contribution(parts, got.samples), self.layout, run_id=got.run_id, round=got.round,
+                                 sender=got.sender))
+
+    RoundDriver._shard_update = negated
+
+
 def _rewrite_payloads(change) -> None:
     """As a contributor: change every contribution before it is encoded (and signed, as its own)."""
     from demo_node.swarm import driver

@@ -231,6 +231,22 @@ def test_a_lying_owner_is_caught_corrected_and_demoted(cluster, clean_loss, audi
     loss_close_to_clean(honest, start, clean_loss("sign"))
 
 
+def test_a_lying_owner_in_sparse_exchange_is_caught_corrected_and_demoted(cluster, clean_loss):
+    """The owner negates every value of its shard's cut: its verifier recomputes the cut from the signed inputs, every
+    honest node applies the verifier's cut instead, and both accuse the owner, which owns nothing more."""
+    honest, m, start = three(cluster, "negate-cut", args=["--exchange", "sparse"])
+    assert_unharmed(honest, start)
+    for n in honest:
+        window = with_three(n, start + ROUNDS)
+        assert all(e["mode"] == "sparse" for e in window)
+        caught = next((i for i, e in enumerate(window) if e["checks"].get("corrected")), None)
+        assert caught is not None, "the lie was never caught"
+        first = next(i for i, e in enumerate(window) if e["contributed"])
+        assert caught <= first and not any("recomputed" in e["checks"] for e in window[:caught]), window[:caught + 1]
+        assert window[-1]["demoted"] == [peer_hex(m)]
+    loss_close_to_clean(honest, start, clean_loss("sparse"))
+
+
 def test_a_verifier_that_calls_correct_updates_wrong_is_demoted(cluster, clean_loss):
     honest, m, start = three(cluster, "false-verdicts", args=["--exchange", "sign"])
     assert_unharmed(honest, start)
