@@ -15,8 +15,10 @@ Per node and round, with S a whole payload, P parameters, N members and each nod
   each way; with verification (three members or more) its slices again to the verifiers, and one verdict per shard;
   with audits of a fraction a of rounds, the slices and the signed verdicts in a of the rounds (asked for on a kept
   stream, one request per contributor) and a short "not audited" answer in the others;
-- sparse (the node's ``--exchange sparse``, where ``return_k`` is the run's top-k): as sign, but each owner sends its shard's aggregate cut to its ``return_k`` largest coefficients per block
-  (``swarm/shard_cut.py``, int8 values with a block scale, as a payload codes them) instead of the signs: (N-1)/N (S + R) each way, R the cut's bytes; ``--index-coding ideal``
+- sparse (the node's ``--exchange sparse``, where ``return_k`` is the run's top-k): as sign, but each owner sends
+  its shard's aggregate cut to its ``return_k`` largest coefficients per block (``swarm/shard_cut.py``, int8 values
+  with a block scale, as a payload codes them) instead of the signs: (N-1)/N (S + R) each way, R the cut's bytes;
+  ``--index-coding ideal``
   prices every index list (payloads and cuts) at the entropy bound log2 C(block, k) bits instead of the codec's
   (Elias-Fano: 9 bits per index for 32 of 4096);
 - on top, in every mode: the statements (each travels twice: N x 2 down, the owner's share up to N-1 requesters),
@@ -244,7 +246,8 @@ def _size(b: float) -> str:
 def format_result(r: dict) -> str:
     lines = [f"links {r['link_down_mbit']:g}/{r['link_up_mbit']:g} Mbit/s down/up, {r['latency_s'] * 1000:.0f} ms, "
              f"compute {r['compute_s']:g} s per round, overlap {'on' if r['overlap'] else 'off'}, verification "
-             f"{_verification(r)}; payload ({r.get('values', 'int8')} values) {r['payload_bytes_per_param']:.4f} B per parameter; sparse: the top "
+             f"{_verification(r)}; payload ({r.get('values', 'int8')} values) {r['payload_bytes_per_param']:.4f} B "
+             f"per parameter; sparse: the top "
              f"{r.get('return_k', 32)} per block returned, indices {r.get('index_coding', 'fixed')}", "",
              f"{'params':>8}{'N':>6}  {'exchange':<11}{'each way':>11}{'B/param':>9}{'comm s':>10}{'round s':>10}"
              f"{'util':>7}{'exchanges':>11}{'their CPU s':>13}"]

@@ -387,7 +387,8 @@ def format_result(r: dict) -> str:
 
 
 def add_parser(sub) -> None:
-    sw = sub.add_parser("swarm", help="round time and bytes per node: ours (relay, sparse, sign) vs hivemind's averager")
+    sw = sub.add_parser("swarm", help="round time and bytes per node: ours (relay, sparse, sign) vs hivemind's "
+                        "averager")
     sw.add_argument("--nodes", default="2,4,8", help="comma-separated swarm sizes")
     sw.add_argument("--rounds", type=int, default=10, help="measured rounds per run")
     sw.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")

@@ -4,9 +4,10 @@ With three members or more every shard has a verifier that signs one verdict on 
 :mod:`demo_node.swarm.verifier`). A node applies the owner's update when the verdict says CORRECT about the very body
 the node got. When the verdict judged another body than the one this node got, the owner signed two results for one
 shard: this node takes the judged one (so every node applies the same) and holds the two as evidence. When a sign
-or sparse exchange verdict says WRONG, the node fetches the signed inputs, recomputes, and believes whichever of the two the
-inputs back: the other one signed a claim that contradicts signed inputs, and is accused, with those messages as the
-evidence (served to anyone who asks, and checked by them before they accuse too: :mod:`demo_node.swarm.evidence`).
+or sparse exchange verdict says WRONG, the node fetches the signed inputs, recomputes, and believes whichever of the
+two the inputs back: the other one signed a claim that contradicts signed inputs, and is accused, with those messages
+as the evidence (served to anyone who asks, and checked by them before they accuse too:
+:mod:`demo_node.swarm.evidence`).
 
 A verifier reaches every node on a stream of its own, so it could tell nodes different things. A node whose verdict
 says WITHHELD, or that got none, therefore asks the round's other members what they got before it decides, and takes
@@ -197,6 +198,7 @@ class Checker:
             log.warning("round %d: cannot check the shard of %s (%s): its blocks are skipped here", r,
                         owner.hex()[-12:], exc)
             return ShardOutcome(owner, ranges, None, source=source, check="unverifiable")
+
         def judged(claimed: Update) -> tuple[bool, Update]:
             return judge(plan.mode, ctx.signs, contributions, ctx.layout, ranges, claimed, run_id=ctx.run.run_id,
                          round=r, owner=owner)

@@ -8,8 +8,8 @@ result later applies no update for that shard, the owner included, so an owner c
 alone on its own shard while the others skip it. The result is
 fixed at close and signed: which contributions went in (bounded by robust aggregation; a contribution it rejects is
 refused to its sender, who gets it back as left out), the statements of the owner's share of the round's peers, and,
-in sign exchange, the update's signs, in sparse exchange its cut aggregate. Every requester gets the same signed body (in relay exchange with the included
-signed payloads, minus the requester's own, which it has).
+in sign exchange, the update's signs, in sparse exchange its cut aggregate. Every requester gets the same signed body
+(in relay exchange with the included signed payloads, minus the requester's own, which it has).
 """
 
 from __future__ import annotations

@@ -3,18 +3,17 @@
 A verifier signs one verdict per shard and round, on the body it judged: an owner that signed two results for its
 shard cannot have both applied (a node whose body is not the judged one takes the judged one, and holds two bodies
 the owner signed: evidence). In relay exchange that is all it checks (every node aggregates the relayed payloads
-itself); in sign and sparse exchange it recomputes the update. Contributors send the verifier the same signed payloads they
-send the shard's owner. Once the verifier has the
-owner's signed result, it recomputes the update from the inputs the result names (asking the owner for any it
-lacks, or for all of them when the ones it holds do not hash to what the result names: the owner must hold them,
-and they are signed by their senders), compares, and signs a verdict: CORRECT, WRONG (with the update the inputs
-give), WITHHELD (the owner would not serve inputs its result names; the update weighs what an unverified one does,
-counted apart), MISSING (no result reached it: every node skips the shard, its owner too) or UNVERIFIED (it cannot
-judge the result). A run that audits a fraction of rounds saves the
-second copy: contributors keep their payloads, and the verifier draws in secret, only once it holds the owner's
-signed result, whether to audit the round; if it does, it asks each contributor for its own payload (which the
-owner cannot withhold), then the owner for any still missing (or not served within ``audit_wait``: a contributor
-cannot hold up the verdict); if not, it signs no verdict and tells its contributors so.
+itself); in sign and sparse exchange it recomputes the update. Contributors send the verifier the same signed
+payloads they send the shard's owner. Once the verifier has the owner's signed result, it recomputes the update
+from the inputs the result names (asking the owner for any it lacks, or for all of them when the ones it holds do
+not hash to what the result names: the owner must hold them, and they are signed by their senders), compares, and
+signs a verdict: CORRECT, WRONG (with the update the inputs give), WITHHELD (the owner would not serve inputs its
+result names; the update weighs what an unverified one does, counted apart), MISSING (no result reached it: every
+node skips the shard, its owner too) or UNVERIFIED (it cannot judge the result). A run that audits a fraction of
+rounds saves the second copy: contributors keep their payloads, and the verifier draws in secret, only once it holds
+the owner's signed result, whether to audit the round; if it does, it asks each contributor for its own payload
+(which the owner cannot withhold), then the owner for any still missing (or not served within ``audit_wait``: a
+contributor cannot hold up the verdict); if not, it signs no verdict and tells its contributors so.
 
 A sign may differ only where the update is next to zero, and a cut only by near-ties (hardware rounds differently:
 see shard_update.py and shard_cut.py); anything else is a lie, and the owner's signed result with the signed inputs
