@@ -126,12 +126,13 @@ def extreme_scale() -> None:
 def false_verdicts() -> None:
     """As a verifier: call every owner's correct update wrong, with made-up signs."""
     from demo_node.swarm import verifier
+    from demo_node.swarm.shard_update import Update
     from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
     async def lying_find(self, body, fetch):
         if body is None or not body.sign_bits:
-            return spb.VerdictBody.UNVERIFIED, b"", b""
-        return spb.VerdictBody.WRONG, bytes(b ^ 0x55 for b in body.sign_bits), body.nonzero_blocks
+            return spb.VerdictBody.UNVERIFIED, Update()
+        return spb.VerdictBody.WRONG, Update(bytes(b ^ 0x55 for b in body.sign_bits), body.nonzero_blocks)
 
     verifier.VerifierRound._find = lying_find
 
