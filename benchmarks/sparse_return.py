@@ -33,6 +33,7 @@ import torch
 from benchmarks.robust_bench import held_out
 from demo_node.commands.common import emit
 from demo_node.core.aggregate import Aggregate, AggregatePart
+from demo_node.core.config import VALUE_MODES
 from demo_node.core.contribution import Contribution
 from demo_node.core.optimizer import DeMo
 from demo_node.core.quantize import quantize
@@ -55,11 +56,13 @@ class Variant:
     vote: bool = False
     """Rank the cut's coefficients by support (see :func:`cut_aggregate`)."""
     bits: int = 8
-    """Bits per value of the cut (8: int8, as the node's sparse exchange sends them)."""
+    """Bits per value of the cut (8: int8, as the node's sparse exchange sends them; 1: sign values times the
+    block's mean magnitude, the payloads' ``sign`` coding)."""
 
 
 def parse_variant(name: str) -> Variant:
-    """'sign'; 'top<K>[q<bits>][-noef]' (the cut, with error feedback unless -noef, int8 values unless q<bits>);
+    """'sign'; 'top<K>[q<bits>][-noef]' (the cut, with error feedback unless -noef, int8 values unless q<bits>, q1:
+    sign values);
     'vote<K>...' the same with the cut ranked by support."""
     if name == "sign":
         return Variant(0)
@@ -67,15 +70,16 @@ def parse_variant(name: str) -> Variant:
     kind = "vote" if base.startswith("vote") else "top" if base.startswith("top") else ""
     count, _, bits = base[len(kind):].partition("q")
     if not kind or not count.isdigit() or int(count) <= 0 or suffix not in ("", "noef") or \
-            (bits and (not bits.isdigit() or not 2 <= int(bits) <= 8)):
+            (bits and (not bits.isdigit() or not 1 <= int(bits) <= 8)):
         raise ValueError(f"unknown variant {name!r}: sign, top<K>[q<bits>][-noef], vote<K>[q<bits>][-noef]")
     return Variant(int(count), suffix == "", kind == "vote", int(bits or 8))
 
 
 def quantized(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """Values rounded to ``bits``-bit codes with a per-block scale (8: exactly the codec's int8), dequantised."""
-    if bits == 8:
-        return quantize(values, "int8").dequantize()
+    """Values rounded to ``bits``-bit codes with a per-block scale (8: exactly the codec's int8; 1: its sign
+    coding), dequantised."""
+    if bits in (1, 8):
+        return quantize(values, "sign" if bits == 1 else "int8").dequantize()
     top = 2 ** (bits - 1) - 1
     scale = values.abs().amax(dim=1, keepdim=True) / top
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -101,13 +105,13 @@ def cut_aggregate(agg: Aggregate, block_sizes: dict[int, int], v: Variant) -> Ag
 
 
 def train(variant: str, peers: int, steps: int, model_name: str, batch: int, lr: float, warmup: int, windows: int,
-          seed: int, corpus: TokenCorpus) -> dict:
+          seed: int, corpus: TokenCorpus, values: str = "int8") -> dict:
     v = parse_variant(variant)
     k, feedback = v.k, v.feedback
     context = PRESETS[model_name].context
     model = build(model_name, seed=seed)
     params = list(model.parameters())
-    opts = [DeMo(params, lr=lr) for _ in range(peers)]
+    opts = [DeMo(params, lr=lr, values=values) for _ in range(peers)]
     streams = [WindowStream(corpus, context, batch, seed * 1000 + i) for i in range(peers)]
     layout = opts[0].layout
     block_sizes = {b.index: b.block_size for b in layout.buckets}
@@ -166,20 +170,21 @@ def return_bytes(layout, k: int, bits: int = 8) -> dict[str, float]:
 
 
 def run(variants: list[str], seeds: list[int], peers: int = 8, steps: int = 145, model: str = "tiny",
-        batch: int = 8, lr: float = 3e-3, warmup: int = 40, windows: int = 256) -> dict:
+        batch: int = 8, lr: float = 3e-3, warmup: int = 40, windows: int = 256, values: str = "int8") -> dict:
     corpus = open_corpus("stdlib", byte_tokenizer())
-    results = {v: [train(v, peers, steps, model, batch, lr, warmup, windows, s, corpus) for s in seeds]
+    results = {v: [train(v, peers, steps, model, batch, lr, warmup, windows, s, corpus, values) for s in seeds]
                for v in variants}
     return {"peers": peers, "steps": steps, "model": model, "batch": batch, "lr": lr, "warmup": warmup,
-            "windows": windows, "seeds": seeds, "results": results}
+            "windows": windows, "values": values, "seeds": seeds, "results": results}
 
 
-SETTINGS = ("peers", "steps", "model", "batch", "lr", "warmup", "windows")
+SETTINGS = ("peers", "steps", "model", "batch", "lr", "warmup", "windows", "values")
 
 
 def pool(results: list[dict]) -> dict:
     """Several runs' results (the same settings, other seeds) as one: each variant's runs side by side, the seeds
     in the order given; a variant some files lack is left out (its mean would cover other seeds)."""
+    results = [{"values": "int8", **r} for r in results]  # files written before --values existed
     first = results[0]
     for r in results[1:]:
         differ = [k for k in SETTINGS if r[k] != first[k]]
@@ -194,7 +199,8 @@ def format_result(r: dict) -> str:
     res = r["results"]
     base = statistics.fmean(x["final"] for x in res["sign"]) if "sign" in res else None
     lines = [f"{r['peers']} peers simulated in one process, {r['model']} GPT, batch {r['batch']} each, lr {r['lr']} "
-             f"(warm-up {r['warmup']}, cosine to 0.1), {r['steps']} steps, held-out loss on {r['windows']} windows",
+             f"(warm-up {r['warmup']}, cosine to 0.1), {r['steps']} steps, {r.get('values', 'int8')} payloads, held-out "
+             f"loss on {r['windows']} windows",
              f"{'variant':<12}" + "".join(f"{'seed ' + str(s):>10}" for s in r["seeds"])
              + f"{'mean':>10}{'/ sign':>9}{'signs agree':>13}{'B/param coded':>15}{'ideal':>8}"]
     for v, runs in res.items():
@@ -211,7 +217,8 @@ def add_parser(sub) -> None:
     sp = sub.add_parser("sparse-return", help="sign exchange against an aggregate cut to its top K per block: N "
                         "peers simulated in one process, held-out loss, sign agreement and bytes")
     sp.add_argument("--variants", default="sign,top32,top64,top32-noef",
-                    help="comma-separated: sign, top<K> (with error feedback), top<K>-noef (default: %(default)s)")
+                    help="comma-separated: sign, top<K>[q<bits>] (with error feedback), ...-noef (without), vote<K>... "
+                    "(ranked by support); q<bits>: bits per value of the cut, 1 = sign (default: %(default)s)")
     sp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: %(default)s)")
     sp.add_argument("--peers", type=int, default=8, help="peers simulated in one process (default 8)")
     sp.add_argument("--steps", type=int, default=145, help="training steps (default 145)")
@@ -220,6 +227,7 @@ def add_parser(sub) -> None:
     sp.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 3e-3)")
     sp.add_argument("--warmup", type=int, default=40, help="linear lr warm-up steps (default 40)")
     sp.add_argument("--windows", type=int, default=256, help="held-out windows (default 256)")
+    sp.add_argument("--values", default="int8", choices=VALUE_MODES, help="the peers' payload values (default: int8)")
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     sp.add_argument("--pool", nargs="+", metavar="JSON", help="run nothing: print the results of earlier runs (their "
                     "--json files, the same settings, other seeds) as one table over all their seeds")
@@ -247,6 +255,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"sparse-return: {exc}")
         return 2
     result = run(variants, seeds, peers=args.peers, steps=args.steps, model=args.model, batch=args.batch,
-                 lr=args.lr, warmup=args.warmup, windows=args.windows)
+                 lr=args.lr, warmup=args.warmup, windows=args.windows, values=args.values)
     emit(result, format_result(result), args.json)
     return 0
