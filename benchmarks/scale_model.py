@@ -37,12 +37,13 @@ from dataclasses import dataclass
 from functools import cache
 
 from demo_node.commands.common import emit
-from demo_node.core.config import VALUE_MODES
+from demo_node.core.config import VALUE_MODES, DeMoConfig
 from demo_node.core.layout import Layout
 from demo_node.crypto import Identity
 from demo_node.swarm.signing import sign
 from demo_node.wire.bitpack import bits_for, elias_fano_high_len, elias_fano_low_bits
 from demo_node.wire.codec import encoded_size
+from demo_node.swarm.shard_cut import CUT_VALUES
 from demo_node.wire.proto import demo_node_payload_pb2 as ppb
 from demo_node.wire.proto import demo_node_swarm_pb2 as spb
 
@@ -57,6 +58,8 @@ daemons' own upkeep): the wire minus the accounted bytes minus the frames, per s
 swarm --netns` (tiny GPT, sign exchange): 13.5 KB/s at N = 8 (11.5-14.6 over four runs), 2.9-6.1 at N = 4, 0.6-1.4
 at N = 2. It grows with the peers a record reaches and a lookup visits; past Kademlia's bucket (20 peers) it should
 stop growing, which is assumed here (DHT_PEERS_CAP), not measured."""
+DEFAULT_VALUES = DeMoConfig().values
+"""The payloads' value precision a node uses unless told otherwise."""
 DHT_PEERS_CAP = 19
 EXCHANGE_CPU_SECONDS = 0.0026
 """CPU per exchange (a request and its answers on a reused stream), node and daemon together: the slope of CPU per node
@@ -75,7 +78,7 @@ class Setting:
     compute_s: float = 10.0
     topk: int = 32
     chunk: int = 64
-    values: str = "int8"
+    values: str = DEFAULT_VALUES
     verify: bool = True
     audit: float = 1.0
     """The fraction of rounds verifiers audit (1: every round, the contributors pushing their copies)."""
@@ -89,7 +92,7 @@ class Setting:
 
 
 @cache  # built and measured once: the same for every row
-def payload_bytes_per_param(topk: int = 32, chunk: int = 64, values: str = "int8") -> float:
+def payload_bytes_per_param(topk: int = 32, chunk: int = 64, values: str = DEFAULT_VALUES) -> float:
     """A whole payload's bytes per parameter, from the codec (a large matrix: per-tensor overheads vanish)."""
     side = chunk * 64
     layout = Layout.build([(side, side)], [0], chunk, topk)
@@ -174,7 +177,7 @@ def per_round(s: Setting, mode: str) -> dict:
         slices = share * payload + (n - 1 - share) * payload_header_bytes()
         parts["payloads"] = slices
         if mode == "sparse":
-            cut = payload_bytes_per_param(s.return_k, s.chunk, "int8")
+            cut = payload_bytes_per_param(s.return_k, s.chunk, CUT_VALUES)
             if s.index_coding == "ideal":
                 cut -= index_saving_per_param(s.return_k, s.chunk)
             parts["cut aggregates"] = share * p * cut
@@ -224,7 +227,7 @@ def _transfer_s(each_way: float, s: Setting) -> float:
 
 def run(params: list[float], nodes: list[int], down: float, up: float, latency: float, compute: float,
         verify: bool = True, overlap: bool = True, audit: float = 1.0, return_k: int = 32,
-        index_coding: str = "fixed", values: str = "int8") -> dict:
+        index_coding: str = "fixed", values: str = DEFAULT_VALUES) -> dict:
     rows = [per_round(Setting(p, n, down, up, latency, compute, verify=verify, audit=audit, overlap=overlap,
                               return_k=return_k, index_coding=index_coding, values=values), m)
             for p in params for n in nodes for m in MODES]
@@ -304,7 +307,7 @@ def check_convergence(conv: dict) -> dict:
         verify, audit = bool(options.get("verify_shards", True)), float(options.get("audit_fraction", 1.0))
         sizes = payload_sizes(conv["model"], int(options.get("topk", 32)), int(options.get("chunk", 64)))
         s = Setting(sizes["params"], conv["nodes"], verify=verify, audit=audit,
-                    payload=sizes["ours_bytes"][str(options.get("values", "int8"))],
+                    payload=sizes["ours_bytes"][str(options.get("values", DEFAULT_VALUES))],
                     compute_s=m["round_seconds"], latency_s=0.0, down_mbit=1e6, up_mbit=1e6)
         pred = per_round(s, m["exchange"])
         last = m["curve"][-1]  # the first seed's run: the one whose round length and exchange were recorded
@@ -382,8 +385,9 @@ def add_parser(sub) -> None:
     md.add_argument("--no-verify", action="store_true", help="sign exchange without shard verification")
     md.add_argument("--audit", type=float, default=1.0, help="the fraction of rounds verifiers audit (the run "
                     "option --audit-fraction; default 1: every round)")
-    md.add_argument("--values", choices=VALUE_MODES, default="int8", help="the payloads' value precision (the run "
-                    "option --values; default int8; a sparse cut's values are int8 whatever it is)")
+    md.add_argument("--values", choices=VALUE_MODES, default=DEFAULT_VALUES, help="the payloads' value precision (the "
+                    f"run option --values; default {DEFAULT_VALUES}; a sparse cut's values are {CUT_VALUES} whatever "
+                    "it is)")
     md.add_argument("--return-k", type=int, default=32, help="sparse rows: coefficients per block of the cut "
                     "aggregate an owner returns (default 32)")
     md.add_argument("--index-coding", choices=("fixed", "ideal"), default="fixed", help="index lists as the codec "

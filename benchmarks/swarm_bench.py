@@ -25,6 +25,7 @@ from pathlib import Path
 
 from benchmarks.netns import Net, wanted
 from demo_node.commands.common import emit
+from demo_node.core.config import DeMoConfig
 from demo_node.bench.payload_size import payload_sizes
 from demo_node.daemon.children import NodeProcess, stop_all
 from demo_node.daemon.launcher import Swarm
@@ -278,7 +279,7 @@ def run(nodes: list[int], rounds: int = 10, model: str = "tiny", workdir: str | 
     # the issue's yardstick for sign exchange: contribution slices up and the others' in, own shard's signs out and
     # the others' in, (N - 1) / N of a payload and of a bit per parameter each way, plus 2 KB
     sizes = payload_sizes(model)
-    result["payload_bytes"], result["params"] = sizes["ours_bytes"]["int8"], sizes["params"]
+    result["payload_bytes"], result["params"] = sizes["ours_bytes"][DeMoConfig().values], sizes["params"]
     result["against_ideal"] = []
     for o in (o for o in result["ours"] if o["exchange"] == "sign"):
         ideal = 2 * (o["nodes"] - 1) / o["nodes"] * (result["payload_bytes"] + result["params"] / 8) + 2048

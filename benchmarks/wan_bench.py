@@ -30,6 +30,7 @@ from benchmarks.netns import Net, available
 from benchmarks.swarm_bench import cpu_seconds
 from demo_node.bench.payload_size import payload_sizes
 from demo_node.commands.common import emit
+from demo_node.core.config import DeMoConfig
 from demo_node.daemon.children import NodeProcess
 from demo_node.daemon.launcher import Swarm
 from demo_node.models.presets import PRESETS
@@ -228,7 +229,7 @@ def run(nodes: list[int], down: float = 50, up: float = 10, latency_ms: float = 
     root = Path(workdir or tempfile.mkdtemp(prefix="demo-node-bench-wan-"))
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[overlap]
     sizes = payload_sizes(model)
-    result = {"model": model, "params": sizes["params"], "payload_bytes": sizes["ours_bytes"]["int8"],
+    result = {"model": model, "params": sizes["params"], "payload_bytes": sizes["ours_bytes"][DeMoConfig().values],
               "down_mbit": down, "up_mbit": up, "latency_ms": latency_ms, "compute_seconds": compute,
               "cores": os.cpu_count(), "workdir": str(root), "shaped_after_join": shape_after_join,
               "joiner_link": joiner, "runs": []}

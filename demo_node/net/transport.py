@@ -41,12 +41,13 @@ IDLE_PER_PEER = 2
 """Idle streams of one kind a requester keeps per peer."""
 
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 """Part of every stream protocol's name: a node of another version is not served at all, rather than misread (2: the
 hostile-peer protocol; 3: shard results name their inputs with bits and one hash; 4: contribute streams are reused
 from round to round; 5: verifiers rotate by round, and a verdict can say the owner withheld inputs; 6: no owner
 decides a shard alone: verifiers in relay exchange too, verdicts asked of peers, evidence checked before it is
-echoed, the books of who may own in state transfers; 7: payload indices may be Elias-Fano coded)."""
+echoed, the books of who may own in state transfers; 7: payload indices may be Elias-Fano coded; 8: auto exchange is
+sparse exchange from three members, and payloads carry sign values by default)."""
 
 
 class FrameTooLarge(ConnectionError):

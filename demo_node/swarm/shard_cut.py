@@ -47,7 +47,11 @@ def compute_cut(signs: ShardSigns, contributions: Sequence[Contribution], layout
                 owner: bytes) -> bytes:
     """The cut of these contributions' robust aggregate as the owner signs it (b"" when robust aggregation keeps
     none of them)."""
-    agg = signs.aggregate(contributions)
+    return _cut_of(signs.aggregate(contributions), layout, run_id=run_id, round=round, owner=owner)
+
+
+def _cut_of(agg: Aggregate | None, layout: Layout, *, run_id: str, round: int, owner: bytes) -> bytes:
+    """An aggregate's cut, encoded as its owner signs it (b"" for no aggregate)."""
     if agg is None:
         return b""
     return encode(_cut_contribution(agg, layout), layout, run_id=run_id, round=round, sender=owner)
@@ -78,8 +82,7 @@ def judge_cut(signs: ShardSigns, contributions: Sequence[Contribution], layout: 
     """Whether ``cut`` is what these contributions give (up to near-ties, see the module docstring), and the cut
     they give."""
     agg = signs.aggregate(contributions) if contributions else None
-    truth = b"" if agg is None else encode(_cut_contribution(agg, layout), layout, run_id=run_id, round=round,
-                                           sender=owner)
+    truth = _cut_of(agg, layout, run_id=run_id, round=round, owner=owner)
     if cut == truth:
         return True, truth
     if agg is None:
