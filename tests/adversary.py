@@ -62,27 +62,35 @@ def flip_signs() -> None:
     RoundDriver._packed_signs = flipped
 
 
+def negated_cut(update, layout, ranges):
+    """An owner's sparse-exchange update with every value of its cut negated, re-signed as the owner's (the coefficients
+    the right ones): the cut's lie that tests/test_round_protocol.py and ``negate-cut`` tell."""
+    from demo_node.core.contribution import BucketPart, Contribution
+    from demo_node.core.quantize import QuantizedValues
+    from demo_node.swarm.shard_update import Update
+    from demo_node.wire.codec import decode, encode
+
+    got = decode(update.cut, layout, expect=ranges)
+    parts = {}
+    for b, p in got.contribution.parts.items():
+        v = p.values
+        parts[b] = BucketPart(p.start, p.indices, QuantizedValues(v.mode, ~v.codes if v.mode == "sign" else -v.codes,
+                                                                  v.scales))
+    return Update(cut=encode(Contribution(parts, got.samples), layout, run_id=got.run_id, round=got.round,
+                             sender=got.sender))
+
+
 @attack
 def negate_cut() -> None:
     """As an owner in sparse exchange: send its shard's cut with every value negated (a well-formed cut it signs, the
     coefficients the right ones)."""
-    from demo_node.core.contribution import BucketPart, Contribution
-    from demo_node.core.quantize import QuantizedValues
     from demo_node.swarm.driver import RoundDriver
-    from demo_node.swarm.shard_update import Update
-    from demo_node.wire.codec import decode, encode
 
     honest = RoundDriver._shard_update
 
     async def negated(self, plan, contributions, ranges):
         update = await honest(self, plan, contributions, ranges)
-        if not update.cut:
-            return update
-        got = decode(update.cut, self.layout, expect=ranges)
-        parts = {b: BucketPart(p.start, p.indices, QuantizedValues("int8", -p.values.codes, p.values.scales))
-                 for b, p in got.contribution.parts.items()}
-        return Update(cut=encode(Contribution(parts, got.samples), self.layout, run_id=got.run_id, round=got.round,
-                                 sender=got.sender))
+        return negated_cut(update, self.layout, ranges) if update.cut else update
 
     RoundDriver._shard_update = negated
 

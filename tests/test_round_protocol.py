@@ -26,9 +26,7 @@ from demo_node.swarm.outcome import RoundOutcome
 from demo_node.swarm.plan import Member
 from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.swarm.shard_update import Update, update_of
-from demo_node.core.contribution import BucketPart, Contribution
-from demo_node.core.quantize import QuantizedValues
-from demo_node.wire.codec import decode, encode
+from tests.adversary import negated_cut
 
 pytestmark = pytest.mark.swarm
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
@@ -103,11 +101,7 @@ def _the_other_way(update: Update, layout, ranges) -> Update:
     """An owner's lie: its update with every sign flipped, or every value of its cut negated (re-signed by it)."""
     if not update.cut:
         return Update(bytes(b ^ 0xFF for b in update.sign_bits), update.nonzero_blocks)
-    got = decode(update.cut, layout, expect=ranges)
-    parts = {b: BucketPart(p.start, p.indices, QuantizedValues("int8", -p.values.codes, p.values.scales))
-             for b, p in got.contribution.parts.items()}
-    return Update(cut=encode(Contribution(parts, got.samples), layout, run_id=got.run_id, round=got.round,
-                             sender=got.sender))
+    return negated_cut(update, layout, ranges)
 
 
 def stop(nodes: list[Node]) -> None:

@@ -111,10 +111,16 @@ def _close_enough(dense: torch.Tensor, got: BucketPart) -> bool:
         return False
     assert got.values.scales is not None
     true = dense.gather(1, got.indices).to(torch.float64)
-    step = got.values.scales.to(torch.float64).unsqueeze(1)
+    scale = got.values.scales.to(torch.float64).unsqueeze(1)
     slack64 = slack.to(torch.float64)
+    if got.values.mode == "sign":
+        # the scale moves no sign of the inverse transform, but a zero one would void the block: it must be the mean
+        mean = true.abs().mean(dim=1, keepdim=True)
+        if bool(((scale - mean).abs() > TIE * mean + slack64).any()):
+            return False
+        return not bool(((got.values.codes != (true < 0)) & (true.abs() > slack64)).any())
     # the step itself is the largest kept |coefficient| / 127: a larger one would let any value pass as rounding
-    if bool((step > true.abs().amax(dim=1, keepdim=True) / 127 * (1 + TIE) + slack64).any()):
+    if bool((scale > true.abs().amax(dim=1, keepdim=True) / 127 * (1 + TIE) + slack64).any()):
         return False
     error = (got.values.dequantize(torch.float64) - true).abs()
-    return not bool((error > 0.5 * step * (1 + TIE) + slack64).any())
+    return not bool((error > 0.5 * scale * (1 + TIE) + slack64).any())
