@@ -16,7 +16,7 @@ Per node and round, with S a whole payload, P parameters, N members and each nod
   with audits of a fraction a of rounds, the slices and the signed verdicts in a of the rounds (asked for on a kept
   stream, one request per contributor) and a short "not audited" answer in the others;
 - sparse (the node's ``--exchange sparse``, where ``return_k`` is the run's top-k): as sign, but each owner sends
-  its shard's aggregate cut to its ``return_k`` largest coefficients per block (``swarm/shard_cut.py``, int8 values
+  its shard's aggregate cut to its ``return_k`` largest coefficients per block (``swarm/shard_cut.py``, sign values
   with a block scale, as a payload codes them) instead of the signs: (N-1)/N (S + R) each way, R the cut's bytes;
   ``--index-coding ideal``
   prices every index list (payloads and cuts) at the entropy bound log2 C(block, k) bits instead of the codec's

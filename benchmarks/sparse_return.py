@@ -7,7 +7,8 @@ run's robust rule, then either
 - ``sign``: every parameter gets sign(IDCT(aggregate)), what sign exchange applies today (one bit per parameter on
   the wire), or
 - ``top<K>``: the aggregate is cut to its K largest coefficients per block (``core/resparsify.py``), their values
-  quantised to int8 with a per-block scale as a result on the wire would carry them, and every parameter gets
+  quantised to int8 with a per-block scale (``q<bits>``: other widths; ``q1``: signs, as the node's cut carries
+  them), and every parameter gets
   sign(IDCT(cut)); what the cut dropped of each peer's contribution goes back into that peer's momentum (error
   feedback); ``top<K>-noef`` drops it.
 
@@ -56,8 +57,8 @@ class Variant:
     vote: bool = False
     """Rank the cut's coefficients by support (see :func:`cut_aggregate`)."""
     bits: int = 8
-    """Bits per value of the cut (8: int8, as the node's sparse exchange sends them; 1: sign values times the
-    block's mean magnitude, the payloads' ``sign`` coding)."""
+    """Bits per value of the cut (8: int8; 1: sign values times the block's mean magnitude, as the node's sparse
+    exchange sends them, the payloads' ``sign`` coding)."""
 
 
 def parse_variant(name: str) -> Variant:

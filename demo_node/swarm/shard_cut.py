@@ -1,15 +1,17 @@
 """Sparse exchange's shard update: the robust aggregate cut to its K largest coefficients per block, on the wire.
 
 An owner aggregates the contributions it included (the same robust rule as sign exchange), keeps the K largest
-coefficients of every block (K: the run's top-k; ties to the smaller index, see core/resparsify.py), quantises them
-to int8 with a scale per block and encodes them as a Payload of the round with itself as sender, so the one decoder
-every payload passes checks it too. Every node computes sign(IDCT) of the cut itself: the bytes are about one
-payload for the whole model however many peers the round has, where sign exchange sends one bit per parameter.
+coefficients of every block (K: the run's top-k; ties to the smaller index, see core/resparsify.py), codes them as
+signs with a scale per block (their mean magnitude) and encodes them as a Payload of the round with itself as sender,
+so the one decoder every payload passes checks it too. Every node computes sign(IDCT) of the cut itself: the bytes are
+about one payload for the whole model however many peers the round has, where sign exchange sends one bit per
+parameter.
 
 A verifier recomputes the cut from the signed inputs. Equal bytes are the common case; where they differ it accepts
-the owner's only if each coefficient the owner kept is within a near-tie of the K-th largest of its block and each
-value within half an int8 step of the aggregate's (plus the same near-zero tolerance as signs), so other hardware's
-rounding is not a lie, and a lie of any size that matters is.
+the owner's only if each coefficient the owner kept is within a near-tie of the K-th largest of its block, each sign
+the aggregate's (a value next to zero may go either way) and each block's scale its kept values' mean magnitude (an
+int8 cut: each value within half a step), so other hardware's rounding is not a lie, and a lie of any size that
+matters is.
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ from demo_node.swarm.shard_signs import ShardSigns
 from demo_node.wire.codec import decode, encode
 from demo_node.wire.errors import PayloadError
 
-CUT_VALUES = "int8"
-"""The cut's values steer only the signs of its inverse transform: 8 bits with a scale per block are plenty."""
+CUT_VALUES = "sign"
+"""The cut's values steer only the signs of its inverse transform. With 8 peers simulated in one process (sign
+payloads, tiny GPT, 145 steps, 6 seeds: `python -m benchmarks sparse-return --variants sign,top32-noef,top32q1-noef
+--values sign --seeds 0,1,2,3,4,5`) a cut of signs ended where an int8 cut did (1.044x against 1.042x sign exchange's
+held-out loss) at 10 bits per coefficient instead of 17. The judge below knows int8 cuts' rules too (both are
+tested)."""
 TIE = 1e-4
 """Relative to a block's largest |coefficient|: what another machine's rounding may move a coefficient by."""
 
