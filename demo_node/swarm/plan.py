@@ -96,8 +96,8 @@ def choose_mode(n_members: int, setting: str) -> str:
 def make_plan(round: int, members: list[Member], layout: Layout, setting: str = AUTO, verify: bool = True) -> RoundPlan:
     """The plan of a round. ``verify``: with three members or more, each owner's shard gets another owner as its
     verifier, the next, the next but one, ... as rounds go on (with two owners, always the other): an owner and a
-    verifier that collude meet only in some rounds. In sign and sparse exchange a verifier recomputes the update; in relay
-    exchange (every node aggregates the relayed payloads itself) it only vouches for one body per shard."""
+    verifier that collude meet only in some rounds. In sign and sparse exchange a verifier recomputes the update; in
+    relay exchange (every node aggregates the relayed payloads itself) it only vouches for one body per shard."""
     members = sorted(set(members))
     owners = tuple(m.peer for m in members if not m.client)
     if not owners:
