@@ -200,8 +200,8 @@ def format_result(r: dict) -> str:
     res = r["results"]
     base = statistics.fmean(x["final"] for x in res["sign"]) if "sign" in res else None
     lines = [f"{r['peers']} peers simulated in one process, {r['model']} GPT, batch {r['batch']} each, lr {r['lr']} "
-             f"(warm-up {r['warmup']}, cosine to 0.1), {r['steps']} steps, {r.get('values', 'int8')} payloads, held-out "
-             f"loss on {r['windows']} windows",
+             f"(warm-up {r['warmup']}, cosine to 0.1), {r['steps']} steps, {r.get('values', 'int8')} payloads, "
+             f"held-out loss on {r['windows']} windows",
              f"{'variant':<12}" + "".join(f"{'seed ' + str(s):>10}" for s in r["seeds"])
              + f"{'mean':>10}{'/ sign':>9}{'signs agree':>13}{'B/param coded':>15}{'ideal':>8}"]
     for v, runs in res.items():
