@@ -28,21 +28,21 @@ def test_split_covers_everything_evenly():
 def test_plan_is_the_same_for_any_member_order_and_skips_clients():
     _, opt = make_opt()
     members = [Member(PEERS[2]), Member(PEERS[0], client=True), Member(PEERS[1])]
-    p1 = make_plan(5, members, opt.layout)
-    p2 = make_plan(5, list(reversed(members)), opt.layout)
+    p1 = make_plan(5, members, opt.layout, 1000)
+    p2 = make_plan(5, list(reversed(members)), opt.layout, 1000)
     assert p1 == p2 and p1.fingerprint == p2.fingerprint
-    assert make_plan(5, members[:2], opt.layout).fingerprint != p1.fingerprint
+    assert make_plan(5, members[:2], opt.layout, 1000).fingerprint != p1.fingerprint
     assert p1.owners == (PEERS[1], PEERS[2])
     for spec in opt.layout.buckets:
         covered = sorted(p1.ranges[o][spec.index] for o in p1.owners if spec.index in p1.ranges[o])
         assert covered[0][0] == 0 and covered[-1][1] == spec.num_blocks
     with pytest.raises(ValueError, match="no member"):
-        make_plan(1, [Member(PEERS[0], client=True)], opt.layout)
+        make_plan(1, [Member(PEERS[0], client=True)], opt.layout, 1000)
 
 
 def test_statement_shares_and_verifiers():
     _, opt = make_opt()
-    plan = make_plan(0, [Member(p) for p in PEERS], opt.layout, SIGN)
+    plan = make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, SIGN)
     # an owner's own statement is passed on by the next two owners; every peer's by two owners
     n = len(plan.owners)
     assert [plan.shares(o) for o in plan.owners] == [(plan.owners[(i + 1) % n], plan.owners[(i + 2) % n])
@@ -50,21 +50,24 @@ def test_statement_shares_and_verifiers():
     assert all(len(plan.shares(p)) == 2 for p in PEERS)
     assert plan.verifiers == {o: plan.owners[(i + 1) % 4] for i, o in enumerate(plan.owners)}
     # verifiers rotate: over n - 1 rounds every owner is verified once by each other owner, and each verifies one
-    rotation = [make_plan(r, [Member(p) for p in PEERS], opt.layout, SIGN).verifiers for r in range(5, 8)]
+    rotation = [make_plan(r, [Member(p) for p in PEERS], opt.layout, 10, SIGN).verifiers for r in range(5, 8)]
     for o in plan.owners:
         assert sorted(v[o] for v in rotation) == sorted(set(plan.owners) - {o})
     assert all(sorted(v.values()) == sorted(plan.owners) for v in rotation)
-    assert make_plan(0, [Member(p) for p in PEERS[:2]], opt.layout, SIGN).verifiers == {}
+    assert make_plan(0, [Member(p) for p in PEERS[:2]], opt.layout, 10, SIGN).verifiers == {}
     # relay exchange has verifiers too (they vouch for one body per shard); two members have none
-    assert make_plan(0, [Member(p) for p in PEERS], opt.layout, RELAY).verifiers == plan.verifiers
-    assert make_plan(0, [Member(p) for p in PEERS], opt.layout, SIGN, verify=False).verifiers == {}
+    assert make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, RELAY).verifiers == plan.verifiers
+    assert make_plan(0, [Member(p) for p in PEERS], opt.layout, 10, SIGN, verify=False).verifiers == {}
 
 
-def test_auto_relays_between_two_and_sends_cuts_from_three():
-    modes = {n: choose_mode(n, "auto") for n in range(1, 12)}
-    assert modes[1] == modes[2] == RELAY
-    assert all(modes[n] == SPARSE for n in range(3, 12))
-    assert choose_mode(2, "sign") == SIGN and choose_mode(8, "relay") == RELAY and choose_mode(2, "sparse") == SPARSE
+def test_mode_choice_crosses_over_with_the_round_size():
+    payload, signs = 245_000, 1_362_000  # the benchmark GPT: int8 payload, one bit per parameter
+    modes = {n: choose_mode(n, payload, signs, "auto") for n in range(1, 12)}
+    assert modes[2] == RELAY and modes[11] == SIGN
+    first_sign = min(n for n, m in modes.items() if m == SIGN)
+    assert 6 <= first_sign <= 8  # where (n-1) payloads exceed one payload plus the sign bits
+    assert SPARSE not in modes.values()  # sparse exchange is chosen by hand only
+    assert choose_mode(2, payload, signs, "sign") == SIGN and choose_mode(2, payload, signs, "sparse") == SPARSE
 
 
 def test_sign_bits_round_trip():
@@ -149,7 +152,7 @@ def bodies_with(plan, statements: dict[bytes, spb.Signed], lose: set = frozenset
 def test_membership_comes_from_signed_statements_only():
     _, opt = make_opt()
     members = [Member(p) for p in PEERS[:3]]
-    plan = make_plan(0, members, opt.layout, SIGN)
+    plan = make_plan(0, members, opt.layout, 10, SIGN)
     stmts = {PEERS[0]: statement(PEERS[0]), PEERS[1]: statement(PEERS[1], leaving=True),
              PEERS[3]: statement(PEERS[3], joining=True)}
     statements, lost = collect(plan, RUN, bodies_with(plan, stmts))
@@ -178,7 +181,7 @@ def test_a_dead_peer_of_a_two_node_swarm_is_dropped_after_two_rounds():
     (lost): unknown, so it stays a round, and is dropped the round after."""
     _, opt = make_opt()
     members = [Member(p) for p in PEERS[:2]]
-    plan = make_plan(0, members, opt.layout, SIGN)
+    plan = make_plan(0, members, opt.layout, 10, SIGN)
     alive, dead = PEERS[0], PEERS[1]
     standing = Standing()
     for expect in ([alive, dead], [alive]):
@@ -203,7 +206,7 @@ def test_accusations_demote_only_with_most_members_and_never_the_last_owner():
     assert s.demote_accused({p: set(PEERS[:3]) - {p} for p in PEERS[:3]}, three, 0) == set(PEERS[:2])
     assert s.roles(three, 1) == [Member(PEERS[0], True), Member(PEERS[1], True), Member(PEERS[2], False)]
     # accusations come from the round's statements, and only members' count
-    plan = make_plan(0, three, opt.layout, SIGN)
+    plan = make_plan(0, three, opt.layout, 10, SIGN)
     stmts = {p: statement(p, accused=[PEERS[0]]) for p in PEERS[1:4]}
     statements, _ = collect(plan, RUN, bodies_with(plan, stmts))
     assert accusers_of(plan, statements) == {PEERS[0]: {PEERS[1], PEERS[2]}}

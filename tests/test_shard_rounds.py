@@ -71,7 +71,7 @@ def test_shard_results_apply_the_sample_weighted_aggregate(mode):
         contributions.append(opt.prepare(samples=samples))
         replicas.append((params, opt))
     opt0 = replicas[0][1]
-    plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1])], opt0.layout, mode)
+    plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1])], opt0.layout, 10, mode)
     results, sent = {}, {}
     for owner in plan.owners:
         reqs = [(PEERS[i], signed_payload(c, plan, owner, PEERS[i], opt0.layout)) for i, c in enumerate(contributions)]
@@ -112,7 +112,7 @@ def three_member_relay_round():
     """A round of three members in relay exchange: (an optimizer for its layout, the plan, its first owner, and a
     contribution to send)."""
     _, opt = make_opt()
-    plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1]), Member(PEERS[2])], opt.layout, "relay")
+    plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1]), Member(PEERS[2])], opt.layout, 10, "relay")
     params, o = make_opt(values="fp32")
     for p in params:
         p.grad = torch.randn_like(p)
@@ -159,7 +159,7 @@ def test_an_owner_stops_waiting_for_members_that_went_on_to_a_later_round():
 
 def test_an_owner_refuses_a_payload_signed_by_another_peer():
     _, opt = make_opt()
-    plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1])], opt.layout, "relay")
+    plan = make_plan(0, [Member(PEERS[0]), Member(PEERS[1])], opt.layout, 10, "relay")
     owner = plan.owners[0]
     params, o = make_opt()
     for p in params:
@@ -216,7 +216,7 @@ def audit(fraction, withheld=(), lie=False, held=(), owner_withholds=()):
     with nothing; ``held``: contributors that never answer; ``owner_withholds``: senders whose payloads the owner
     will not serve."""
     _, opt = make_opt()
-    plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, SIGN)
+    plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, 10, SIGN)
     owner = plan.owners[0]
     verifier = plan.verifiers[owner]
     payloads = {}
@@ -361,7 +361,7 @@ def test_evidence_holds_only_for_what_the_accused_signed_against_its_inputs():
     from demo_node.swarm.evidence import holds
 
     _, opt = make_opt()
-    plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, SIGN)
+    plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, 10, SIGN)
     owner = plan.owners[0]
     verifier = plan.verifiers[owner]
     payloads = {}
@@ -403,6 +403,6 @@ def test_evidence_holds_only_for_what_the_accused_signed_against_its_inputs():
               verdict(honest, spb.VerdictBody.WITHHELD), accused=verifier)
     assert not ok(K.VERDICT_EQUIVOCATION, verdict(honest, spb.VerdictBody.CORRECT),
                   verdict(honest, spb.VerdictBody.CORRECT), accused=verifier)
-    other = make_plan(0, [Member(p) for p in PEERS[:4]], opt.layout, SIGN)
+    other = make_plan(0, [Member(p) for p in PEERS[:4]], opt.layout, 10, SIGN)
     assert not ok(K.BODY_EQUIVOCATION, honest, lied, p=other)  # about another plan of the round: proves nothing here
     assert not ok(K.KIND_UNSPECIFIED, honest, lied)

@@ -46,8 +46,8 @@ PROTOCOL_VERSION = 8
 hostile-peer protocol; 3: shard results name their inputs with bits and one hash; 4: contribute streams are reused
 from round to round; 5: verifiers rotate by round, and a verdict can say the owner withheld inputs; 6: no owner
 decides a shard alone: verifiers in relay exchange too, verdicts asked of peers, evidence checked before it is
-echoed, the books of who may own in state transfers; 7: payload indices may be Elias-Fano coded; 8: auto exchange is
-sparse exchange from three members, and a cut carries sign values)."""
+echoed, the books of who may own in state transfers; 7: payload indices may be Elias-Fano coded; 8: a sparse
+exchange's cut carries sign values)."""
 
 
 class FrameTooLarge(ConnectionError):

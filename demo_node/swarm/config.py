@@ -11,7 +11,7 @@ EXCHANGES = (AUTO, RELAY, SIGN, SPARSE)
 """relay: owners forward the included payloads (cheap for small rounds; bytes grow with the round); sign: owners send
 one bit per parameter of their shard (bytes independent of the round's size); sparse: owners send their shard's
 aggregate cut to the run's top-k per block (about one payload in all, independent of the round's size); auto: relay
-with two members, sparse from three (see swarm/plan.py choose_mode)."""
+or sign, the cheaper one per round."""
 
 
 @dataclass(kw_only=True)
@@ -24,7 +24,7 @@ class RoundConfig:
     """Shrink the deadline towards 3x the recent arrival spread (never below 1 s or above the deadline)."""
     exchange: str = field(default=AUTO, metadata=one_of(EXCHANGES))
     """How owners return a shard's update: relay (the payloads), sign (the update's sign bits), sparse (the aggregate's
-    top-k per block) or auto (relay with two members, sparse exchange from three)."""
+    top-k per block) or auto (relay or sign, the cheaper one for the round's size)."""
     overlap: bool = False
     """Compute the next round while this round's exchange is in flight (its update is applied one round later)."""
 

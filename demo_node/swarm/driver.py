@@ -205,7 +205,7 @@ class RoundDriver:
     def plan_of(self, r: int) -> RoundPlan:
         self.books.standing_at[r] = self.books.standing.copy()
         members = self.books.standing.roles(self.books.members[r], r)
-        return make_plan(r, members, self.layout, self.cfg.exchange, self.run.defense.verify_shards)
+        return make_plan(r, members, self.layout, self.payload_bytes, self.cfg.exchange, self.run.defense.verify_shards)
 
     def _take_roles(self, plan: RoundPlan) -> None:
         """This node's owner round and verifier rounds of ``plan``'s round. A node that jumped back to a downloaded

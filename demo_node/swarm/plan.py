@@ -82,18 +82,21 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
 
 
-def choose_mode(n_members: int, setting: str) -> str:
-    """``auto``: relay with two members, sparse exchange from three. Per node and round, relaying costs about N - 1
-    payloads down; sparse exchange about (N - 1) / N of a payload plus a cut (about a payload's size), whatever N, so
-    it is cheaper from three members on; relay is exact (every node aggregates every payload itself), so it keeps
-    two. Sign exchange (one bit per parameter on the way back, some ten times a cut) is never auto's choice; its
-    update is the full aggregate's, where sparse exchange's is its cut's (docs/scale-model.md)."""
+def choose_mode(n_members: int, payload_bytes: int, sign_bytes: int, setting: str) -> str:
+    """Per node and round, relaying costs about (N - 1) payloads down; signs cost about one payload plus one bit
+    per parameter (sign_bytes). Signs win once N - 1 > 1 + sign_bytes / payload_bytes, roughly. Sparse exchange
+    (about one payload each way whatever N) is never auto's choice: its cut ended 3.4% behind sign exchange's held-out
+    loss at 435 steps (docs/scale-model.md)."""
     if setting in (RELAY, SIGN, SPARSE):
         return setting
-    return SPARSE if n_members >= 3 else RELAY
+    n = n_members
+    relay_cost = (n - 1) * payload_bytes
+    sign_cost = (n - 1) * (payload_bytes + sign_bytes) / max(n, 1)
+    return SIGN if sign_cost < relay_cost else RELAY
 
 
-def make_plan(round: int, members: list[Member], layout: Layout, setting: str = AUTO, verify: bool = True) -> RoundPlan:
+def make_plan(round: int, members: list[Member], layout: Layout, payload_bytes: int, setting: str = AUTO,
+              verify: bool = True) -> RoundPlan:
     """The plan of a round. ``verify``: with three members or more, each owner's shard gets another owner as its
     verifier, the next, the next but one, ... as rounds go on (with two owners, always the other): an owner and a
     verifier that collude meet only in some rounds. In sign and sparse exchange a verifier recomputes the update; in
@@ -107,7 +110,8 @@ def make_plan(round: int, members: list[Member], layout: Layout, setting: str = 
         for owner, run in zip(owners, split(spec.num_blocks, len(owners))):
             if run[1] > run[0]:
                 ranges[owner][spec.index] = run
-    mode = choose_mode(len(members), setting)
+    sign_bytes = (layout.num_params + 7) // 8
+    mode = choose_mode(len(members), payload_bytes, sign_bytes, setting)
     verifiers = {}
     if verify and len(members) >= 3 and len(owners) >= 2:
         shift = 1 + round % (len(owners) - 1)
