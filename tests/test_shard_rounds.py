@@ -210,15 +210,12 @@ def test_a_verifier_catches_a_flipped_sign_but_forgives_rounding_at_ties():
     assert judge_signs(signs, contributions, layout, ranges, *pack_signs(tie, ranges))[0]
 
 
-def audit(fraction, withheld=(), lie=False, held=(), owner_withholds=()):
-    """A three-member sign round whose verifier holds only its own payload and audits with ``fraction``: (the
-    finding, and which peers the verifier asked for which senders' payloads). ``withheld``: contributors that answer
-    with nothing; ``held``: contributors that never answer; ``owner_withholds``: senders whose payloads the owner
-    will not serve."""
+def three_member_sign_round():
+    """A sign round of three members, each with its own gradients: (optimizer, plan, the first owner, its verifier,
+    every member's signed payload to that owner, the owner's finished round)."""
     _, opt = make_opt()
     plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, 10, SIGN)
     owner = plan.owners[0]
-    verifier = plan.verifiers[owner]
     payloads = {}
     for seed, peer in enumerate(PEERS[:3]):
         params, o = make_opt()
@@ -227,6 +224,15 @@ def audit(fraction, withheld=(), lie=False, held=(), owner_withholds=()):
             p.grad = torch.randn_like(p)
         payloads[peer] = signed_payload(o.prepare(samples=8), plan, owner, peer, opt.layout)
     own, _ = run_owner(plan, owner, opt, list(payloads.items()))
+    return opt, plan, owner, plan.verifiers[owner], payloads, own
+
+
+def audit(fraction, withheld=(), lie=False, held=(), owner_withholds=()):
+    """A three-member sign round whose verifier holds only its own payload and audits with ``fraction``: (the
+    finding, and which peers the verifier asked for which senders' payloads). ``withheld``: contributors that answer
+    with nothing; ``held``: contributors that never answer; ``owner_withholds``: senders whose payloads the owner
+    will not serve."""
+    opt, plan, owner, verifier, payloads, own = three_member_sign_round()
     signed = own.body
     if lie:
         body = spb.ShardBody.FromString(signed.body)
@@ -360,18 +366,7 @@ def test_evidence_holds_only_for_what_the_accused_signed_against_its_inputs():
     an honest owner's body, a correct verdict, one body twice, claims signed by someone else, another round."""
     from demo_node.swarm.evidence import holds
 
-    _, opt = make_opt()
-    plan = make_plan(0, [Member(p) for p in PEERS[:3]], opt.layout, 10, SIGN)
-    owner = plan.owners[0]
-    verifier = plan.verifiers[owner]
-    payloads = {}
-    for seed, peer in enumerate(PEERS[:3]):
-        params, o = make_opt()
-        torch.manual_seed(seed + 1)
-        for p in params:
-            p.grad = torch.randn_like(p)
-        payloads[peer] = signed_payload(o.prepare(samples=8), plan, owner, peer, opt.layout)
-    own, _ = run_owner(plan, owner, opt, list(payloads.items()))
+    opt, plan, owner, verifier, payloads, own = three_member_sign_round()
     honest = own.body
     body = spb.ShardBody.FromString(honest.body)
     body.sign_bits = bytes(b ^ 0xFF for b in body.sign_bits)
