@@ -6,11 +6,11 @@ import argparse
 import signal
 import sys
 
-from benchmarks import (api_bench, convergence_cli, optimizer_bench, robust_bench, scale_model, sparse_return,
-                        swarm_bench, wan_bench)
+from benchmarks import (api_bench, convergence_cli, nat_bench, optimizer_bench, robust_bench, scale_model,
+                        sparse_return, swarm_bench, wan_bench)
 
 BENCHMARKS = (optimizer_bench, swarm_bench, api_bench, robust_bench, convergence_cli, scale_model, wan_bench,
-              sparse_return)
+              sparse_return, nat_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """Bytes on the wire, per peer, per message kind and direction, as written to and read from libp2p streams
-(payloads plus our 4-byte framing; libp2p's own encryption and multiplexing add a little on top), and the streams
-the transport refused before any handler saw them (by reason)."""
+(payloads plus our 4-byte framing; libp2p's own encryption and multiplexing add a little on top), how many of them
+went through a relay (a /p2p-circuit connection: another peer carried them), and the streams the transport refused
+before any handler saw them (by reason)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,19 @@ class Accounting:
         self._bytes: dict[tuple[str, str, str], int] = defaultdict(int)  # (peer, kind, "sent"/"received")
         self._messages: dict[tuple[str, str, str], int] = defaultdict(int)
         self._refused: dict[str, int] = defaultdict(int)
+        self._relayed: dict[str, int] = {"sent": 0, "received": 0}
 
-    def add(self, peer: str, kind: str, direction: str, nbytes: int) -> None:
+    def add(self, peer: str, kind: str, direction: str, nbytes: int, relayed: bool = False) -> None:
         with self._lock:
             self._bytes[(peer, kind, direction)] += nbytes
             self._messages[(peer, kind, direction)] += 1
+            if relayed:
+                self._relayed[direction] += nbytes
+
+    def relayed(self) -> dict[str, int]:
+        """Bytes sent and received over relayed connections."""
+        with self._lock:
+            return dict(self._relayed)
 
     def snapshot(self) -> dict[tuple[str, str, str], int]:
         with self._lock:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from demo_node.options import LOCAL
+from demo_node.options import LOCAL, one_of
+
+REACHABILITY = ("auto", "public", "private")
 
 
 @dataclass(kw_only=True)
@@ -21,6 +23,10 @@ class NetworkConfig:
     """Private key file: the peer id survives restarts (created, readable by its owner only, if missing)."""
     client_mode: bool = False
     """This node cannot accept connections: it dials out only, contributes, and owns no shard."""
+    reachability: str = field(default="auto", metadata=one_of(REACHABILITY))
+    """Whether peers can dial this node. auto: ask a few peers to dial it back when it joins (behind a home router
+    that forwards nothing, they cannot: it then joins as a node that owns no shard, as in client mode, but keeps
+    listening); public / private: skip the probe and take this."""
     nat_port_map: bool = False
     """Ask the home router to forward a port (UPnP / NAT-PMP). Off by default: it sends discovery packets on the LAN."""
     allowlist: str = field(default="", metadata=LOCAL)

@@ -56,8 +56,11 @@ class FrameTooLarge(ConnectionError):
 
 class Stream:
     def __init__(self, peer: bytes, kind: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 accounting: Accounting, limit: int = DEFAULT_LIMIT):
+                 accounting: Accounting, limit: int = DEFAULT_LIMIT, addr: str = ""):
         self.peer, self.kind, self.limit = peer, kind, limit
+        self.addr = addr
+        """The other end's address on the connection this stream rides (a /p2p-circuit one when relayed)."""
+        self.relayed = "/p2p-circuit" in addr
         self.peer_b58 = peer_b58(peer)
         self._reader, self._writer, self._accounting = reader, writer, accounting
         self.sent = False
@@ -83,7 +86,7 @@ class Stream:
             for offset in range(0, len(view), 1 << 16):
                 self._writer.write(view[offset : offset + (1 << 16)])
         await self._writer.drain()
-        self._accounting.add(self.peer_b58, self.kind, "sent", HEADER + len(data))
+        self._accounting.add(self.peer_b58, self.kind, "sent", HEADER + len(data), self.relayed)
 
     async def recv(self, limit: int | None = None) -> bytes:
         """One frame; FrameTooLarge (before reading its body) when it is longer than ``limit`` or the kind's cap."""
@@ -91,11 +94,11 @@ class Stream:
         header = await self._header()
         size = int.from_bytes(header, "big")
         if size > limit:
-            self._accounting.add(self.peer_b58, self.kind, "received", HEADER)
+            self._accounting.add(self.peer_b58, self.kind, "received", HEADER, self.relayed)
             self._accounting.refuse("message_too_large")
             raise FrameTooLarge(f"{self.kind} frame of {size} bytes from {self.peer_b58} > {limit}")
         data = await self._reader.readexactly(size)
-        self._accounting.add(self.peer_b58, self.kind, "received", HEADER + size)
+        self._accounting.add(self.peer_b58, self.kind, "received", HEADER + size, self.relayed)
         return data
 
     async def _header(self) -> bytes:
@@ -183,7 +186,7 @@ class Transport:
 
         async def on_stream(info, reader, writer) -> None:
             peer = info.peer_id.to_bytes()
-            stream = Stream(peer, kind, reader, writer, self.accounting, limit)
+            stream = Stream(peer, kind, reader, writer, self.accounting, limit, addr=str(info.addr))
             refusal = self.admits(peer) if kind != "auth" else ""
             if not refusal and self._active[peer] >= MAX_STREAMS_PER_PEER:
                 refusal = "busy"
@@ -235,15 +238,15 @@ class Transport:
         assert p2p is not None
         pid = PeerID(peer)
         try:
-            _, reader, writer = await p2p.call_binary_stream_handler(pid, self._protocol(kind))
+            info, reader, writer = await p2p.call_binary_stream_handler(pid, self._protocol(kind))
         except Exception:
             addrs = self._addresses.get(peer)
             if not addrs:
                 raise
             # not connected and not found by libp2p's routing: dial the addresses from its DHT record
             await p2p._client.connect(pid, [Multiaddr(a.split("/p2p/")[0]) for a in addrs])
-            _, reader, writer = await p2p.call_binary_stream_handler(pid, self._protocol(kind))
-        return Stream(peer, kind, reader, writer, self.accounting)
+            info, reader, writer = await p2p.call_binary_stream_handler(pid, self._protocol(kind))
+        return Stream(peer, kind, reader, writer, self.accounting, addr=str(info.addr))
 
     async def send_request(self, peer: bytes, kind: str, data: bytes, timeout: float, reuse: bool = False) -> Stream:
         """Open a stream and send one frame on it (proving the swarm key first, if there is one); the caller reads
@@ -276,6 +279,7 @@ class Transport:
         await stream.close()
         fresh = await asyncio.wait_for(self.open(stream.peer, stream.kind), timeout)
         stream._reader, stream._writer = fresh._reader, fresh._writer
+        stream.addr, stream.relayed = fresh.addr, fresh.relayed
         await asyncio.wait_for(stream.send(data), timeout)
 
     async def release(self, stream: Stream) -> None:

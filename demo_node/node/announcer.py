@@ -26,13 +26,17 @@ class Announcer:
 
     def _record(self, state: NodeState) -> PeerRecord:
         p = self.peer
-        return PeerRecord(p.peer_id_b58, p.maddrs, p.config.client_mode, self.round(), state.label)
+        return PeerRecord(p.peer_id_b58, p.maddrs, p.client, self.round(), state.label)
 
     async def _beat(self) -> None:
         dht, lim = self.peer.host.dht, self.limits
         clock = asyncio.get_running_loop().time
         run_due = count_due = 0.0
         while True:
+            try:
+                await self.peer.refresh_paths()
+            except Exception as exc:
+                log.debug("listing connections: %r", exc)
             try:
                 await publish_peer(dht, self.run_id, self._record(self.state()), lim.peer_ttl)
                 if clock() >= run_due:

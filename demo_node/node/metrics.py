@@ -5,10 +5,11 @@ time, so they are never counted twice."""
 from __future__ import annotations
 
 import time
+from collections import Counter as Counter_
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from demo_node.net.accounting import Accounting
@@ -49,6 +50,34 @@ class _BytesCollector(Collector):
             payload.add_metric([direction], n)
         yield every
         yield payload
+        relayed = CounterMetricFamily("demo_node_relayed_bytes", "Bytes of those that went over a relayed (/p2p-circuit) "
+                                      "connection: another peer carried them", labels=["direction"])
+        for direction, n in self.accounting.relayed().items():
+            relayed.add_metric([direction], n)
+        yield relayed
+
+
+class _NetworkCollector(Collector):
+    """Whether peers can dial this node, and how it is connected to its peers (direct or through a relay), read at
+    scrape time."""
+
+    def __init__(self, network: Callable[[], dict]):
+        self.network = network
+
+    def collect(self) -> Iterable[Metric]:
+        net = self.network()
+        reach = GaugeMetricFamily("demo_node_reachability", "1 for how this node's peers can reach it: public (they "
+                                  "dialled it back), private (they could not: it owns no shard), unknown",
+                                  labels=["state"])
+        for state in ("public", "private", "unknown"):
+            reach.add_metric([state], float(net.get("reachability") == state))
+        paths = GaugeMetricFamily("demo_node_connections", "Peers this node is connected to, by path (direct, or "
+                                  "relayed through another peer)", labels=["path"])
+        counts = Counter_(net.get("paths", {}).values())
+        for path in ("direct", "relayed"):
+            paths.add_metric([path], counts.get(path, 0))
+        yield reach
+        yield paths
 
 
 class _CountersCollector(Collector):
@@ -92,7 +121,8 @@ def all_refusals(counters: SwarmCounters, accounting: Accounting) -> dict[str, i
 
 class NodeMetrics:
     def __init__(self, accounting: Accounting, counters: SwarmCounters, own_late: Callable[[], int],
-                 checkpoint_time: Callable[[], float], dht_rejected: Callable[[], dict[str, int]] = dict):
+                 checkpoint_time: Callable[[], float], dht_rejected: Callable[[], dict[str, int]] = dict,
+                 network: Callable[[], dict] = dict):
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.rounds = Counter("demo_node_rounds_completed", "Rounds this node applied", registry=r)
         self.round_duration = Histogram("demo_node_round_duration_seconds", "From a round's opening to its outcome "
@@ -139,6 +169,7 @@ class NodeMetrics:
         self.checkpoint_age.set_function(lambda: time.time() - checkpoint_time())
         self.info = Info("demo_node_build", "Version, run, peer and device of this node", registry=r)
         r.register(_BytesCollector(accounting))
+        r.register(_NetworkCollector(network))
         r.register(_CountersCollector(counters, accounting, own_late, dht_rejected))
         self.checkpoint_failures = Counter("demo_node_checkpoint_failures", "Checkpoints that could not be written (disk "
                                            "full, folder not writable); training goes on", registry=r)

@@ -19,6 +19,7 @@ from demo_node.net.access import load_allowlist, load_swarm_key
 from demo_node.net.accounting import Accounting
 from demo_node.net.config import NetworkConfig
 from demo_node.net.host import Host, peer_b58, peer_from_b58
+from demo_node.net.reachability import PRIVATE, PUBLIC, UNKNOWN, DialBackServer, Reachability, listen_ports, probe
 from demo_node.net.transport import Stream, Transport
 from demo_node.node.states import NodeState
 from demo_node.options import build, fields_of
@@ -51,7 +52,12 @@ class Peer:
         self._state_of: Callable[[], NodeState] = lambda: NodeState.STARTING
         self._round_of: Callable[[], int] = lambda: 0
         self._greeted: list[GreetedPeer] | None = None
+        self.reachability = self._configured_reachability()
+        self.paths: dict[str, str] = {}
+        """Peer (base58) -> "direct" or "relayed": how this node is connected to each peer it is connected to
+        (refreshed by :meth:`refresh_paths`)."""
         self.host.call(self.transport.serve("hello", self._on_hello))
+        self.host.call(DialBackServer(self.transport).start())
 
     # -- who this peer is ----------------------------------------------------------------------------------------
     @property
@@ -71,6 +77,39 @@ class Peer:
     def p2pd_pid(self) -> int | None:
         return self.host.p2pd_pid
 
+    @property
+    def client(self) -> bool:
+        """Whether this node joins as one that owns no shard: in client mode, or when peers cannot dial it."""
+        return self.config.client_mode or self.reachability.private
+
+    def _configured_reachability(self) -> Reachability:
+        if self.config.client_mode:
+            return Reachability(PRIVATE, "client mode: this node does not listen")
+        if self.config.reachability in (PUBLIC, PRIVATE):
+            return Reachability(self.config.reachability, "--reachability " + self.config.reachability)
+        return Reachability(UNKNOWN, "not probed yet")
+
+    def learn_reachability(self, probers: list[bytes]) -> Reachability:
+        """With ``reachability: auto``, ask some of ``probers`` to dial this node back (see net/reachability.py);
+        the answer is kept, logged and returned. A node nobody answers (the first of a swarm) counts as public."""
+        if self.reachability.state != UNKNOWN:
+            return self.reachability
+        ports = listen_ports(self.config.announce + self.maddrs)
+        timeout = self.limits.greet_timeout
+        found = self.host.call(probe(self.transport, probers, ports, timeout), 3 * timeout)
+        self.reachability = found
+        log.info("reachability: %s (%s%s)", found.state, found.how,
+                 f"; seen at {', '.join(found.observed)}" if found.observed else "")
+        return found
+
+    async def refresh_paths(self) -> dict[str, str]:
+        """How this node is connected to each peer right now: "relayed" over a /p2p-circuit connection, else
+        "direct" (as libp2p's daemon lists its connections). Runs on the host's loop."""
+        infos = await self.host.p2p.list_peers()
+        self.paths = {i.peer_id.to_base58(): "relayed" if any("p2p-circuit" in str(a) for a in i.addrs) else "direct"
+                      for i in infos}
+        return self.paths
+
     def identify(self, run_config: str, state: Callable[[], NodeState], round: Callable[[], int]) -> None:
         """What greetings are answered with from now on: the run this peer trains (canonical config), and where
         its state and round are read."""
@@ -81,7 +120,7 @@ class Peer:
         state = self._state_of()
         started = state is not NodeState.STARTING
         reply = spb.Hello(state=state.value, run_config=self._run_config if started else "", maddrs=self.maddrs,
-                          client=self.config.client_mode, round=self._round_of() if started else 0)
+                          client=self.client, round=self._round_of() if started else 0)
         await stream.send(reply.SerializeToString())
 
     # -- finding runs and peers ----------------------------------------------------------------------------------

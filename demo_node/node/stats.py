@@ -18,8 +18,10 @@ from demo_node.wire.proto import demo_node_control_pb2 as cpb
 
 class NodeStats:
     def __init__(self, reporter: Reporter, accounting: Accounting, counters: SwarmCounters,
-                 dht_rejected: Callable[[], dict[str, int]] = dict):
+                 dht_rejected: Callable[[], dict[str, int]] = dict, network: Callable[[], dict] = dict):
         self.reporter, self.accounting, self.counters = reporter, accounting, counters
+        self.network = network
+        """{"reachability": public/private/unknown, "paths": peer -> direct/relayed}"""
         self.started = time.monotonic()
         self.state = NodeState.STARTING
         self.rounds_applied = 0
@@ -40,7 +42,7 @@ class NodeStats:
         self.peers_known = 0
         self.last_checkpoint_time = time.time()
         self.metrics = NodeMetrics(accounting, counters, lambda: self.own_late, lambda: self.last_checkpoint_time,
-                                   dht_rejected)
+                                   dht_rejected, network)
         self._last_step = self._last_return = time.monotonic()
 
     # -- the training side -------------------------------------------------------------------------------------
@@ -136,12 +138,17 @@ class NodeStats:
     def left(self, round: int) -> None:
         per_peer_kind = {f"{peer}/{kind}/{direction}": n
                          for (peer, kind, direction), n in self.accounting.snapshot().items()}
-        self.reporter.event("left", round=round, rounds=self.rounds_applied, bytes=per_peer_kind)
+        self.reporter.event("left", round=round, rounds=self.rounds_applied, bytes=per_peer_kind,
+                            relayed_bytes=self.accounting.relayed(), paths=dict(self.network().get("paths", {})))
 
     # -- the control API ---------------------------------------------------------------------------------------
     def status(self, run_id: str, peer_id: str, maddrs: list[str], round: int, device: str) -> cpb.StatusReply:
-        totals = self.accounting.totals()
+        totals, relayed, net = self.accounting.totals(), self.accounting.relayed(), self.network()
+        paths = list(net.get("paths", {}).values())
         return cpb.StatusReply(
+            reachability=net.get("reachability", ""), direct_connections=paths.count("direct"),
+            relayed_connections=paths.count("relayed"), relayed_bytes_sent=relayed["sent"],
+            relayed_bytes_received=relayed["received"],
             run_id=run_id, peer_id=peer_id, state=self.state.value, round=round, members=self.last_members,
             peers_known=self.peers_known, loss=self.last_loss, held_out_loss=self.held_out_loss,
             bytes_sent=totals["sent"], bytes_received=totals["received"], digest=self.last_digest.hex(),

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from demo_node.core.optimizer import DeMo
+from demo_node.net.host import peer_from_b58
 from demo_node.node.announcer import Announcer
 from demo_node.node.applier import RoundApplier
 from demo_node.node.checkpointing import Checkpoints
@@ -112,19 +113,22 @@ class SwarmOptimizer(DeMo):
         cfg.network = self.peer.config
         self.me = self.peer.peer_id
         records = self.peer.host.records
-        self.stats = NodeStats(self.reporter, self.peer.accounting, self.counters, lambda: dict(records.rejected))
+        peer = self.peer
+        self.stats = NodeStats(self.reporter, peer.accounting, self.counters, lambda: dict(records.rejected),
+                               lambda: {"reachability": peer.reachability.state, "paths": peer.paths})
         self.service = ServiceSurfaces(cfg.service, self.stats,
                                        Controls(self._status, self.safepoints.request_checkpoint, self.request_leave))
         self.service.start(self.peer.peer_id_b58)
         self.run_config = define_run(cfg, self.replica.params, run_config or {})
         refuse_other_runs(self.peer.greeted(), cfg.run.run_name, cfg.run.run_id)
         self.run_id = settle_run(self.peer.runs(), self.run_config, cfg.run.run_id)
+        self.peer.learn_reachability([peer_from_b58(p.peer_b58) for p in self.peer.peers_of(self.run_id)])
         self.peer.identify(canonical(self.run_config), lambda: self.stats.state, lambda: self.replica.round)
         self.reporter.bind(self.run_id, self.peer.peer_id_b58, lambda: max(0, self.replica.round - 1))
         self.service.register(self.peer.peer_id_b58, self.run_id, cfg.network.identity)
         self.scheduler = scheduler(self) if scheduler is not None else None
         run = RunSettings(run_id=self.run_id, values=cfg.optimizer.values, aggregation=cfg.optimizer.aggregation,
-                          defense=cfg.defense, client=cfg.network.client_mode, device=self.device)
+                          defense=cfg.defense, client=self.peer.client, device=self.device)
         self.driver = RoundDriver(self.peer.transport, self.layout, self.me, run, cfg.round, self.counters, self.limits)
         self.sync = StateSync(self.peer, self.replica, self.driver, self.stats, self.run_config, self.run_id,
                               self.limits)
@@ -219,16 +223,19 @@ class SwarmOptimizer(DeMo):
         sources = self.peer.peers_of(self.run_id)
         self.peer.host.call(StateServer(self.peer.transport, self.sync.provide, self.limits).start())
         self.reporter.event("started", maddrs=self.peer.maddrs, p2pd_pid=self.peer.p2pd_pid, device=str(self.device),
+                            reachability=self.peer.reachability.state, reachability_how=self.peer.reachability.how,
+                            owns_shards=not self.peer.client,
                             metrics_port=self.metrics_port, control_port=self.control_port,
                             control=self.service.control_address, params=self.layout.num_params,
                             resumed_round=resumed, peers_found=len(sources), run_config=self.run_config)
-        client = self.swarm_config.network.client_mode
+        client = self.peer.client
         if sources:
             self._set_state(NodeState.JOINING)
             self.sync.first(sources, lambda: self.leave_requested)
         else:
             if client:
-                raise JoinError("a client-mode node cannot start a swarm: give the peers of a running one")
+                raise JoinError(f"a node that owns no shard ({self.peer.reachability.how}) cannot start a swarm: give "
+                                "the peers of a running one")
             self.follower.member_next = True
             self.driver.set_digest(self.replica.round, self.replica.digest())
             self.peer.host.call(self.driver.start(self.replica.round, [Member(self.me, client)], True))
