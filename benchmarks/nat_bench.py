@@ -22,6 +22,10 @@ from demo_node.daemon.children import NodeProcess, join_command, stop_all
 from demo_node.models.presets import PRESETS
 
 
+QUIET = 15.0
+"""Seconds without a role change before the rounds are measured."""
+
+
 def _wait(predicate, timeout: float, what: str, nodes: list[NodeProcess]) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -33,19 +37,22 @@ def _wait(predicate, timeout: float, what: str, nodes: list[NodeProcess]) -> Non
         time.sleep(0.2)
 
 
-def _node(net: NatNet, host: str, workdir: Path, peers: list[str], args: list[str]) -> NodeProcess:
+def _node(net: NatNet, host: str, workdir: Path, peers: list[str], args: list[str], quic: bool) -> NodeProcess:
     folder = workdir / host
+    listen = [net.listen(host), *([f"/ip4/{net.ip(host)}/udp/0/quic-v1"] if quic else [])]
     cmd = ["--identity", str(folder / "identity.key"), "--checkpoint-dir", str(folder / "ckpt"),
-           "--listen", net.listen(host), "--control", "127.0.0.1:0", *args]
+           "--listen", *listen, "--control", "127.0.0.1:0", *args]
     if peers:
         cmd += ["--peers", *peers]
     return NodeProcess(join_command(cmd), folder, prefix=net.prefix(host), name=host)
 
 
 def run_setting(public: int, homes: list[str], rounds: int, workdir: Path, compute: float = 0.3,
-                model: str = "tiny", node_args: list[str] = ()) -> dict:
+                model: str = "tiny", node_args: list[str] = (), home_args: list[str] = (), quic: bool = True,
+                settle: float = 30.0) -> dict:
     """``public`` nodes on the internet and one behind a router of each kind in ``homes``; the figures of
-    ``rounds`` rounds after every node is a member."""
+    ``rounds`` rounds, ``settle`` seconds after every node is a member. ``home_args``: more options for the NATed nodes; ``quic``:
+    every node listens on QUIC too (as by default)."""
     args = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0", "--deadline", "10",
             "--compute-seconds", str(compute), "--checkpoint-every", "100000", *node_args]
     net = NatNet(public, homes)
@@ -53,13 +60,23 @@ def run_setting(public: int, homes: list[str], rounds: int, workdir: Path, compu
     nodes: list[NodeProcess] = []
     try:
         began = time.monotonic()
-        nodes.append(_node(net, hosts[0], workdir, [], args))
+        nodes.append(_node(net, hosts[0], workdir, [], args, quic))
         _wait(lambda: bool(nodes[0].maddrs), 180, "the first node to start", nodes)
-        nodes += [_node(net, h, workdir, nodes[0].maddrs, args) for h in hosts[1:]]
+        nodes += [_node(net, h, workdir, nodes[0].maddrs, [*args, *(home_args if h.startswith("h") else [])], quic)
+                  for h in hosts[1:]]
         n = len(nodes)
         _wait(lambda: all(x.last_round_event().get("members") == n and x.last_round_event().get("member")
                           for x in nodes), 400, f"{n} members", nodes)
         all_in = time.monotonic() - began
+        # private members take a few heartbeats to find direct paths and offer to own shards: measure once no
+        # node changed its role for a while
+        settled = time.monotonic() + settle
+
+        def quiet() -> bool:
+            last = max((e["ts"] for x in nodes for e in x.of("role")), default=0.0)
+            return time.monotonic() >= settled and time.time() - last >= QUIET
+
+        _wait(quiet, settle + 180, "roles to settle", nodes)
         r0 = max(x.last_round() for x in nodes) + 1
         _wait(lambda: all(x.last_round() >= r0 for x in nodes), 300, f"round {r0}", nodes)
         wire0 = {h: net.link_bytes(h) for h in hosts}
@@ -100,7 +117,9 @@ def _figures(nodes, hosts, homes, net, r0, r1, wire0, wire1, all_in, codes) -> d
         "public": len(public_hosts), "homes": {h: net.kinds[h] for h in home_hosts}, "nodes": len(hosts),
         "rounds": r1 - r0, "seconds_to_all_members": round(all_in, 1),
         "reachability": {h: started[h].get("reachability") for h in hosts},
-        "owns_shards": {h: started[h].get("owns_shards") for h in hosts},
+        "owns_shards": {h: ([started[h]] + [e for e in x.of("role")])[-1].get("owns_shards")
+                        for h, x in zip(hosts, nodes)},
+        "role_changes": {h: len(x.of("role")) for h, x in zip(hosts, nodes)},
         "owners": sorted({by_round[h][r]["owners"] for h in hosts for r in window if r in by_round[h]}),
         "members": sorted({by_round[h][r]["members"] for h in hosts for r in window if r in by_round[h]}),
         "digest_rounds_checked": len(window), "digest_mismatched_rounds": mismatched,

@@ -16,6 +16,7 @@ from demo_node.net.reachability import (KIND, MAX_PORTS, PRIVATE, PUBLIC, UNKNOW
                                         decode_request, encode_answer, encode_request, libp2p_listens, listen_ports,
                                         observed_ip, probe)
 from demo_node.net.transport import Stream, Transport
+from demo_node.node.peer import public_guesses
 from demo_node.options import OptionError, build
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
@@ -49,6 +50,14 @@ def test_the_ports_a_node_asks_to_be_dialled_at():
               "/ip4/11.77.0.1/tcp/5/p2p/12D3KooWA/p2p-circuit", "/ip4/10.0.0.2/tcp/4002"]
     assert listen_ports(maddrs) == [4001, 4002]
     assert listen_ports([f"/ip4/1.2.3.4/tcp/{p}" for p in range(100, 110)]) == [100, 101, 102, 103]
+
+
+def test_a_private_node_guesses_its_public_address_with_its_own_ports():
+    mine = ["/ip4/192.168.1.2/tcp/4001/p2p/12D3KooWA", "/ip4/192.168.1.2/udp/4002/quic-v1/p2p/12D3KooWA",
+            "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWA"]
+    assert public_guesses(mine, ["11.77.0.101", "::1"]) == ["/ip4/11.77.0.101/tcp/4001/p2p/12D3KooWA",
+                                                            "/ip4/11.77.0.101/udp/4002/quic-v1/p2p/12D3KooWA"]
+    assert public_guesses(mine, []) == []
 
 
 def test_a_bad_reachability_setting_names_itself():

@@ -15,8 +15,9 @@ class NetworkConfig:
 
     peers: list[str] = field(default_factory=list)
     """Multiaddrs (with /p2p/<id>) of peers to join; none starts a new swarm."""
-    listen: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/0"])
-    """Multiaddrs to listen on."""
+    listen: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"])
+    """Multiaddrs to listen on (QUIC too: two nodes behind home routers get a direct connection more often over
+    QUIC's UDP than over TCP)."""
     announce: list[str] = field(default_factory=list)
     """Multiaddrs to announce to peers (default: what libp2p observes)."""
     identity: str = field(default="", metadata=LOCAL)

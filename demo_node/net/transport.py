@@ -233,6 +233,10 @@ class Transport:
         if maddrs:
             self._addresses[peer] = list(maddrs)
 
+    def addresses(self, peer: bytes) -> list[str]:
+        """The addresses remembered for ``peer`` (none if its record was never seen)."""
+        return list(self._addresses.get(peer, []))
+
     async def open(self, peer: bytes, kind: str) -> Stream:
         p2p = self.host.p2p
         assert p2p is not None

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
+from demo_node.net.host import peer_from_b58
 from demo_node.node.peer import Peer
 from demo_node.node.states import NodeState
 from demo_node.swarm.discovery import PeerRecord, find_peers, publish_peer, publish_run
@@ -19,9 +20,12 @@ log = logging.getLogger(__name__)
 
 class Announcer:
     def __init__(self, peer: Peer, run_id: str, run_config: str, state: Callable[[], NodeState],
-                 round: Callable[[], int], on_peers: Callable[[int], None], limits: Limits = LIMITS):
+                 round: Callable[[], int], on_peers: Callable[[int], None], limits: Limits = LIMITS,
+                 on_beat: Callable[[], Awaitable[None]] | None = None):
+        """``on_beat``: run first at every heartbeat (default: refresh how this node is connected to its peers)."""
         self.peer, self.run_id, self.run_config = peer, run_id, run_config
         self.state, self.round, self.on_peers, self.limits = state, round, on_peers, limits
+        self.on_beat = on_beat or peer.refresh_paths
         self._task: concurrent.futures.Future | None = None
 
     def _record(self, state: NodeState) -> PeerRecord:
@@ -34,16 +38,19 @@ class Announcer:
         run_due = count_due = 0.0
         while True:
             try:
-                await self.peer.refresh_paths()
+                await self.on_beat()
             except Exception as exc:
-                log.debug("listing connections: %r", exc)
+                log.debug("heartbeat: %r", exc)
             try:
                 await publish_peer(dht, self.run_id, self._record(self.state()), lim.peer_ttl)
                 if clock() >= run_due:
                     if await publish_run(dht, self.run_id, self.run_config, lim.run_ttl):
                         run_due = clock() + lim.run_refresh
                 if clock() >= count_due:
-                    self.on_peers(len(await find_peers(dht, self.run_id)))
+                    found = await find_peers(dht, self.run_id)
+                    for record in found:  # where to dial peers that joined since (see node/direct_paths.py)
+                        self.peer.transport.remember(peer_from_b58(record.peer_b58), record.maddrs)
+                    self.on_peers(len(found))
                     count_due = clock() + lim.peers_count_every
             except Exception as exc:
                 log.warning("DHT heartbeat failed: %r", exc)

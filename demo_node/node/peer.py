@@ -53,6 +53,9 @@ class Peer:
         self._round_of: Callable[[], int] = lambda: 0
         self._greeted: list[GreetedPeer] | None = None
         self.reachability = self._configured_reachability()
+        self._public_guesses: list[str] = []
+        self.direct_owner = False
+        """A private node that every member reaches directly owns shards all the same (node/direct_paths.py)."""
         self.paths: dict[str, str] = {}
         """Peer (base58) -> "direct" or "relayed": how this node is connected to each peer it is connected to
         (refreshed by :meth:`refresh_paths`)."""
@@ -70,8 +73,10 @@ class Peer:
 
     @property
     def maddrs(self) -> list[str]:
-        """Addresses others can give as --peers (empty in client mode)."""
-        return self.host.maddrs
+        """Addresses others can give as --peers (empty in client mode); a private node adds its public address as its
+        probers saw it, with each of its own ports: a router that keeps a host's port (most home routers do) maps
+        them there, and a peer behind another such router reaches it by dialling one while it dials back."""
+        return self.host.maddrs + self._public_guesses
 
     @property
     def p2pd_pid(self) -> int | None:
@@ -79,8 +84,9 @@ class Peer:
 
     @property
     def client(self) -> bool:
-        """Whether this node joins as one that owns no shard: in client mode, or when peers cannot dial it."""
-        return self.config.client_mode or self.reachability.private
+        """Whether this node owns no shard: in client mode, or when peers cannot dial it and not every member of the
+        round is directly connected to it."""
+        return self.config.client_mode or (self.reachability.private and not self.direct_owner)
 
     def _configured_reachability(self) -> Reachability:
         if self.config.client_mode:
@@ -98,6 +104,8 @@ class Peer:
         timeout = self.limits.greet_timeout
         found = self.host.call(probe(self.transport, probers, ports, timeout), 3 * timeout)
         self.reachability = found
+        if found.private:
+            self._public_guesses = public_guesses(self.host.maddrs, found.observed)
         log.info("reachability: %s (%s%s)", found.state, found.how,
                  f"; seen at {', '.join(found.observed)}" if found.observed else "")
         return found
@@ -194,3 +202,18 @@ class Peer:
     def close(self) -> None:
         """Stop the DHT node and the p2pd daemon."""
         self.host.shutdown()
+
+
+def public_guesses(maddrs: list[str], observed: list[str]) -> list[str]:
+    """Each observed IPv4 address with the TCP and QUIC ports (and peer id) of ``maddrs``."""
+    out: list[str] = []
+    for maddr in maddrs:
+        parts = maddr.split("/")  # ['', 'ip4', ip, 'tcp', port, ...] or [..., 'udp', port, 'quic-v1', ...]
+        if len(parts) < 5 or parts[1] != "ip4" or "p2p-circuit" in parts:
+            continue
+        for ip in observed:
+            if ":" not in ip:
+                guess = "/".join(["", "ip4", ip, *parts[3:]])
+                if guess not in out and guess not in maddrs:
+                    out.append(guess)
+    return out

@@ -32,6 +32,7 @@ from demo_node.net.host import peer_from_b58
 from demo_node.node.announcer import Announcer
 from demo_node.node.applier import RoundApplier
 from demo_node.node.checkpointing import Checkpoints
+from demo_node.node.direct_paths import DirectPaths
 from demo_node.node.config import SwarmConfig
 from demo_node.node.control import Controls
 from demo_node.node.events import Reporter
@@ -139,8 +140,12 @@ class SwarmOptimizer(DeMo):
         signs = ShardSigns(self.layout, cfg.optimizer.aggregation, self.device, robust=cfg.defense.robust_aggregation,
                            max_sample_weight=cfg.defense.max_sample_weight)
         self.applier = RoundApplier(self, self.replica, signs, self.counters, self.run_id, self.me, self._set_round_lr)
+        books = self.driver.books
+        self.direct_paths = DirectPaths(self.peer, lambda: [m.peer for m in books.members.get(books.round, [])],
+                                        self._set_owner)
         self.announcer = Announcer(self.peer, self.run_id, canonical(self.run_config), lambda: self.stats.state,
-                                   lambda: self.replica.round, self._peers_known, self.limits)
+                                   lambda: self.replica.round, self._peers_known, self.limits,
+                                   on_beat=self.direct_paths.beat)
         self.follower = RoundFollower(self.driver, self.replica, self.applier, self.sync, self.checkpoints, self.stats,
                                       self.reporter, self.peer, self._set_state)
         m = self.stats.metrics
@@ -362,6 +367,13 @@ class SwarmOptimizer(DeMo):
     def _status(self) -> cpb.StatusReply:
         return self.stats.status(self.run_id, self.peer.peer_id_b58, self.peer.maddrs, self.replica.round,
                                  str(self.device))
+
+    def _set_owner(self, owns: bool, why: str) -> None:
+        """A private member found direct paths to every member (or lost one): its statements say so from the next
+        round on (called on the network's loop, the round driver's own)."""
+        self.peer.direct_owner = owns
+        self.driver.run.client = self.peer.client
+        self.reporter.event("role", owns_shards=owns, why=why)
 
     def _peers_known(self, n: int) -> None:
         self.stats.peers_known = n
