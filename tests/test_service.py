@@ -151,6 +151,9 @@ def test_control_api_status_health_checkpoint_leave(swarm):
     assert st.run_id == b.of("started")[0]["run_id"] and st.peer_id == b.peer
     assert NodeState(st.state) is NodeState.TRAINING and st.members == 3 and st.round >= 1 and st.bytes_sent > 0
     assert len(st.digest) == 32  # SHA-256 (128 bits), hex
+    # b joined a, which dialled it back on 127.0.0.1: public, an owner, connected directly to a and c
+    assert (st.reachability, st.owns_shards, st.relayed_connections) == ("public", True, 0)
+    assert st.direct_connections >= 1 and st.relayed_bytes_sent == 0
     assert control.healthy(address)
     reply = control.checkpoint(address)
     assert reply.path and Path(reply.path).exists()

@@ -3,6 +3,8 @@ what its verifier accepts: the same cut or another machine's rounding of it, nev
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -151,3 +153,21 @@ def test_an_empty_or_garbled_cut_is_a_payload_error_for_every_node():
         assert isinstance(ok, bool)
 
     check()
+
+
+def test_a_run_with_a_wider_cut_keeps_cut_topk_per_block_and_judges_by_it():
+    layout, cs, ranges = contributions()
+    wide = dataclasses.replace(layout, cut_topk=3 * layout.topk)
+    signs = ShardSigns(wide, "selected")
+    cut = cut_of(signs, wide, cs)
+    got = read_cut(cut, wide, run_id=RUN, round=ROUND, owner=OWNER, ranges=ranges)
+    for b, part in got.parts.items():
+        assert part.indices.shape[1] == min(3 * layout.topk, layout.buckets[b].block_size)
+    assert judged(signs, wide, cs, ranges, cut) == (True, cut)
+    # a cut of the payloads' top-k in a run whose cut is wider is a lie (it drops coefficients the run keeps), and
+    # a wider one than the run's does not even decode
+    narrow = cut_of(ShardSigns(layout, "selected"), layout, cs)
+    assert judged(signs, wide, cs, ranges, narrow)[0] is False
+    with pytest.raises(PayloadError):
+        read_cut(cut, layout, run_id=RUN, round=ROUND, owner=OWNER, ranges=ranges)
+    assert len(cut) > len(narrow)

@@ -33,6 +33,9 @@ class DeMoConfig:
     """Momentum decay (the reference's compression_decay)."""
     topk: int = field(default=32, metadata=positive())
     """Coefficients kept per DCT block (clamped to the block size)."""
+    cut_topk: int = field(default=0, metadata=at_least(0))
+    """Coefficients per block that a shard's owner keeps of the aggregate in sparse exchange (0: topk). More keep
+    sparse exchange's update closer to sign exchange's late in a run, at about 10 bits each on the way back."""
     chunk: int = field(default=64, metadata=positive())
     """Target DCT chunk per dimension: blocks are up to chunk x chunk."""
     weight_decay: float = field(default=0.0, metadata=at_least(0.0))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 from demo_node.core.dct import chunk_size
@@ -85,9 +85,12 @@ class Layout:
     buckets: tuple[BucketSpec, ...]
     chunk: int
     topk: int
+    cut_topk: int = 0
+    """Coefficients per block of an aggregate's cut in sparse exchange (0: topk; see :meth:`cut`)."""
 
     @classmethod
-    def build(cls, shapes: Sequence[Sequence[int]], groups: Sequence[int], chunk: int, topk: int) -> "Layout":
+    def build(cls, shapes: Sequence[Sequence[int]], groups: Sequence[int], chunk: int, topk: int,
+              cut_topk: int = 0) -> "Layout":
         """Layout for tensors of the given shapes, each tagged with its parameter group (same order)."""
         if chunk < 1 or topk < 1:
             raise ValueError(f"chunk and topk must be >= 1, got chunk={chunk}, topk={topk}")
@@ -114,7 +117,15 @@ class Layout:
         tensors = tuple(
             TensorSpec(i, shape, rows, cols, h, w, *offsets[i]) for i, (shape, rows, cols, h, w) in enumerate(geometry)
         )
-        return cls(tensors, tuple(buckets), chunk, topk)
+        return cls(tensors, tuple(buckets), chunk, topk, cut_topk)
+
+    def cut(self) -> "Layout":
+        """The same blocks with ``cut_topk`` coefficients kept per block: the layout an aggregate's cut is encoded
+        and checked in (itself when ``cut_topk`` is 0 or topk)."""
+        if self.cut_topk in (0, self.topk):
+            return self
+        buckets = tuple(replace(b, k=min(self.cut_topk, b.block_size)) for b in self.buckets)
+        return replace(self, buckets=buckets, topk=self.cut_topk, cut_topk=0)
 
     @property
     def num_params(self) -> int:

@@ -63,8 +63,8 @@ class DeMo(torch.optim.Optimizer):
         if self._layout is None:
             trainable = self._trainable()
             self._layout = Layout.build(
-                [tuple(p.shape) for _, p in trainable], [g for g, _ in trainable], self.config.chunk, self.config.topk
-            )
+                [tuple(p.shape) for _, p in trainable], [g for g, _ in trainable], self.config.chunk, self.config.topk,
+                self.config.cut_topk)
         return self._layout
 
     def _state(self) -> list[BucketState]:

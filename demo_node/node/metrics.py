@@ -76,8 +76,12 @@ class _NetworkCollector(Collector):
         counts = Counter_(net.get("paths", {}).values())
         for path in ("direct", "relayed"):
             paths.add_metric([path], counts.get(path, 0))
+        owns = GaugeMetricFamily("demo_node_owns_shards", "1 while this node offers to own shards (a private node does "
+                                 "once every member reaches it directly)")
+        owns.add_metric([], float(bool(net.get("owns_shards"))))
         yield reach
         yield paths
+        yield owns
 
 
 class _CountersCollector(Collector):

@@ -21,7 +21,7 @@ class NodeStats:
                  dht_rejected: Callable[[], dict[str, int]] = dict, network: Callable[[], dict] = dict):
         self.reporter, self.accounting, self.counters = reporter, accounting, counters
         self.network = network
-        """{"reachability": public/private/unknown, "paths": peer -> direct/relayed}"""
+        """{"reachability": public/private/unknown, "paths": peer -> direct/relayed, "owns_shards": bool}"""
         self.started = time.monotonic()
         self.state = NodeState.STARTING
         self.rounds_applied = 0
@@ -148,7 +148,7 @@ class NodeStats:
         return cpb.StatusReply(
             reachability=net.get("reachability", ""), direct_connections=paths.count("direct"),
             relayed_connections=paths.count("relayed"), relayed_bytes_sent=relayed["sent"],
-            relayed_bytes_received=relayed["received"],
+            relayed_bytes_received=relayed["received"], owns_shards=bool(net.get("owns_shards")),
             run_id=run_id, peer_id=peer_id, state=self.state.value, round=round, members=self.last_members,
             peers_known=self.peers_known, loss=self.last_loss, held_out_loss=self.held_out_loss,
             bytes_sent=totals["sent"], bytes_received=totals["received"], digest=self.last_digest.hex(),

@@ -116,7 +116,8 @@ class SwarmOptimizer(DeMo):
         records = self.peer.host.records
         peer = self.peer
         self.stats = NodeStats(self.reporter, peer.accounting, self.counters, lambda: dict(records.rejected),
-                               lambda: {"reachability": peer.reachability.state, "paths": peer.paths})
+                               lambda: {"reachability": peer.reachability.state, "paths": peer.paths,
+                                        "owns_shards": not peer.client})
         self.service = ServiceSurfaces(cfg.service, self.stats,
                                        Controls(self._status, self.safepoints.request_checkpoint, self.request_leave))
         self.service.start(self.peer.peer_id_b58)

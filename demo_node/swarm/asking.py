@@ -136,7 +136,7 @@ async def verdicts_from_peers(ctx: RoundContext, r: int, owner: bytes, plan: Rou
     async def ask(peer: bytes) -> Verdict | None:
         try:
             data = await ctx.transport.request(peer, "verdict", request, timeout,
-                                             limit=ctx.limits.small_message + ctx.max_payload // 4)
+                                             limit=ctx.max_verdict)
             patience.answer()
             reply = spb.VerdictReply.FromString(data)
             if reply.not_audited:

@@ -54,6 +54,8 @@ class RoundContext:
         self.counters, self.limits, self.books = counters, limits, books
         self.identity: Identity = transport.host.identity
         self.max_payload = max_payload_bytes(layout)
+        self.max_verdict = limits.small_message + max(self.max_payload // 4, max_payload_bytes(layout.cut()))
+        """The largest verdict: it carries the verifier's own update of the shard (in sparse exchange its cut)."""
         d = run.defense
         self.signs = ShardSigns(layout, run.aggregation, run.device, robust=d.robust_aggregation,
                                 max_sample_weight=d.max_sample_weight)

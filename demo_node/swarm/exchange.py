@@ -172,7 +172,7 @@ class RoundExchange:
                 stream = await self.verdict_streams[owner]
                 if stream is None:
                     return None
-                data = await self.verdict_wait.within(stream.recv(ctx.limits.small_message + ctx.max_payload // 4),
+                data = await self.verdict_wait.within(stream.recv(ctx.max_verdict),
                                                       cap)
                 self.verdict_wait.answer()
                 reply = spb.VerdictReply.FromString(data)

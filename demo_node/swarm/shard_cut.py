@@ -1,7 +1,7 @@
 """Sparse exchange's shard update: the robust aggregate cut to its K largest coefficients per block, on the wire.
 
 An owner aggregates the contributions it included (the same robust rule as sign exchange), keeps the K largest
-coefficients of every block (K: the run's top-k; ties to the smaller index, see core/resparsify.py), codes them as
+coefficients of every block (K: the run's ``cut_topk``, by default its top-k; ties to the smaller index, see core/resparsify.py), codes them as
 signs with a scale per block (their mean magnitude) and encodes them as a Payload of the round with itself as sender,
 so the one decoder every payload passes checks it too. Every node computes sign(IDCT) of the cut itself: the bytes are
 about one payload for the whole model however many peers the round has, where sign exchange sends one bit per
@@ -41,6 +41,7 @@ TIE = 1e-4
 
 
 def _cut_contribution(agg: Aggregate, layout: Layout) -> Contribution:
+    """``agg``'s cut, in the cut's layout (``layout.cut()``)."""
     parts = {}
     for b, part in sorted(agg.parts.items()):
         spec = layout.buckets[b]
@@ -60,14 +61,15 @@ def _cut_of(agg: Aggregate | None, layout: Layout, *, run_id: str, round: int, o
     """An aggregate's cut, encoded as its owner signs it (b"" for no aggregate)."""
     if agg is None:
         return b""
-    return encode(_cut_contribution(agg, layout), layout, run_id=run_id, round=round, sender=owner)
+    cut = layout.cut()
+    return encode(_cut_contribution(agg, cut), cut, run_id=run_id, round=round, sender=owner)
 
 
 def read_cut(cut: bytes, layout: Layout, *, run_id: str, round: int, owner: bytes,
              ranges: dict[int, tuple[int, int]]) -> Contribution:
     """An owner's cut, checked as any payload is (covering exactly ``ranges``, at most the run's top-k per block)
     and named as the owner's; PayloadError otherwise."""
-    decoded = decode(cut, layout, run_id=run_id, round=round, expect=ranges)
+    decoded = decode(cut, layout.cut(), run_id=run_id, round=round, expect=ranges)
     if decoded.sender != owner:
         raise PayloadError("sender", "a cut that names another sender than the shard's owner")
     return decoded.contribution
@@ -98,7 +100,7 @@ def judge_cut(signs: ShardSigns, contributions: Sequence[Contribution], layout: 
     except PayloadError:
         return False, truth
     for b, part in agg.parts.items():
-        spec = layout.buckets[b]
+        spec = layout.cut().buckets[b]
         got = claimed.parts.get(b)
         if got is None or got.values.mode != CUT_VALUES or got.indices.shape[1] != min(spec.k, spec.block_size):
             return False, truth

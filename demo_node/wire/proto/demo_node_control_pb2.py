@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import demo_node_swarm_pb2 as demo__node__swarm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64\x65mo_node_control.proto\x12\x0c\x64\x65mo_node.v1\x1a\x15\x64\x65mo_node_swarm.proto\"\x0f\n\rStatusRequest\"\xc0\x03\n\x0bStatusReply\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.demo_node.v1.NodeState\x12\r\n\x05round\x18\x04 \x01(\x04\x12\x0f\n\x07members\x18\x05 \x01(\r\x12\x13\n\x0bpeers_known\x18\x06 \x01(\r\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12\x15\n\rheld_out_loss\x18\x08 \x01(\x01\x12\x12\n\nbytes_sent\x18\t \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\n \x01(\x04\x12\x0e\n\x06\x64igest\x18\x0b \x01(\t\x12\x0e\n\x06maddrs\x18\x0c \x03(\t\x12\x16\n\x0euptime_seconds\x18\r \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x0e \x01(\t\x12\x0f\n\x07version\x18\x0f \x01(\t\x12\x14\n\x0creachability\x18\x10 \x01(\t\x12\x1a\n\x12\x64irect_connections\x18\x11 \x01(\r\x12\x1b\n\x13relayed_connections\x18\x12 \x01(\r\x12\x1a\n\x12relayed_bytes_sent\x18\x13 \x01(\x04\x12\x1e\n\x16relayed_bytes_received\x18\x14 \x01(\x04\"\x13\n\x11\x43heckpointRequest\".\n\x0f\x43heckpointReply\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\"\x0e\n\x0cLeaveRequest\"4\n\nLeaveReply\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.demo_node.v1.NodeState2\xd8\x01\n\x07\x43ontrol\x12@\n\x06Status\x12\x1b.demo_node.v1.StatusRequest\x1a\x19.demo_node.v1.StatusReply\x12L\n\nCheckpoint\x12\x1f.demo_node.v1.CheckpointRequest\x1a\x1d.demo_node.v1.CheckpointReply\x12=\n\x05Leave\x12\x1a.demo_node.v1.LeaveRequest\x1a\x18.demo_node.v1.LeaveReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64\x65mo_node_control.proto\x12\x0c\x64\x65mo_node.v1\x1a\x15\x64\x65mo_node_swarm.proto\"\x0f\n\rStatusRequest\"\xd5\x03\n\x0bStatusReply\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.demo_node.v1.NodeState\x12\r\n\x05round\x18\x04 \x01(\x04\x12\x0f\n\x07members\x18\x05 \x01(\r\x12\x13\n\x0bpeers_known\x18\x06 \x01(\r\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12\x15\n\rheld_out_loss\x18\x08 \x01(\x01\x12\x12\n\nbytes_sent\x18\t \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\n \x01(\x04\x12\x0e\n\x06\x64igest\x18\x0b \x01(\t\x12\x0e\n\x06maddrs\x18\x0c \x03(\t\x12\x16\n\x0euptime_seconds\x18\r \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x0e \x01(\t\x12\x0f\n\x07version\x18\x0f \x01(\t\x12\x14\n\x0creachability\x18\x10 \x01(\t\x12\x1a\n\x12\x64irect_connections\x18\x11 \x01(\r\x12\x1b\n\x13relayed_connections\x18\x12 \x01(\r\x12\x1a\n\x12relayed_bytes_sent\x18\x13 \x01(\x04\x12\x1e\n\x16relayed_bytes_received\x18\x14 \x01(\x04\x12\x13\n\x0bowns_shards\x18\x15 \x01(\x08\"\x13\n\x11\x43heckpointRequest\".\n\x0f\x43heckpointReply\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\"\x0e\n\x0cLeaveRequest\"4\n\nLeaveReply\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.demo_node.v1.NodeState2\xd8\x01\n\x07\x43ontrol\x12@\n\x06Status\x12\x1b.demo_node.v1.StatusRequest\x1a\x19.demo_node.v1.StatusReply\x12L\n\nCheckpoint\x12\x1f.demo_node.v1.CheckpointRequest\x1a\x1d.demo_node.v1.CheckpointReply\x12=\n\x05Leave\x12\x1a.demo_node.v1.LeaveRequest\x1a\x18.demo_node.v1.LeaveReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=64
   _globals['_STATUSREQUEST']._serialized_end=79
   _globals['_STATUSREPLY']._serialized_start=82
-  _globals['_STATUSREPLY']._serialized_end=530
-  _globals['_CHECKPOINTREQUEST']._serialized_start=532
-  _globals['_CHECKPOINTREQUEST']._serialized_end=551
-  _globals['_CHECKPOINTREPLY']._serialized_start=553
-  _globals['_CHECKPOINTREPLY']._serialized_end=599
-  _globals['_LEAVEREQUEST']._serialized_start=601
-  _globals['_LEAVEREQUEST']._serialized_end=615
-  _globals['_LEAVEREPLY']._serialized_start=617
-  _globals['_LEAVEREPLY']._serialized_end=669
-  _globals['_CONTROL']._serialized_start=672
-  _globals['_CONTROL']._serialized_end=888
+  _globals['_STATUSREPLY']._serialized_end=551
+  _globals['_CHECKPOINTREQUEST']._serialized_start=553
+  _globals['_CHECKPOINTREQUEST']._serialized_end=572
+  _globals['_CHECKPOINTREPLY']._serialized_start=574
+  _globals['_CHECKPOINTREPLY']._serialized_end=620
+  _globals['_LEAVEREQUEST']._serialized_start=622
+  _globals['_LEAVEREQUEST']._serialized_end=636
+  _globals['_LEAVEREPLY']._serialized_start=638
+  _globals['_LEAVEREPLY']._serialized_end=690
+  _globals['_CONTROL']._serialized_start=693
+  _globals['_CONTROL']._serialized_end=909
 # @@protoc_insertion_point(module_scope)

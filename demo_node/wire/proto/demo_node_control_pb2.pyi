@@ -12,7 +12,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("run_id", "peer_id", "state", "round", "members", "peers_known", "loss", "held_out_loss", "bytes_sent", "bytes_received", "digest", "maddrs", "uptime_seconds", "device", "version", "reachability", "direct_connections", "relayed_connections", "relayed_bytes_sent", "relayed_bytes_received")
+    __slots__ = ("run_id", "peer_id", "state", "round", "members", "peers_known", "loss", "held_out_loss", "bytes_sent", "bytes_received", "digest", "maddrs", "uptime_seconds", "device", "version", "reachability", "direct_connections", "relayed_connections", "relayed_bytes_sent", "relayed_bytes_received", "owns_shards")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class StatusReply(_message.Message):
     RELAYED_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     RELAYED_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     RELAYED_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    OWNS_SHARDS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     peer_id: str
     state: _demo_node_swarm_pb2.NodeState
@@ -53,7 +54,8 @@ class StatusReply(_message.Message):
     relayed_connections: int
     relayed_bytes_sent: int
     relayed_bytes_received: int
-    def __init__(self, run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., state: _Optional[_Union[_demo_node_swarm_pb2.NodeState, str]] = ..., round: _Optional[int] = ..., members: _Optional[int] = ..., peers_known: _Optional[int] = ..., loss: _Optional[float] = ..., held_out_loss: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., digest: _Optional[str] = ..., maddrs: _Optional[_Iterable[str]] = ..., uptime_seconds: _Optional[float] = ..., device: _Optional[str] = ..., version: _Optional[str] = ..., reachability: _Optional[str] = ..., direct_connections: _Optional[int] = ..., relayed_connections: _Optional[int] = ..., relayed_bytes_sent: _Optional[int] = ..., relayed_bytes_received: _Optional[int] = ...) -> None: ...
+    owns_shards: bool
+    def __init__(self, run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., state: _Optional[_Union[_demo_node_swarm_pb2.NodeState, str]] = ..., round: _Optional[int] = ..., members: _Optional[int] = ..., peers_known: _Optional[int] = ..., loss: _Optional[float] = ..., held_out_loss: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., digest: _Optional[str] = ..., maddrs: _Optional[_Iterable[str]] = ..., uptime_seconds: _Optional[float] = ..., device: _Optional[str] = ..., version: _Optional[str] = ..., reachability: _Optional[str] = ..., direct_connections: _Optional[int] = ..., relayed_connections: _Optional[int] = ..., relayed_bytes_sent: _Optional[int] = ..., relayed_bytes_received: _Optional[int] = ..., owns_shards: _Optional[bool] = ...) -> None: ...
 
 class CheckpointRequest(_message.Message):
     __slots__ = ()
