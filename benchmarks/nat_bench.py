@@ -49,10 +49,11 @@ def _node(net: NatNet, host: str, workdir: Path, peers: list[str], args: list[st
 
 def run_setting(public: int, homes: list[str], rounds: int, workdir: Path, compute: float = 0.3,
                 model: str = "tiny", node_args: list[str] = (), home_args: list[str] = (), quic: bool = True,
-                settle: float = 30.0) -> dict:
+                settle: float = 20.0) -> dict:
     """``public`` nodes on the internet and one behind a router of each kind in ``homes``; the figures of
-    ``rounds`` rounds, ``settle`` seconds after every node is a member. ``home_args``: more options for the NATed nodes; ``quic``:
-    every node listens on QUIC too (as by default)."""
+    ``rounds`` rounds, at least ``settle`` seconds after every node is a member and once no node changed its role
+    for QUIET seconds. ``home_args``: more options for the NATed nodes; ``quic``: every node listens on QUIC too (as
+    by default)."""
     args = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0", "--deadline", "10",
             "--compute-seconds", str(compute), "--checkpoint-every", "100000", *node_args]
     net = NatNet(public, homes)
@@ -140,7 +141,7 @@ def run(public: int, homes: list[str], rounds: int, compute: float, model: str, 
         node_args: list[str]) -> dict:
     base = Path(workdir or tempfile.mkdtemp(prefix="demo-node-nat-"))
     behind = run_setting(public, homes, rounds, base / "nat", compute, model, node_args)
-    everyone = run_setting(public + len(homes), [], rounds, base / "public", compute, model, node_args)
+    everyone = run_setting(public + len(homes), [], rounds, base / "public", compute, model, node_args, settle=0.0)
     return {"behind_nat": behind, "all_public": everyone,
             "round_time_ratio": round(behind["round_s_mean"] / everyone["round_s_mean"], 2)}
 
@@ -165,7 +166,8 @@ def add_parser(sub) -> None:
     nat = sub.add_parser("nat", help="a swarm with members behind emulated home routers against the same swarm all "
                          "public: reachability, owners, NAT-to-NAT paths, round time, bytes (needs root)")
     nat.add_argument("--public", type=int, default=5, help="nodes on the internet (default 5)")
-    nat.add_argument("--homes", default="cone,cone,symmetric", help=f"router kinds, one node behind each ({', '.join(KINDS)})")
+    nat.add_argument("--homes", default="cone,cone,symmetric",
+                     help=f"router kinds, one node behind each ({', '.join(KINDS)})")
     nat.add_argument("--rounds", type=int, default=10, help="measured rounds per setting")
     nat.add_argument("--compute", type=float, default=0.3, help="compute budget per node and round, seconds")
     nat.add_argument("--model", default="tiny", choices=list(PRESETS), help="GPT preset (default: tiny)")
