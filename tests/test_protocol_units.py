@@ -246,3 +246,17 @@ def test_an_owner_that_leaves_out_most_contributions_on_time_is_caught_by_the_ot
     assert omitting({o: (five if o != a else [a, b, c]) for o in five}) == set()
     assert omitting({a: [a], b: [b]}) == set()  # two results: no telling
     assert omitting({a: [], b: [], c: []}) == set()
+
+
+def test_a_round_whose_members_all_say_they_cannot_own_has_them_own_all_the_same():
+    """Members behind home routers stop owning when one they cannot reach joins; should every member say so, the
+    round still has owners (the demoted ones aside) rather than no plan at all."""
+    a, b, c = PEERS[:3]
+    s = Standing()
+    s.demoted.add(c)
+    everyone_client = [Member(a, True), Member(b, True), Member(c, True)]
+    assert s.roles(everyone_client, 3) == [Member(a, False), Member(b, False), Member(c, True)]
+    _, opt = make_opt()
+    assert make_plan(3, s.roles(everyone_client, 3), opt.layout, 10, SIGN).owners == (a, b)
+    # one member that can own is enough: nobody else is made to
+    assert s.roles([Member(a, False), Member(b, True)], 3) == [Member(a, False), Member(b, True)]

@@ -9,10 +9,14 @@ the node is private. A public node, or one whose router forwards its port (UPnP 
 is reached: it is public. Petals asks its DHT peers the same question; this probe needs no second libp2p daemon.
 
 The answering side is bounded, since the requester may be hostile: it dials only the address the request came from
-(never one the request names), at most MAX_PORTS ports, a few seconds each, one probe at a time per peer and
-PROBES_AT_ONCE over all peers. Answers are hostile too: a prober may lie either way, so the node believes the
-majority of the probers that answered, and a lie costs little (a node wrongly taken for public is one whose shards
-time out and lose their owner, as any dead owner's do; one wrongly taken for private owns no shard).
+(never one the request names), at most MAX_PORTS ports at once for DIAL_TIMEOUT seconds in all, one probe at a time
+per peer and PROBES_AT_ONCE over all peers (a request beyond them is answered at once with no probe, so a crowd of
+requesters cannot make honest ones wait). Answers are hostile too: a prober may lie either way, so the node believes
+the majority of the probers that answered, and takes as its public address only one most of them saw. A node that
+asked and got no answer at all counts as private (it may still own shards once every member reaches it directly,
+see node/direct_paths.py); only a node with nobody to ask (a swarm's first) counts as public. A lie costs little: a
+node wrongly taken for public is one whose shards time out and lose their owner, as any dead owner's do; one
+wrongly taken for private owns no shard until its direct connections show otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 
 from demo_node.net.transport import Stream, Transport
@@ -30,7 +35,8 @@ log = logging.getLogger(__name__)
 KIND = "dialback"
 MAX_PORTS = 4
 DIAL_TIMEOUT = 3.0
-"""Seconds a prober waits for one port to answer (a dropped SYN is retried by the kernel after 1 s)."""
+"""Seconds a prober waits for the ports to answer, all dialled at once (a dropped SYN is retried by the kernel after
+1 s): well within the asker's wait for the answer."""
 PROBES_AT_ONCE = 2
 PROBERS = 3
 """Peers a node asks."""
@@ -55,7 +61,7 @@ class Reachability:
 
 
 def encode_request(ports: list[int]) -> bytes:
-    return b"".join(p.to_bytes(2, "big") for p in ports[:MAX_PORTS])
+    return b"".join(p.to_bytes(2, "big") for p in ports[:MAX_PORTS] if 0 < p < 1 << 16)
 
 
 def decode_request(data: bytes) -> list[int]:
@@ -94,14 +100,19 @@ def observed_ip(addr: str) -> str:
 
 
 async def libp2p_listens(ip: str, port: int, timeout: float = DIAL_TIMEOUT) -> bool:
-    """Whether a fresh TCP connection to ip:port is accepted and answered with libp2p's multistream greeting."""
+    """Whether a fresh TCP connection to ip:port is accepted and answered with libp2p's multistream greeting, all
+    within ``timeout`` seconds."""
     writer = None
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+
+    async def greeted() -> bool:
+        nonlocal writer
+        reader, writer = await asyncio.open_connection(ip, port)
         writer.write(MULTISTREAM)
         await writer.drain()
-        got = await asyncio.wait_for(reader.readexactly(len(MULTISTREAM)), timeout)
-        return got == MULTISTREAM
+        return await reader.readexactly(len(MULTISTREAM)) == MULTISTREAM
+
+    try:
+        return await asyncio.wait_for(greeted(), timeout)
     except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
         return False
     finally:
@@ -115,7 +126,7 @@ class DialBackServer:
     def __init__(self, transport: Transport):
         self.transport = transport
         self._busy: set[bytes] = set()
-        self._slots = asyncio.Semaphore(PROBES_AT_ONCE)
+        """Peers whose probe is under way (at most PROBES_AT_ONCE)."""
 
     async def start(self) -> None:
         await self.transport.serve(KIND, self._on_request, limit=2 * MAX_PORTS, timeout=4 * MAX_PORTS * DIAL_TIMEOUT)
@@ -127,16 +138,15 @@ class DialBackServer:
             self.transport.accounting.refuse("malformed")
             return
         ip = observed_ip(stream.addr)
-        if not ip or stream.peer in self._busy:
-            await stream.send(encode_answer([False] * len(ports), ""))
+        if not ip or stream.peer in self._busy or len(self._busy) >= PROBES_AT_ONCE:
+            await stream.send(encode_answer([False] * len(ports), ""))  # no observed address: not an answer
             return
         self._busy.add(stream.peer)
         try:
-            async with self._slots:
-                reached = [await libp2p_listens(ip, port) for port in ports]
+            reached = await asyncio.gather(*(libp2p_listens(ip, port) for port in ports))
         finally:
             self._busy.discard(stream.peer)
-        await stream.send(encode_answer(reached, ip))
+        await stream.send(encode_answer(list(reached), ip))
 
 
 def listen_ports(maddrs: list[str]) -> list[int]:
@@ -144,16 +154,21 @@ def listen_ports(maddrs: list[str]) -> list[int]:
     ports: list[int] = []
     for maddr in maddrs:
         parts = maddr.split("/")
-        if "tcp" in parts and "p2p-circuit" not in parts:
-            port = int(parts[parts.index("tcp") + 1])
-            if port and port not in ports:
-                ports.append(port)
+        if "tcp" not in parts or "p2p-circuit" in parts:
+            continue
+        text = parts[parts.index("tcp") + 1] if parts.index("tcp") + 1 < len(parts) else ""
+        port = int(text) if text.isdigit() else 0
+        if 0 < port < 1 << 16 and port not in ports:
+            ports.append(port)
     return ports[:MAX_PORTS]
 
 
 async def probe(transport: Transport, probers: list[bytes], ports: list[int], timeout: float) -> Reachability:
-    """Ask up to PROBERS of ``probers`` to dial this node back at ``ports``; public when most that answered reached
-    at least one port, private when most reached none."""
+    """Ask up to PROBERS of ``probers`` to dial this node back at ``ports``: public when most that answered reached
+    at least one port, private when most reached none or nobody answered, unknown with nobody to ask. ``observed``:
+    the addresses most of them saw it at."""
+    if not probers:
+        return Reachability(UNKNOWN, "no peer to ask for a dial-back probe")
     if not ports:
         return Reachability(PRIVATE, "no TCP port to be dialled at")
     chosen = random.sample(probers, min(PROBERS, len(probers)))
@@ -168,9 +183,10 @@ async def probe(transport: Transport, probers: list[bytes], ports: list[int], ti
 
     answers = [a for a in await asyncio.gather(*(ask(p) for p in chosen)) if a is not None and a[1]]
     reached = sum(any(r) for r, _ in answers)
-    observed = sorted({ip for _, ip in answers})
+    seen = Counter(ip for _, ip in answers)
+    observed = sorted(ip for ip, n in seen.items() if 2 * n > len(answers))
     if not answers:
-        return Reachability(UNKNOWN, f"none of {len(chosen)} peers asked answered a dial-back probe", observed)
+        return Reachability(PRIVATE, f"none of {len(chosen)} peers asked answered a dial-back probe")
     state = PUBLIC if 2 * reached > len(answers) else PRIVATE
     return Reachability(state, f"{reached} of {len(answers)} peers dialled it back at TCP port(s) "
                                f"{', '.join(map(str, ports))}", observed)

@@ -41,13 +41,14 @@ IDLE_PER_PEER = 2
 """Idle streams of one kind a requester keeps per peer."""
 
 
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 9
 """Part of every stream protocol's name: a node of another version is not served at all, rather than misread (2: the
 hostile-peer protocol; 3: shard results name their inputs with bits and one hash; 4: contribute streams are reused
 from round to round; 5: verifiers rotate by round, and a verdict can say the owner withheld inputs; 6: no owner
 decides a shard alone: verifiers in relay exchange too, verdicts asked of peers, evidence checked before it is
 echoed, the books of who may own in state transfers; 7: payload indices may be Elias-Fano coded; 8: a sparse
-exchange's cut carries sign values)."""
+exchange's cut carries sign values; 9: a member's statements may change whether it can own a shard, and a round whose
+members all say they cannot has them own all the same)."""
 
 
 class FrameTooLarge(ConnectionError):
@@ -236,6 +237,15 @@ class Transport:
     def addresses(self, peer: bytes) -> list[str]:
         """The addresses remembered for ``peer`` (none if its record was never seen)."""
         return list(self._addresses.get(peer, []))
+
+    async def connect(self, peer: bytes, timeout: float) -> None:
+        """Dial ``peer`` at its remembered addresses (raises if none answers with its key in time)."""
+        addrs = self.addresses(peer)
+        if not addrs:
+            raise ConnectionError(f"no address known for {peer_b58(peer)}")
+        assert self.host.p2p is not None
+        await asyncio.wait_for(self.host.p2p._client.connect(PeerID(peer), [Multiaddr(a.split("/p2p/")[0])
+                                                                             for a in addrs]), timeout)
 
     async def open(self, peer: bytes, kind: str) -> Stream:
         p2p = self.host.p2p

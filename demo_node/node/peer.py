@@ -7,6 +7,8 @@ it to ``SwarmOptimizer(peer=...)``; an optimizer given none makes its own and cl
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 import logging
 import time
@@ -113,10 +115,14 @@ class Peer:
     async def refresh_paths(self) -> dict[str, str]:
         """How this node is connected to each peer right now: "relayed" over a /p2p-circuit connection, else
         "direct" (as libp2p's daemon lists its connections). Runs on the host's loop."""
-        infos = await self.host.p2p.list_peers()
-        self.paths = {i.peer_id.to_base58(): "relayed" if any("p2p-circuit" in str(a) for a in i.addrs) else "direct"
-                      for i in infos}
-        return self.paths
+        infos = await asyncio.wait_for(self.host.p2p.list_peers(), self.limits.greet_timeout)
+        paths: dict[str, str] = {}
+        for info in infos:  # one entry per connection: a peer with any direct one is reached directly
+            peer = info.peer_id.to_base58()
+            direct = any("p2p-circuit" not in str(a) for a in info.addrs)
+            paths[peer] = "direct" if direct or paths.get(peer) == "direct" else "relayed"
+        self.paths = paths
+        return paths
 
     def identify(self, run_config: str, state: Callable[[], NodeState], round: Callable[[], int]) -> None:
         """What greetings are answered with from now on: the run this peer trains (canonical config), and where
@@ -205,14 +211,14 @@ class Peer:
 
 
 def public_guesses(maddrs: list[str], observed: list[str]) -> list[str]:
-    """Each observed IPv4 address with the TCP and QUIC ports (and peer id) of ``maddrs``."""
+    """Each observed public IPv4 address with the TCP and QUIC ports (and peer id) of ``maddrs``."""
     out: list[str] = []
     for maddr in maddrs:
         parts = maddr.split("/")  # ['', 'ip4', ip, 'tcp', port, ...] or [..., 'udp', port, 'quic-v1', ...]
         if len(parts) < 5 or parts[1] != "ip4" or "p2p-circuit" in parts:
             continue
         for ip in observed:
-            if ":" not in ip:
+            if ipaddress.ip_address(ip).version == 4 and ipaddress.ip_address(ip).is_global:
                 guess = "/".join(["", "ip4", ip, *parts[3:]])
                 if guess not in out and guess not in maddrs:
                     out.append(guess)

@@ -53,7 +53,8 @@ class RoundContext:
         self.transport, self.layout, self.me, self.run, self.cfg = transport, layout, me, run, cfg
         self.counters, self.limits, self.books = counters, limits, books
         self.identity: Identity = transport.host.identity
-        self.max_payload = max_payload_bytes(layout)
+        self.max_payload = max(max_payload_bytes(layout), max_payload_bytes(layout.cut()))
+        """The largest payload, or cut of a shard's aggregate, a peer may send."""
         self.max_verdict = limits.small_message + max(self.max_payload // 4, max_payload_bytes(layout.cut()))
         """The largest verdict: it carries the verifier's own update of the shard (in sparse exchange its cut)."""
         d = run.defense

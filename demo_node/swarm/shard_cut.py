@@ -99,8 +99,9 @@ def judge_cut(signs: ShardSigns, contributions: Sequence[Contribution], layout: 
         claimed = read_cut(cut, layout, run_id=run_id, round=round, owner=owner, ranges=ranges)
     except PayloadError:
         return False, truth
+    cut_layout = layout.cut()
     for b, part in agg.parts.items():
-        spec = layout.cut().buckets[b]
+        spec = cut_layout.buckets[b]
         got = claimed.parts.get(b)
         if got is None or got.values.mode != CUT_VALUES or got.indices.shape[1] != min(spec.k, spec.block_size):
             return False, truth

@@ -64,11 +64,14 @@ class Standing:
 
     def roles(self, members: list[Member], round: int) -> list[Member]:
         """The round's members with those that own nothing marked as clients; benched ones own after all when
-        nobody else could (a round needs an owner)."""
-        ruled = [Member(m.peer, m.client or not self.owns(m.peer, round)) for m in members]
-        if any(not m.client for m in ruled):
-            return ruled
-        return [Member(m.peer, m.client or m.peer in self.demoted) for m in members]
+        nobody else could, and then members that said they cannot own (a round needs an owner: one that nobody
+        reaches loses its shard's update that round and is benched, which beats a swarm with no round at all)."""
+        for ruled in ([Member(m.peer, m.client or not self.owns(m.peer, round)) for m in members],
+                      [Member(m.peer, m.client or m.peer in self.demoted) for m in members],
+                      [Member(m.peer, m.peer in self.demoted) for m in members]):
+            if any(not m.client for m in ruled):
+                return ruled
+        return list(members)
 
     def _capable(self, members: list[Member], round: int, without: bytes) -> bool:
         """Whether a member other than ``without`` could still own a shard from ``round`` on."""
