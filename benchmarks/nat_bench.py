@@ -49,11 +49,11 @@ def _node(net: NatNet, host: str, workdir: Path, peers: list[str], args: list[st
 
 def run_setting(public: int, homes: list[str], rounds: int, workdir: Path, compute: float = 0.3,
                 model: str = "tiny", node_args: list[str] = (), home_args: list[str] = (), quic: bool = True,
-                settle: float = 20.0) -> dict:
+                settle: float = 45.0, owners: int | None = None) -> dict:
     """``public`` nodes on the internet and one behind a router of each kind in ``homes``; the figures of
     ``rounds`` rounds, at least ``settle`` seconds after every node is a member and once no node changed its role
-    for QUIET seconds. ``home_args``: more options for the NATed nodes; ``quic``: every node listens on QUIC too (as
-    by default)."""
+    for QUIET seconds (``owners``: once every node's rounds have that many owners instead of ``settle``).
+    ``home_args``: more options for the NATed nodes; ``quic``: every node listens on QUIC too (as by default)."""
     args = ["--model", model, "--batch-size", "4", "--threads", "1", "--eval-every", "0", "--deadline", "10",
             "--compute-seconds", str(compute), "--checkpoint-every", "100000", *node_args]
     net = NatNet(public, homes)
@@ -71,13 +71,14 @@ def run_setting(public: int, homes: list[str], rounds: int, workdir: Path, compu
         all_in = time.monotonic() - began
         # private members take a few heartbeats to find direct paths and offer to own shards: measure once no
         # node changed its role for a while
-        settled = time.monotonic() + settle
+        settled = time.monotonic() + (0.0 if owners is not None else settle)
 
         def quiet() -> bool:
             last = max((e["ts"] for x in nodes for e in x.of("role")), default=0.0)
-            return time.monotonic() >= settled and time.time() - last >= QUIET
+            counted = owners is None or all(x.last_round_event().get("owners") == owners for x in nodes)
+            return counted and time.monotonic() >= settled and time.time() - last >= QUIET
 
-        _wait(quiet, settle + 180, "roles to settle", nodes)
+        _wait(quiet, settle + 240, "roles to settle", nodes)
         r0 = max(x.last_round() for x in nodes) + 1
         _wait(lambda: all(x.last_round() >= r0 for x in nodes), 300, f"round {r0}", nodes)
         wire0 = {h: net.link_bytes(h) for h in hosts}
@@ -138,9 +139,10 @@ def _figures(nodes, hosts, homes, net, r0, r1, wire0, wire1, all_in, codes) -> d
 
 
 def run(public: int, homes: list[str], rounds: int, compute: float, model: str, workdir: str | None,
-        node_args: list[str]) -> dict:
+        node_args: list[str], owners: int | None = None) -> dict:
+    """The swarm with ``homes`` behind NAT, then all public; ``owners``: see :func:`run_setting`."""
     base = Path(workdir or tempfile.mkdtemp(prefix="demo-node-nat-"))
-    behind = run_setting(public, homes, rounds, base / "nat", compute, model, node_args)
+    behind = run_setting(public, homes, rounds, base / "nat", compute, model, node_args, owners=owners)
     everyone = run_setting(public + len(homes), [], rounds, base / "public", compute, model, node_args, settle=0.0)
     return {"behind_nat": behind, "all_public": everyone,
             "round_time_ratio": round(behind["round_s_mean"] / everyone["round_s_mean"], 2)}
