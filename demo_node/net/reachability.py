@@ -37,7 +37,9 @@ MAX_PORTS = 4
 DIAL_TIMEOUT = 3.0
 """Seconds a prober waits for the ports to answer, all dialled at once (a dropped SYN is retried by the kernel after
 1 s): well within the asker's wait for the answer."""
-PROBES_AT_ONCE = 2
+PROBES_AT_ONCE = 8
+"""Probes one node runs at once (each: up to MAX_PORTS connections for DIAL_TIMEOUT seconds). A swarm that starts
+all at once asks its first node first: with 2, a third joiner got no answer and took itself for private."""
 PROBERS = 3
 """Peers a node asks."""
 MULTISTREAM = b"\x13/multistream/1.0.0\n"
