@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from benchmarks.natnet import KINDS, NatNet, available
+from benchmarks.wan_bench import _wait
 from demo_node.commands.common import emit
 from demo_node.daemon.children import NodeProcess, join_command, stop_all
 from demo_node.models.presets import PRESETS
@@ -24,17 +25,6 @@ from demo_node.models.presets import PRESETS
 
 QUIET = 15.0
 """Seconds without a role change before the rounds are measured."""
-
-
-def _wait(predicate, timeout: float, what: str, nodes: list[NodeProcess]) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        dead = [n for n in nodes if n.proc.poll() is not None]
-        if dead:
-            raise RuntimeError(f"{dead[0].name} exited ({dead[0].proc.returncode}) before {what}:\n{dead[0].tail()}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _node(net: NatNet, host: str, workdir: Path, peers: list[str], args: list[str], quic: bool) -> NodeProcess:

@@ -17,12 +17,10 @@ Routers come in three kinds:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 
-from benchmarks.netns import FRAME_HEADERS, sh
+from benchmarks.netns import delete_namespaces, link_counters, sh
 
 KINDS = ("cone", "symmetric", "reject")
 
@@ -128,22 +126,12 @@ class NatNet:
         return f"/ip4/{self.ip(name)}/tcp/0"
 
     def link_bytes(self, name: str) -> dict[str, int]:
-        """Bytes ``name``'s internet side (its router's, for a home host) sent and received so far, whole frames and
-        (``*_payload``) less FRAME_HEADERS per packet."""
+        """Bytes ``name``'s internet side (its router's, for a home host) sent and received so far (see
+        :func:`benchmarks.netns.link_counters`)."""
         side = f"r{name[1:]}" if name.startswith("h") else name
-        out = json.loads(sh("ip", "netns", "exec", self.ns(side), "ip", "-s", "-j", "link", "show", "wan").stdout)
-        tx, rx = out[0]["stats64"]["tx"], out[0]["stats64"]["rx"]
-        return {"sent": tx["bytes"], "received": rx["bytes"],
-                "sent_payload": tx["bytes"] - FRAME_HEADERS * tx["packets"],
-                "received_payload": rx["bytes"] - FRAME_HEADERS * rx["packets"]}
+        return link_counters(self.ns(side), "wan")
 
     def close(self) -> None:
         """Kill what still runs in the namespaces (by pid) and delete them."""
-        for ns in reversed(self.spaces):
-            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            sh("ip", "netns", "delete", ns, check=False)
+        delete_namespaces(list(reversed(self.spaces)))
         self.spaces = []

@@ -96,20 +96,30 @@ class Net:
         return self._in(self.hosts[i], "tc", "-s", "qdisc", "show", "dev", f"h{i}").stdout
 
     def link_bytes(self, i: int) -> dict[str, int]:
-        """Bytes host i has sent and received on its link so far: whole frames, and (``*_payload``) the TCP payload
-        they carried, taken as the frames less FRAME_HEADERS bytes per packet."""
-        out = json.loads(self._in(self.hosts[i], "ip", "-s", "-j", "link", "show", f"h{i}").stdout)
-        tx, rx = out[0]["stats64"]["tx"], out[0]["stats64"]["rx"]
-        return {"sent": tx["bytes"], "received": rx["bytes"],
-                "sent_payload": tx["bytes"] - FRAME_HEADERS * tx["packets"],
-                "received_payload": rx["bytes"] - FRAME_HEADERS * rx["packets"]}
+        """Bytes host i has sent and received on its link so far (see :func:`link_counters`)."""
+        return link_counters(self.hosts[i], f"h{i}")
 
     def close(self) -> None:
         """Kill what still runs in the namespaces (by pid) and delete them."""
-        for ns in [*self.hosts, self.bridge_ns]:
-            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            sh("ip", "netns", "delete", ns, check=False)
+        delete_namespaces([*self.hosts, self.bridge_ns])
+
+
+def link_counters(ns: str, dev: str) -> dict[str, int]:
+    """Bytes interface ``dev`` of namespace ``ns`` has sent and received so far: whole frames, and (``*_payload``)
+    the TCP payload they carried, taken as the frames less FRAME_HEADERS bytes per packet."""
+    out = json.loads(sh("ip", "netns", "exec", ns, "ip", "-s", "-j", "link", "show", dev).stdout)
+    tx, rx = out[0]["stats64"]["tx"], out[0]["stats64"]["rx"]
+    return {"sent": tx["bytes"], "received": rx["bytes"],
+            "sent_payload": tx["bytes"] - FRAME_HEADERS * tx["packets"],
+            "received_payload": rx["bytes"] - FRAME_HEADERS * rx["packets"]}
+
+
+def delete_namespaces(spaces: list[str]) -> None:
+    """Kill what still runs in each namespace (by pid), then delete it."""
+    for ns in spaces:
+        for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        sh("ip", "netns", "delete", ns, check=False)
